@@ -1,0 +1,1 @@
+"""Mnemo: a Discord chatbot that remembers."""

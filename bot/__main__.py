@@ -1,0 +1,62 @@
+"""`python -m bot`: load .env, validate settings, run the bot until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import discord
+from dotenv import find_dotenv, load_dotenv
+
+from bot.client import MemoryBot
+from bot.config import ConfigError, Settings
+
+log = logging.getLogger("bot")
+
+
+def main() -> int:
+    # .env of the working directory (or a parent); a variable set in the environment wins.
+    load_dotenv(find_dotenv(usecwd=True), override=False)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as error:
+        print(f"mnemo: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    try:
+        return asyncio.run(run(settings))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def run(settings: Settings) -> int:
+    async with MemoryBot(settings) as bot:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))
+        try:
+            await bot.start(settings.discord_token)
+        except discord.LoginFailure:
+            print(
+                "mnemo: Discord rejected DISCORD_TOKEN; copy it again from the developer portal",
+                file=sys.stderr,
+            )
+            return 2
+        except discord.PrivilegedIntentsRequired:
+            print(
+                "mnemo: the Message Content intent is not enabled for this bot: enable it in the"
+                " developer portal (Bot > Privileged Gateway Intents)"
+                " or set MESSAGE_CONTENT_INTENT=false",
+                file=sys.stderr,
+            )
+            return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

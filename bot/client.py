@@ -1,0 +1,88 @@
+"""MemoryBot: owns the database, the one LLM client, the tokenizer and the memory engine.
+
+Everything is created in `setup_hook` and closed in `close()`; nothing happens in `on_ready`,
+which can fire more than once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+from discord.ext import commands
+
+from bot.config import Settings
+from bot.llm import LLMClient
+from bot.memory import MemoryEngine
+from bot.tokens import load_tokenizer
+from storage import Storage
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("cogs.chat",)
+
+
+class MemoryBot(commands.Bot):
+    def __init__(self, settings: Settings, *, guild_ready_timeout: float = 2.0) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = settings.message_content_intent
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            allowed_mentions=discord.AllowedMentions.none(),
+            help_command=None,
+            guild_ready_timeout=guild_ready_timeout,
+        )
+        self.settings = settings
+        self._storage: Storage | None = None
+        self._llm: LLMClient | None = None
+        self._engine: MemoryEngine | None = None
+
+    @property
+    def engine(self) -> MemoryEngine:
+        if self._engine is None:
+            raise RuntimeError("the bot is not set up yet")
+        return self._engine
+
+    @property
+    def storage(self) -> Storage:
+        if self._storage is None:
+            raise RuntimeError("the bot is not set up yet")
+        return self._storage
+
+    async def setup_hook(self) -> None:
+        settings = self.settings
+        tokenizer = await load_tokenizer(settings.chat_model, settings.tokenizer_encoding)
+        self._storage = await Storage.open(settings.database_path)
+        self._llm = LLMClient(
+            api_key=settings.openai_api_key,
+            base_url=settings.openai_base_url,
+            timeout=settings.llm_timeout_seconds,
+            max_retries=settings.llm_max_retries,
+            reply_deadline=settings.reply_deadline_seconds,
+        )
+        self._engine = MemoryEngine(self._storage, self._llm, tokenizer, settings)
+        await self._engine.start()
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        log.info(
+            "Mnemo is set up: database %s, chat model %s, tokenizer %s",
+            settings.database_path,
+            settings.chat_model,
+            tokenizer.name,
+        )
+
+    async def on_message(self, message: discord.Message, /) -> None:
+        # No prefix commands: chat is handled by cogs.chat, commands are slash commands.
+        return
+
+    async def close(self) -> None:
+        """Disconnect first (no new messages), then stop background work and close resources."""
+        await super().close()
+        if self._engine is not None:
+            await self._engine.close()
+        if self._llm is not None:
+            await self._llm.close()
+        if self._storage is not None:
+            await self._storage.close()
+        self._engine = self._llm = self._storage = None

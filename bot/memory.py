@@ -1,0 +1,211 @@
+"""The memory engine: store a turn, build its prompt, answer, and schedule background work.
+
+Takes plain ids and records, never `discord` objects, so it is tested without Discord. Messages
+of one session are handled strictly in order; different sessions run concurrently.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+from functools import partial
+
+from bot.background import BackgroundJobs
+from bot.config import Settings
+from bot.facts import FactExtractor
+from bot.llm import LLMClient, LLMError, StreamState, Usage
+from bot.ordering import KeyedLocks
+from bot.prompt import Prompt, PromptBuilder, PromptLimits
+from bot.summarizer import Summarizer
+from bot.tokens import Tokenizer
+from storage import Storage
+from storage.models import Session, SessionKey, StoredMessage
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[str], Awaitable[None]]
+WINDOW_FETCH_BATCH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """A user's message as the engine needs it: ids from the Discord event, cleaned text."""
+
+    key: SessionKey
+    discord_id: int
+    content: str
+    author_name: str
+
+
+class Outcome(Enum):
+    ANSWERED = "answered"
+    DUPLICATE = "duplicate"  # already stored: a redelivered event, answered once already
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyResult:
+    outcome: Outcome
+    text: str = ""
+    error: LLMError | None = None
+    prompt: Prompt | None = None
+    usage: Usage | None = None
+
+
+class MemoryEngine:
+    def __init__(
+        self,
+        storage: Storage,
+        llm: LLMClient,
+        tokenizer: Tokenizer,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.storage = storage
+        self._llm = llm
+        self._tokenizer = tokenizer
+        self._settings = settings
+        self._clock = clock
+        self._order = KeyedLocks()
+        self.jobs = BackgroundJobs(settings.background_concurrency)
+        self.summarizer = Summarizer(storage, llm, tokenizer, settings, clock=clock)
+        self.facts = FactExtractor(storage, llm, tokenizer, settings, clock=clock)
+        self._limits = PromptLimits(
+            max_prompt_tokens=settings.max_prompt_tokens,
+            max_message_tokens=settings.max_message_tokens,
+            summary_max_tokens=settings.summary_max_tokens,
+            facts_max_tokens=settings.facts_max_tokens,
+        )
+
+    async def start(self) -> None:
+        """Re-schedule the background work that a stop or crash left undone."""
+        lagging = await self.storage.sessions.lagging(self._settings.summary_trigger_tokens)
+        for session_id, needs_summary, needs_facts in lagging:
+            if needs_summary:
+                self._schedule_summary(session_id)
+            if needs_facts:
+                self._schedule_facts(session_id)
+        if lagging:
+            log.info("Resumed background work for %d sessions", len(lagging))
+
+    async def close(self, grace: float = 3.0) -> None:
+        await self.jobs.close(grace)
+
+    async def reply(
+        self, incoming: IncomingMessage, on_progress: ProgressCallback | None = None
+    ) -> ReplyResult:
+        """Store the message, stream an answer (reporting the text so far), store the answer."""
+        async with self._order.hold((incoming.key.channel_id, incoming.key.user_id)):
+            stored = await self.storage.messages.add(
+                incoming.key,
+                role="user",
+                content=incoming.content,
+                tokens=self._tokenizer.count(incoming.content),
+                discord_id=incoming.discord_id,
+                now=self._clock(),
+            )
+            if stored is None:
+                return ReplyResult(Outcome.DUPLICATE)
+            session = await self.storage.sessions.get(stored.session_id)
+            assert session is not None
+            prompt = await self.build_prompt(session, stored, incoming.author_name)
+            result = await self._answer(prompt, on_progress)
+            if result.outcome is Outcome.ANSWERED:
+                await self.storage.messages.add(
+                    incoming.key,
+                    role="assistant",
+                    content=result.text,
+                    tokens=self._tokenizer.count(result.text),
+                    discord_id=None,
+                    now=self._clock(),
+                )
+            self._after_turn(session)
+            return result
+
+    async def build_prompt(
+        self, session: Session, new_message: StoredMessage, author_name: str
+    ) -> Prompt:
+        """The prompt for `new_message`, from this session and this user's facts in this space."""
+        facts = await self.storage.facts.current(session.user_id, session.key.space_id)
+        builder = PromptBuilder(self._tokenizer, self._limits)
+        builder.fixed_sections(
+            system_prompt=self._system_prompt(author_name),
+            facts=facts,
+            summary=session.summary,
+            new_message=new_message.content,
+        )
+        window = await self._window(session, before_id=new_message.id, budget=builder.window_budget)
+        return builder.finish(window)
+
+    async def _window(
+        self, session: Session, *, before_id: int, budget: int
+    ) -> list[StoredMessage]:
+        """Unsummarized messages, newest first, until they surely exceed `budget`."""
+        found: list[StoredMessage] = []
+        tokens = 0
+        while tokens <= budget:
+            batch = await self.storage.messages.newest(
+                session.id,
+                after_id=session.summarized_through,
+                before_id=before_id,
+                limit=WINDOW_FETCH_BATCH,
+            )
+            found.extend(batch)
+            tokens += sum(min(m.tokens, self._settings.max_message_tokens) for m in batch)
+            if len(batch) < WINDOW_FETCH_BATCH:
+                break
+            before_id = batch[-1].id
+        return found
+
+    def _system_prompt(self, author_name: str) -> str:
+        name = " ".join(author_name.split())[:64] or "someone"
+        return f"{self._settings.system_prompt}\n\nYou are talking with the Discord user {name}."
+
+    async def _answer(self, prompt: Prompt, on_progress: ProgressCallback | None) -> ReplyResult:
+        state = StreamState()
+        try:
+            async for _ in self._llm.stream_chat(
+                self._settings.chat_model,
+                prompt.messages,
+                max_tokens=self._settings.max_reply_tokens,
+                state=state,
+            ):
+                if on_progress is not None:
+                    await on_progress(state.text)
+        except LLMError as error:
+            log.warning("Chat model call failed (%s): %s", error.kind, error)
+            return ReplyResult(Outcome.FAILED, state.text, error, prompt, state.usage)
+        if not state.text.strip():
+            empty = LLMError("The model returned an empty answer. Please try again.", kind="empty")
+            return ReplyResult(Outcome.FAILED, "", empty, prompt, state.usage)
+        return ReplyResult(Outcome.ANSWERED, state.text, None, prompt, state.usage)
+
+    def _after_turn(self, session: Session) -> None:
+        """Schedule, never await, the background work this turn may have made due."""
+        self.jobs.schedule("check", session.id, partial(self._schedule_due_work, session.id))
+        self.jobs.schedule_later(
+            "facts-idle",
+            session.id,
+            self._settings.facts_idle_seconds,
+            partial(self.facts.run, session.id),
+        )
+
+    async def _schedule_due_work(self, session_id: int) -> None:
+        session = await self.storage.sessions.get(session_id)
+        if session is None:
+            return
+        unsummarized_tokens, unread_user_messages = await self.storage.messages.pending(session)
+        if unsummarized_tokens > self._settings.summary_trigger_tokens:
+            self._schedule_summary(session_id)
+        if unread_user_messages >= self._settings.facts_batch_messages:
+            self._schedule_facts(session_id)
+
+    def _schedule_summary(self, session_id: int) -> None:
+        self.jobs.schedule("summary", session_id, partial(self.summarizer.run, session_id))
+
+    def _schedule_facts(self, session_id: int) -> None:
+        self.jobs.schedule("facts", session_id, partial(self.facts.run, session_id))

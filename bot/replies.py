@@ -1,0 +1,142 @@
+"""A streamed answer shown in Discord: typing first, then a message that grows.
+
+The text is rendered by one task, at most once per `edit_interval`, so a slow Discord never
+stalls the model's stream. Long text becomes several messages (see `bot.splitter`); every message
+allows no mentions and suppresses link embeds (a preview would fetch URLs from the model's text).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import discord
+
+from bot.splitter import split_message
+
+log = logging.getLogger(__name__)
+
+NO_MENTIONS = discord.AllowedMentions.none()
+
+
+class StreamedReply:
+    def __init__(self, source: discord.Message, *, edit_interval: float = 1.0) -> None:
+        self._source = source
+        self._channel = source.channel
+        self._edit_interval = edit_interval
+        self._sent: list[discord.Message] = []
+        self._shown: list[str] = []
+        self._latest = ""
+        self._changed = asyncio.Event()
+        self._finished = asyncio.Event()
+        self._broken = False
+        self._typing: contextlib.AsyncExitStack | None = None
+        self._renderer: asyncio.Task[None] | None = None
+
+    @property
+    def message_ids(self) -> list[int]:
+        return [message.id for message in self._sent]
+
+    async def progress(self, text: str) -> None:
+        """Called with the whole text so far; "" means accepted, waiting for the model."""
+        if not text:
+            await self._start_typing()
+            return
+        self._latest = text
+        self._changed.set()
+        if self._renderer is None:
+            self._renderer = asyncio.create_task(self._render_loop(), name="mnemo-render")
+
+    async def finish(self, text: str) -> None:
+        """Show `text` as the final state and wait until Discord has it."""
+        self._latest = text
+        self._finished.set()
+        self._changed.set()
+        if self._renderer is None:
+            self._renderer = asyncio.create_task(self._render_loop(), name="mnemo-render")
+        try:
+            await self._renderer
+        finally:
+            await self._stop_typing()
+
+    async def abandon(self) -> None:
+        """Stop rendering without a final state (shutdown)."""
+        if self._renderer is not None:
+            self._renderer.cancel()
+            await asyncio.gather(self._renderer, return_exceptions=True)
+        await self._stop_typing()
+
+    async def _render_loop(self) -> None:
+        last_render = float("-inf")
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            wait = last_render + self._edit_interval - time.monotonic()
+            if self._sent and wait > 0 and not self._finished.is_set():
+                # Throttle edits (Discord allows about 5 per 5 s in a channel), but never
+                # delay the final state.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._finished.wait(), timeout=wait)
+            done, text = self._finished.is_set(), self._latest
+            await self._render(text)
+            last_render = time.monotonic()
+            if self._sent:
+                await self._stop_typing()
+            if done:
+                return
+
+    async def _render(self, text: str) -> None:
+        if self._broken:
+            return
+        parts = split_message(text)
+        try:
+            for index, part in enumerate(parts):
+                if index >= len(self._sent):
+                    self._sent.append(await self._send(part, first=index == 0))
+                    self._shown.append(part)
+                elif self._shown[index] != part:
+                    await self._sent[index].edit(
+                        content=part, suppress=True, allowed_mentions=NO_MENTIONS
+                    )
+                    self._shown[index] = part
+            while len(self._sent) > max(len(parts), 1):
+                await self._sent.pop().delete()
+                self._shown.pop()
+        except discord.HTTPException as error:
+            # One line, no retry loop: a 403 repeated could get the bot's IP banned.
+            self._broken = True
+            log.warning(
+                "Could not deliver a reply in channel %s: %s %s",
+                self._channel.id,
+                error.status,
+                error.text,
+            )
+
+    async def _send(self, content: str, *, first: bool) -> discord.Message:
+        reference = self._source.to_reference(fail_if_not_exists=False) if first else None
+        return await self._channel.send(
+            content,
+            reference=reference,  # type: ignore[arg-type]
+            mention_author=False,
+            allowed_mentions=NO_MENTIONS,
+            suppress_embeds=True,
+        )
+
+    async def _start_typing(self) -> None:
+        if self._typing is not None or self._sent:
+            return
+        stack = contextlib.AsyncExitStack()
+        try:
+            await stack.enter_async_context(self._channel.typing())
+        except discord.HTTPException as error:
+            log.debug("Typing indicator failed: %s", error)
+            return
+        self._typing = stack
+
+    async def _stop_typing(self) -> None:
+        if self._typing is not None:
+            stack, self._typing = self._typing, None
+            with contextlib.suppress(discord.HTTPException):
+                await stack.aclose()

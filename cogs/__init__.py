@@ -1,0 +1,1 @@
+"""Discord-facing adapters: each cog turns Discord events into calls on the engine."""

@@ -1,0 +1,140 @@
+"""Chat: messages addressed to the bot in, streamed replies out."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING
+
+import aiosqlite
+import discord
+from discord.ext import commands
+
+from bot.memory import IncomingMessage, Outcome, ReplyResult
+from bot.replies import StreamedReply
+from storage.models import SessionKey
+
+if TYPE_CHECKING:
+    from bot.client import MemoryBot
+
+log = logging.getLogger(__name__)
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_USER_MENTION = re.compile(r"<@!?(\d+)>")
+_ROLE_MENTION = re.compile(r"<@&(\d+)>")
+_CHANNEL_MENTION = re.compile(r"<#(\d+)>")
+_CHAT_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+
+STORAGE_ERROR = "I couldn't save your message (the database is unavailable). Please try again soon."
+INTERNAL_ERROR = "Something went wrong on my side. Please try again."
+
+
+class Chat(commands.Cog):
+    def __init__(self, bot: MemoryBot) -> None:
+        self.bot = bot
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        if not self.is_addressed(message):
+            return
+        text = self.model_text(message)
+        if not text:
+            await self._greet(message)
+            return
+        incoming = IncomingMessage(
+            key=SessionKey(
+                message.guild.id if message.guild else None, message.channel.id, message.author.id
+            ),
+            discord_id=message.id,
+            content=text,
+            author_name=message.author.display_name,
+        )
+        reply = StreamedReply(message)
+        try:
+            result = await self.bot.engine.reply(incoming, reply.progress)
+        except aiosqlite.Error:
+            log.exception("Database error while handling message %s", message.id)
+            await reply.finish(STORAGE_ERROR)
+            return
+        except Exception:
+            log.exception("Failed to handle message %s", message.id)
+            await reply.finish(INTERNAL_ERROR)
+            return
+        await self._show(reply, result)
+
+    def is_addressed(self, message: discord.Message) -> bool:
+        """A DM, a mention of the bot's user or managed role, or a reply to the bot."""
+        me = self.bot.user
+        if me is None or message.author.bot or message.webhook_id is not None:
+            return False
+        if message.type not in _CHAT_TYPES:
+            return False
+        if message.guild is None:
+            return True
+        if me.id in message.raw_mentions:  # @everyone/@here alone do not count
+            return True
+        own_role = message.guild.self_role
+        if own_role is not None and own_role.id in message.raw_role_mentions:
+            return True
+        return self._replies_to_me(message, me.id)
+
+    def _replies_to_me(self, message: discord.Message, my_id: int) -> bool:
+        reference = message.reference
+        if reference is None or reference.message_id is None:
+            return False
+        replied = reference.resolved  # Discord includes the replied-to message in the event
+        if not isinstance(replied, discord.Message):
+            replied = discord.utils.get(self.bot.cached_messages, id=reference.message_id)
+        return isinstance(replied, discord.Message) and replied.author.id == my_id
+
+    def model_text(self, message: discord.Message) -> str:
+        """The text the model sees: the bot's mention removed, other mentions as names."""
+        me = self.bot.user
+        own_role = message.guild.self_role if message.guild else None
+        users = {user.id: user for user in message.mentions}
+
+        def user_name(match: re.Match[str]) -> str:
+            user_id = int(match.group(1))
+            if me is not None and user_id == me.id:
+                return ""
+            user = users.get(user_id)
+            return f"@{user.display_name}" if user else "@unknown-user"
+
+        def role_name(match: re.Match[str]) -> str:
+            role_id = int(match.group(1))
+            if own_role is not None and role_id == own_role.id:
+                return ""
+            role = message.guild.get_role(role_id) if message.guild else None
+            return f"@{role.name}" if role else "@unknown-role"
+
+        def channel_name(match: re.Match[str]) -> str:
+            channel = self.bot.get_channel(int(match.group(1)))
+            return f"#{getattr(channel, 'name', 'unknown-channel')}"
+
+        text = _USER_MENTION.sub(user_name, message.content)
+        text = _ROLE_MENTION.sub(role_name, text)
+        text = _CHANNEL_MENTION.sub(channel_name, text)
+        for attachment in message.attachments:
+            text += f"\n[attached file: {attachment.filename}]"
+        return _LONE_SURROGATE.sub("\ufffd", text).strip()
+
+    async def _greet(self, message: discord.Message) -> None:
+        reply = StreamedReply(message)
+        await reply.finish(f"Hi {message.author.display_name}! What would you like to talk about?")
+
+    async def _show(self, reply: StreamedReply, result: ReplyResult) -> None:
+        if result.outcome is Outcome.DUPLICATE:
+            return
+        if result.outcome is Outcome.ANSWERED:
+            await reply.finish(result.text)
+            return
+        assert result.error is not None
+        if result.text.strip():
+            # What arrived is shown, marked as interrupted; it was not stored as an answer.
+            await reply.finish(f"{result.text}\n\n⚠️ *{result.error.user_message}*")
+        else:
+            await reply.finish(f"⚠️ {result.error.user_message}")
+
+
+async def setup(bot: MemoryBot) -> None:
+    await bot.add_cog(Chat(bot))

@@ -1,0 +1,126 @@
+"""Facts users stated about themselves, with their history and sources."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from storage.database import Database, Row, Transaction
+from storage.models import Fact, FactSource, NewFact
+
+_FACT_COLUMNS = "id, user_id, space_id, attribute, value, tokens, created_at, valid_until"
+
+
+class FactRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def current(self, user_id: int, space_id: int) -> list[Fact]:
+        """The facts in force for this user in this space, oldest first."""
+        rows = await self._db.fetch_all(
+            f"SELECT {_FACT_COLUMNS} FROM facts"
+            " WHERE user_id = ? AND space_id = ? AND valid_until IS NULL ORDER BY id",
+            (user_id, space_id),
+        )
+        return [_fact(row) for row in rows]
+
+    async def history(self, user_id: int) -> list[Fact]:
+        """Every fact of the user in every space, superseded ones included."""
+        rows = await self._db.fetch_all(
+            f"SELECT {_FACT_COLUMNS} FROM facts WHERE user_id = ? ORDER BY id", (user_id,)
+        )
+        return [_fact(row) for row in rows]
+
+    async def sources(self, fact_ids: Sequence[int]) -> dict[int, list[FactSource]]:
+        if not fact_ids:
+            return {}
+        marks = ",".join("?" * len(fact_ids))
+        rows = await self._db.fetch_all(
+            "SELECT fact_id, message_id, discord_message_id, channel_id, guild_id"
+            f" FROM fact_sources WHERE fact_id IN ({marks}) ORDER BY fact_id, message_id",
+            fact_ids,
+        )
+        found: dict[int, list[FactSource]] = {}
+        for row in rows:
+            found.setdefault(row["fact_id"], []).append(
+                FactSource(
+                    row["message_id"],
+                    row["discord_message_id"],
+                    row["channel_id"],
+                    row["guild_id"],
+                )
+            )
+        return found
+
+    async def save_extraction(
+        self,
+        session_id: int,
+        *,
+        user_id: int,
+        space_id: int,
+        expected_through: int,
+        new_through: int,
+        facts: Sequence[NewFact],
+        now: float,
+    ) -> bool:
+        """Store the facts of one extraction and move the session's facts watermark.
+
+        All in one transaction, and only if the watermark is where the job read it: a job that
+        lost a race (or whose session was cleared) writes nothing. A fact whose source messages
+        were deleted meanwhile is dropped.
+        """
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(
+                "UPDATE sessions SET facts_through = ? WHERE id = ? AND facts_through = ?",
+                (new_through, session_id, expected_through),
+            )
+            if changed != 1:
+                return False
+            for fact in facts:
+                if await _sources_exist(tx, fact):
+                    await _store_fact(tx, user_id, space_id, fact, now)
+        return True
+
+
+async def _sources_exist(tx: Transaction, fact: NewFact) -> bool:
+    ids = [source.id for source in fact.sources]
+    marks = ",".join("?" * len(ids))
+    row = await tx.fetch_one(f"SELECT COUNT(*) FROM messages WHERE id IN ({marks})", ids)
+    return row is not None and row[0] == len(ids)
+
+
+async def _store_fact(
+    tx: Transaction, user_id: int, space_id: int, fact: NewFact, now: float
+) -> None:
+    """Insert a fact unless it is already known; supersede the attribute's old value."""
+    current = await tx.fetch_one(
+        "SELECT id, value FROM facts WHERE user_id = ? AND space_id = ? AND attribute = ?"
+        " AND valid_until IS NULL",
+        (user_id, space_id, fact.attribute),
+    )
+    if current is not None and current["value"].casefold() == fact.value.casefold():
+        return  # an exact duplicate: keep the first, with its original sources
+    if current is not None:
+        await tx.execute("UPDATE facts SET valid_until = ? WHERE id = ?", (now, current["id"]))
+    fact_id = await tx.insert(
+        "INSERT INTO facts (user_id, space_id, attribute, value, tokens, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (user_id, space_id, fact.attribute, fact.value, fact.tokens, now),
+    )
+    await tx.executemany(
+        "INSERT OR IGNORE INTO fact_sources (fact_id, message_id, discord_message_id,"
+        " channel_id, guild_id) VALUES (?, ?, ?, ?, ?)",
+        [(fact_id, s.id, s.discord_id, s.channel_id, s.guild_id) for s in fact.sources],
+    )
+
+
+def _fact(row: Row) -> Fact:
+    return Fact(
+        row["id"],
+        row["user_id"],
+        row["space_id"],
+        row["attribute"],
+        row["value"],
+        row["tokens"],
+        row["created_at"],
+        row["valid_until"],
+    )

@@ -1,0 +1,230 @@
+"""Messages and the sessions they belong to."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from storage.database import Database, Row
+from storage.models import Role, Session, SessionKey, SessionStats, StoredMessage
+
+_MESSAGE_COLUMNS = (
+    "id, session_id, discord_id, guild_id, channel_id, user_id, role, content, tokens, created_at"
+)
+_SESSION_COLUMNS = (
+    "id, guild_id, channel_id, user_id, summary, summary_tokens, summary_updated_at,"
+    " summarized_through, facts_through"
+)
+
+
+class MessageRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def add(
+        self,
+        key: SessionKey,
+        *,
+        role: Role,
+        content: str,
+        tokens: int,
+        discord_id: int | None,
+        now: float,
+    ) -> StoredMessage | None:
+        """Store a message, creating its session on first use.
+
+        Returns None when a message with this Discord id is already stored (a redelivered
+        gateway event), so the caller answers each message once.
+        """
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO sessions (guild_id, channel_id, user_id, created_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (channel_id, user_id) DO NOTHING",
+                (key.guild_id, key.channel_id, key.user_id, now),
+            )
+            session = await tx.fetch_one(
+                "SELECT id FROM sessions WHERE channel_id = ? AND user_id = ?",
+                (key.channel_id, key.user_id),
+            )
+            assert session is not None
+            row_id = await tx.insert(
+                "INSERT OR IGNORE INTO messages (session_id, discord_id, guild_id, channel_id,"
+                " user_id, role, content, tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session["id"],
+                    discord_id,
+                    key.guild_id,
+                    key.channel_id,
+                    key.user_id,
+                    role,
+                    content,
+                    tokens,
+                    now,
+                ),
+            )
+        if row_id is None:
+            return None
+        return StoredMessage(
+            row_id,
+            session["id"],
+            discord_id,
+            key.guild_id,
+            key.channel_id,
+            key.user_id,
+            role,
+            content,
+            tokens,
+            now,
+        )
+
+    async def newest(
+        self, session_id: int, *, after_id: int, before_id: int | None = None, limit: int = 64
+    ) -> list[StoredMessage]:
+        """Up to `limit` messages with after_id < id < before_id, newest first (on the index)."""
+        upper = before_id if before_id is not None else 2**63 - 1
+        rows = await self._db.fetch_all(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND id > ? AND id < ?"
+            " ORDER BY id DESC LIMIT ?",
+            (session_id, after_id, upper, limit),
+        )
+        return [_message(row) for row in rows]
+
+    async def oldest(
+        self, session_id: int, *, after_id: int, limit: int, role: Role | None = None
+    ) -> list[StoredMessage]:
+        """Up to `limit` messages after `after_id`, oldest first (optionally of one role)."""
+        role_clause = "AND role = ?" if role else ""
+        params: tuple[object, ...] = (session_id, after_id, *((role,) if role else ()), limit)
+        rows = await self._db.fetch_all(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND id > ?"
+            f" {role_clause} ORDER BY id LIMIT ?",
+            params,
+        )
+        return [_message(row) for row in rows]
+
+    async def by_ids(self, ids: Sequence[int]) -> list[StoredMessage]:
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        rows = await self._db.fetch_all(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id IN ({marks}) ORDER BY id", ids
+        )
+        return [_message(row) for row in rows]
+
+    async def stats(self, session: Session) -> SessionStats:
+        row = await self._db.fetch_one(
+            "SELECT COUNT(*) AS total,"
+            " COALESCE(SUM(id > ?1), 0) AS unsummarized,"
+            " COALESCE(SUM(CASE WHEN id > ?1 THEN tokens ELSE 0 END), 0) AS tokens,"
+            " COALESCE(SUM(id > ?2 AND role = 'user'), 0) AS unread"
+            " FROM messages WHERE session_id = ?3",
+            (session.summarized_through, session.facts_through, session.id),
+        )
+        assert row is not None
+        return SessionStats(row["total"], row["unsummarized"], row["tokens"], row["unread"])
+
+    async def pending(self, session: Session) -> tuple[int, int]:
+        """(unsummarized tokens, user messages not yet read for facts), scanning only the
+        range past the older watermark, on the (session_id, id) index."""
+        row = await self._db.fetch_one(
+            "SELECT COALESCE(SUM(CASE WHEN id > ?1 THEN tokens ELSE 0 END), 0),"
+            " COALESCE(SUM(id > ?2 AND role = 'user'), 0)"
+            " FROM messages WHERE session_id = ?3 AND id > min(?1, ?2)",
+            (session.summarized_through, session.facts_through, session.id),
+        )
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+
+class SessionRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def get(self, session_id: int) -> Session | None:
+        row = await self._db.fetch_one(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
+        )
+        return _session(row) if row else None
+
+    async def find(self, channel_id: int, user_id: int) -> Session | None:
+        row = await self._db.fetch_one(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE channel_id = ? AND user_id = ?",
+            (channel_id, user_id),
+        )
+        return _session(row) if row else None
+
+    async def all_ids(self) -> list[int]:
+        rows = await self._db.fetch_all("SELECT id FROM sessions ORDER BY id")
+        return [row["id"] for row in rows]
+
+    async def lagging(self, summary_trigger_tokens: int) -> list[tuple[int, bool, bool]]:
+        """Sessions whose background work lags: (id, summary due, facts unread)."""
+        rows = await self._db.fetch_all(
+            "SELECT s.id,"
+            " SUM(CASE WHEN m.id > s.summarized_through THEN m.tokens ELSE 0 END) AS unsummarized,"
+            " SUM(m.id > s.facts_through AND m.role = 'user') AS unread"
+            " FROM sessions s JOIN messages m"
+            " ON m.session_id = s.id AND m.id > min(s.summarized_through, s.facts_through)"
+            " GROUP BY s.id HAVING unsummarized > ? OR unread > 0",
+            (summary_trigger_tokens,),
+        )
+        return [
+            (row["id"], row["unsummarized"] > summary_trigger_tokens, row["unread"] > 0)
+            for row in rows
+        ]
+
+    async def save_summary(
+        self,
+        session_id: int,
+        *,
+        expected_through: int,
+        new_through: int,
+        summary: str,
+        tokens: int,
+        now: float,
+    ) -> bool:
+        """Replace the summary and move its watermark in one statement.
+
+        Only lands if the watermark is still where the job read it (compare-and-set), and
+        only while the folded messages still exist: a session cleared meanwhile gets nothing.
+        """
+        async with self._db.transaction() as tx:
+            still_there = await tx.fetch_one(
+                "SELECT 1 FROM messages WHERE session_id = ? AND id = ?", (session_id, new_through)
+            )
+            if still_there is None:
+                return False
+            changed = await tx.execute(
+                "UPDATE sessions SET summary = ?, summary_tokens = ?, summary_updated_at = ?,"
+                " summarized_through = ? WHERE id = ? AND summarized_through = ?",
+                (summary, tokens, now, new_through, session_id, expected_through),
+            )
+        return changed == 1
+
+
+def _message(row: Row) -> StoredMessage:
+    return StoredMessage(
+        row["id"],
+        row["session_id"],
+        row["discord_id"],
+        row["guild_id"],
+        row["channel_id"],
+        row["user_id"],
+        row["role"],
+        row["content"],
+        row["tokens"],
+        row["created_at"],
+    )
+
+
+def _session(row: Row) -> Session:
+    return Session(
+        row["id"],
+        row["guild_id"],
+        row["channel_id"],
+        row["user_id"],
+        row["summary"],
+        row["summary_tokens"],
+        row["summary_updated_at"],
+        row["summarized_through"],
+        row["facts_through"],
+    )

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = {"DISCORD_TOKEN": "t", "OPENAI_API_KEY": "k"}
+
+
+def test_defaults_match_the_design() -> None:
+    settings = Settings.from_env(BASE)
+    assert settings.chat_model == "gpt-4o"
+    assert settings.memory_model == "gpt-4o-mini"
+    assert settings.database_path == Path("data/mnemo.db")
+    assert settings.max_prompt_tokens == 6000
+    assert settings.max_reply_tokens == 1000
+    assert settings.log_level == "INFO"
+    assert settings.openai_base_url is None
+
+
+def test_database_url_relative_and_absolute() -> None:
+    relative = Settings.from_env({**BASE, "DATABASE_URL": "sqlite:///var/x.db"})
+    absolute = Settings.from_env({**BASE, "DATABASE_URL": "sqlite:////srv/mnemo/x.db"})
+    assert relative.database_path == Path("var/x.db")
+    assert absolute.database_path == Path("/srv/mnemo/x.db")
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"OPENAI_API_KEY": "k"}, "DISCORD_TOKEN"),
+        ({"DISCORD_TOKEN": "t"}, "OPENAI_API_KEY"),
+        ({**BASE, "MAX_PROMPT_TOKENS": "lots"}, "MAX_PROMPT_TOKENS"),
+        ({**BASE, "LLM_TIMEOUT_SECONDS": "nan"}, "LLM_TIMEOUT_SECONDS"),
+        ({**BASE, "DATABASE_URL": "postgres://x"}, "DATABASE_URL"),
+        ({**BASE, "LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({**BASE, "MESSAGE_CONTENT_INTENT": "maybe"}, "MESSAGE_CONTENT_INTENT"),
+        ({**BASE, "MAX_PROMPT_TOKENS": "1000"}, "MAX_PROMPT_TOKENS"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], names: str) -> None:
+    with pytest.raises(ConfigError, match=names):
+        Settings.from_env(env)
+
+
+def test_local_server_needs_no_api_key() -> None:
+    settings = Settings.from_env(
+        {"DISCORD_TOKEN": "t", "OPENAI_BASE_URL": "http://localhost:11434/v1"}
+    )
+    assert settings.openai_api_key
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings.from_env(BASE)
+    with pytest.raises(AttributeError):
+        settings.chat_model = "other"  # type: ignore[misc]
+
+
+def _run_bot(
+    tmp_path: Path, env: dict[str, str], dotenv: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    if dotenv is not None:
+        (tmp_path / ".env").write_text(dotenv)
+    clean = {k: v for k, v in os.environ.items() if k not in ("DISCORD_TOKEN", "OPENAI_API_KEY")}
+    clean["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "bot"],
+        cwd=tmp_path,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_missing_token_exits_2_with_one_line(tmp_path: Path) -> None:
+    result = _run_bot(tmp_path, {})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "DISCORD_TOKEN" in lines[0] and ".env.example" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_malformed_number_in_dotenv_exits_2(tmp_path: Path) -> None:
+    result = _run_bot(
+        tmp_path, {}, dotenv="DISCORD_TOKEN=x\nOPENAI_API_KEY=k\nMAX_REPLY_TOKENS=ten\n"
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "mnemo: MAX_REPLY_TOKENS must be a whole number, got 'ten'; see .env.example"
+    ]
+
+
+def test_environment_wins_over_dotenv(tmp_path: Path) -> None:
+    # The .env value is malformed, the environment's is fine: only the environment's counts,
+    # so the failure is about the next problem (the missing API key), not MAX_REPLY_TOKENS.
+    result = _run_bot(
+        tmp_path,
+        {"MAX_REPLY_TOKENS": "500"},
+        dotenv="DISCORD_TOKEN=x\nMAX_REPLY_TOKENS=ten\n",
+    )
+    assert result.returncode == 2
+    assert "OPENAI_API_KEY" in result.stderr
+
+
+def test_env_example_lists_every_setting() -> None:
+    example = (ROOT / ".env.example").read_text()
+    source = (ROOT / "bot" / "config.py").read_text()
+    import re
+
+    read = set(re.findall(r'reader\.\w+\(\s*"([A-Z_]+)"', source)) | {"OPENAI_API_KEY"}
+    listed = set(re.findall(r"^([A-Z_]+)=", example, re.MULTILINE))
+    assert read == listed
