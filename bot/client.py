@@ -6,6 +6,8 @@ which can fire more than once.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 
 import discord
@@ -19,7 +21,9 @@ from storage import Storage
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.chat",)
+EXTENSIONS = ("cogs.chat", "cogs.memory", "cogs.facts")
+SYNC_FINGERPRINT_KEY = "command_sync_fingerprint"
+SHUTDOWN_GRACE_SECONDS = 4.0  # hosts send SIGKILL ~10 s after SIGTERM
 
 
 class MemoryBot(commands.Bot):
@@ -65,6 +69,7 @@ class MemoryBot(commands.Bot):
         await self._engine.start()
         for extension in EXTENSIONS:
             await self.load_extension(extension)
+        await self.sync_commands()
         log.info(
             "Mnemo is set up: database %s, chat model %s, tokenizer %s",
             settings.database_path,
@@ -72,15 +77,47 @@ class MemoryBot(commands.Bot):
             tokenizer.name,
         )
 
+    async def sync_commands(self) -> None:
+        """Make the slash commands visible where users are.
+
+        With DEV_GUILD_ID: to that server, at every start (instant). Otherwise globally, and
+        only when the definitions changed since the last sync: global syncs are rate-limited
+        and take a while to reach every client.
+        """
+        if self.settings.dev_guild_id:
+            guild = discord.Object(id=self.settings.dev_guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("Synced %d slash commands to server %s", len(synced), guild.id)
+            return
+        fingerprint = self.command_fingerprint()
+        if await self.storage.state.get(SYNC_FINGERPRINT_KEY) == fingerprint:
+            log.info("Slash commands unchanged since the last sync; not syncing")
+            return
+        synced = await self.tree.sync()
+        await self.storage.state.set(SYNC_FINGERPRINT_KEY, fingerprint)
+        log.info("Synced %d slash commands globally", len(synced))
+
+    def command_fingerprint(self) -> str:
+        definitions = sorted(
+            (command.to_dict(self.tree) for command in self.tree.get_commands()),
+            key=lambda definition: str(definition.get("name")),
+        )
+        encoded = json.dumps(definitions, sort_keys=True, default=str).encode()
+        return hashlib.sha256(encoded).hexdigest()
+
     async def on_message(self, message: discord.Message, /) -> None:
         # No prefix commands: chat is handled by cogs.chat, commands are slash commands.
         return
 
     async def close(self) -> None:
-        """Disconnect first (no new messages), then stop background work and close resources."""
+        """Stop taking messages, let replies in flight finish (they still need Discord), then
+        disconnect, stop background work and close what setup_hook opened."""
+        if self._engine is not None:
+            await self._engine.drain(SHUTDOWN_GRACE_SECONDS)
         await super().close()
         if self._engine is not None:
-            await self._engine.close()
+            await self._engine.close(SHUTDOWN_GRACE_SECONDS)
         if self._llm is not None:
             await self._llm.close()
         if self._storage is not None:

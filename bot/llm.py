@@ -102,15 +102,14 @@ class LLMClient:
                 kind="timeout",
             ) from None
         except openai.OpenAIError as error:
+            if state.text:
+                raise _interrupted() from error
             raise describe_error(error) from error
         except Exception as error:
             # The SDK lets transport errors of a broken stream through unwrapped (its HTTP
             # library's own classes); to the user they all mean the answer was cut.
             log.debug("Chat stream broke", exc_info=True)
-            raise LLMError(
-                "The connection to the model broke mid-answer. Please try again.",
-                kind="interrupted",
-            ) from error
+            raise _interrupted() from error
         if state.finish_reason is None:
             raise LLMError(
                 "The model's answer was cut off before it finished. Please try again.",
@@ -162,6 +161,12 @@ class LLMClient:
             else None
         )
         return choice.message.content or "", choice.finish_reason, usage
+
+
+def _interrupted() -> LLMError:
+    return LLMError(
+        "The connection to the model broke mid-answer. Please try again.", kind="interrupted"
+    )
 
 
 def describe_error(error: Exception) -> LLMError:

@@ -6,9 +6,10 @@ of one session are handled strictly in order; different sessions run concurrentl
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from functools import partial
@@ -23,6 +24,7 @@ from bot.summarizer import Summarizer
 from bot.tokens import Tokenizer
 from storage import Storage
 from storage.models import Session, SessionKey, StoredMessage
+from storage.users import DeletedCounts
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,21 @@ class IncomingMessage:
 class Outcome(Enum):
     ANSWERED = "answered"
     DUPLICATE = "duplicate"  # already stored: a redelivered event, answered once already
+    STOPPING = "stopping"  # the bot is shutting down and takes no new messages
     FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionReport:
+    """What `/memory show` tells a user about one conversation."""
+
+    summary: str
+    summary_updated_at: float | None
+    stored_messages: int
+    window_messages: int
+    facts: int
+    section_tokens: dict[str, int]
+    budget: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,14 +80,17 @@ class MemoryEngine:
         settings: Settings,
         *,
         clock: Callable[[], float] = time.time,
+        job_retry_delays: Sequence[float] = (2.0, 10.0, 30.0),
     ) -> None:
         self.storage = storage
-        self._llm = llm
+        self.llm = llm
         self._tokenizer = tokenizer
         self._settings = settings
         self._clock = clock
         self._order = KeyedLocks()
-        self.jobs = BackgroundJobs(settings.background_concurrency)
+        self._in_flight: set[asyncio.Task[object]] = set()
+        self._accepting = True
+        self.jobs = BackgroundJobs(settings.background_concurrency, retry_delays=job_retry_delays)
         self.summarizer = Summarizer(storage, llm, tokenizer, settings, clock=clock)
         self.facts = FactExtractor(storage, llm, tokenizer, settings, clock=clock)
         self._limits = PromptLimits(
@@ -92,13 +111,35 @@ class MemoryEngine:
         if lagging:
             log.info("Resumed background work for %d sessions", len(lagging))
 
+    async def drain(self, grace: float) -> None:
+        """Take no new messages; give replies in flight `grace` seconds, then cancel them."""
+        self._accepting = False
+        if self._in_flight:
+            _, late = await asyncio.wait(set(self._in_flight), timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+
     async def close(self, grace: float = 3.0) -> None:
+        await self.drain(grace)
         await self.jobs.close(grace)
 
     async def reply(
         self, incoming: IncomingMessage, on_progress: ProgressCallback | None = None
     ) -> ReplyResult:
         """Store the message, stream an answer (reporting the text so far), store the answer."""
+        task = asyncio.current_task()
+        if not self._accepting or task is None:
+            return ReplyResult(Outcome.STOPPING)
+        self._in_flight.add(task)
+        try:
+            return await self._reply_in_order(incoming, on_progress)
+        finally:
+            self._in_flight.discard(task)
+
+    async def _reply_in_order(
+        self, incoming: IncomingMessage, on_progress: ProgressCallback | None
+    ) -> ReplyResult:
         async with self._order.hold((incoming.key.channel_id, incoming.key.user_id)):
             stored = await self.storage.messages.add(
                 incoming.key,
@@ -110,6 +151,8 @@ class MemoryEngine:
             )
             if stored is None:
                 return ReplyResult(Outcome.DUPLICATE)
+            if on_progress is not None:
+                await on_progress("")  # accepted: the caller may show "typing"
             session = await self.storage.sessions.get(stored.session_id)
             assert session is not None
             prompt = await self.build_prompt(session, stored, incoming.author_name)
@@ -161,6 +204,59 @@ class MemoryEngine:
             before_id = batch[-1].id
         return found
 
+    # -- what users see and erase -------------------------------------------------------------
+
+    async def describe(self, key: SessionKey, author_name: str) -> SessionReport:
+        """The conversation's memory as the next prompt would use it."""
+        facts = await self.storage.facts.current(key.user_id, key.space_id)
+        session = await self.storage.sessions.find(key.channel_id, key.user_id)
+        if session is None:
+            return SessionReport("", None, 0, 0, len(facts), {}, self._limits.max_prompt_tokens)
+        builder = PromptBuilder(self._tokenizer, self._limits)
+        builder.fixed_sections(
+            system_prompt=self._system_prompt(author_name),
+            facts=facts,
+            summary=session.summary,
+            new_message="",
+        )
+        window = await self._window(session, before_id=2**63 - 1, budget=builder.window_budget)
+        prompt = builder.finish(window)
+        stats = await self.storage.messages.stats(session)
+        return SessionReport(
+            session.summary,
+            session.summary_updated_at,
+            stats.messages,
+            prompt.window_messages,
+            len(facts),
+            prompt.section_tokens,
+            self._limits.max_prompt_tokens,
+        )
+
+    async def clear_conversation(self, key: SessionKey) -> DeletedCounts:
+        """Delete one conversation's messages and summary, and stop its background jobs."""
+        async with self._order.hold((key.channel_id, key.user_id)):
+            session = await self.storage.sessions.find(key.channel_id, key.user_id)
+            if session is not None:
+                await self._stop_jobs([session.id])
+            return await self.storage.users.clear_session(key.channel_id, key.user_id)
+
+    async def forget_user(self, user_id: int) -> DeletedCounts:
+        """Delete everything of the user everywhere; nothing derived is written back after."""
+        await self._stop_jobs(await self.storage.users.session_ids(user_id))
+        return await self.storage.users.delete_user_data(user_id)
+
+    async def forget_member(self, user_id: int, guild_id: int) -> DeletedCounts:
+        """Delete what the user said in one server (an admin's request), nothing elsewhere."""
+        await self._stop_jobs(await self.storage.users.session_ids(user_id, guild_id=guild_id))
+        return await self.storage.users.delete_member_in_guild(user_id, guild_id)
+
+    async def _stop_jobs(self, session_ids: list[int]) -> None:
+        # A job cancelled mid-call writes nothing; one that already finished its write is
+        # covered by the deletion that follows. The deletion also defeats any later write,
+        # since every job's write checks its session's watermark.
+        tasks = [task for sid in session_ids for task in self.jobs.cancel_session(sid)]
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def _system_prompt(self, author_name: str) -> str:
         name = " ".join(author_name.split())[:64] or "someone"
         return f"{self._settings.system_prompt}\n\nYou are talking with the Discord user {name}."
@@ -168,7 +264,7 @@ class MemoryEngine:
     async def _answer(self, prompt: Prompt, on_progress: ProgressCallback | None) -> ReplyResult:
         state = StreamState()
         try:
-            async for _ in self._llm.stream_chat(
+            async for _ in self.llm.stream_chat(
                 self._settings.chat_model,
                 prompt.messages,
                 max_tokens=self._settings.max_reply_tokens,

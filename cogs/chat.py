@@ -123,7 +123,8 @@ class Chat(commands.Cog):
         await reply.finish(f"Hi {message.author.display_name}! What would you like to talk about?")
 
     async def _show(self, reply: StreamedReply, result: ReplyResult) -> None:
-        if result.outcome is Outcome.DUPLICATE:
+        if result.outcome in (Outcome.DUPLICATE, Outcome.STOPPING):
+            await reply.abandon()
             return
         if result.outcome is Outcome.ANSWERED:
             await reply.finish(result.text)

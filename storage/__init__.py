@@ -7,6 +7,8 @@ from pathlib import Path
 from storage.database import Database
 from storage.facts import FactRepository
 from storage.messages import MessageRepository, SessionRepository
+from storage.state import BotStateRepository
+from storage.users import UserDataRepository
 
 
 class Storage:
@@ -17,6 +19,8 @@ class Storage:
         self.messages = MessageRepository(db)
         self.sessions = SessionRepository(db)
         self.facts = FactRepository(db)
+        self.users = UserDataRepository(db)
+        self.state = BotStateRepository(db)
 
     @classmethod
     async def open(cls, path: Path) -> Storage:

@@ -1,0 +1,110 @@
+"""/facts show · forget: the facts Mnemo learned about you in this server (or in DMs)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.prompt import quote
+from cogs.memory import confirm, timestamp
+from cogs.views import PagerView
+from storage.models import Fact, FactSource, space_of
+
+if TYPE_CHECKING:
+    from bot.client import MemoryBot
+
+log = logging.getLogger(__name__)
+
+FACTS_PER_PAGE = 8
+
+
+class Facts(commands.Cog):
+    facts = app_commands.Group(name="facts", description="The facts Mnemo learned about you here")
+
+    def __init__(self, bot: MemoryBot) -> None:
+        self.bot = bot
+
+    @facts.command(name="show", description="Your facts in this server (or in DMs)")
+    async def show(self, interaction: discord.Interaction) -> None:
+        space = space_of(interaction.guild_id)
+        facts = await self.bot.storage.facts.current(interaction.user.id, space)
+        if not facts:
+            where = "in DMs" if interaction.guild_id is None else "in this server"
+            await interaction.response.send_message(
+                f"I haven't learned any facts about you {where} yet.", ephemeral=True
+            )
+            return
+        sources = await self.bot.storage.facts.sources([fact.id for fact in facts])
+        stored = await self._stored_message_ids(sources)
+        lines = [render_fact(fact, sources.get(fact.id, []), stored) for fact in facts]
+        pages = [
+            "**What I know about you here**\n" + "\n".join(lines[i : i + FACTS_PER_PAGE])
+            for i in range(0, len(lines), FACTS_PER_PAGE)
+        ]
+        if len(pages) == 1:
+            await interaction.response.send_message(pages[0], ephemeral=True)
+            return
+        view = PagerView(interaction.user.id, pages)
+        await interaction.response.send_message(view.page_text(), view=view, ephemeral=True)
+
+    @facts.command(name="forget", description="Make Mnemo forget one fact about you")
+    @app_commands.describe(fact="Start typing to pick one of your facts")
+    async def forget(self, interaction: discord.Interaction, fact: str) -> None:
+        space = space_of(interaction.guild_id)
+        try:
+            fact_id = int(fact)
+        except ValueError:
+            fact_id = 0
+        known = {f.id: f for f in await self.bot.storage.facts.current(interaction.user.id, space)}
+        chosen = known.get(fact_id)
+        if chosen is None:
+            await interaction.response.send_message(
+                "I couldn't find that fact among yours here; pick one from the list.",
+                ephemeral=True,
+            )
+            return
+        question = f"Forget **{chosen.attribute}**: {quote(chosen.value)} and its history?"
+        if not await confirm(interaction, question, "Forget"):
+            return
+        deleted = await self.bot.storage.users.delete_fact(interaction.user.id, space, chosen.id)
+        await interaction.edit_original_response(
+            content=f"Forgotten ({deleted} record{'s' * (deleted != 1)} deleted).", view=None
+        )
+
+    @forget.autocomplete("fact")
+    async def forget_autocomplete(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        facts = await self.bot.storage.facts.current(
+            interaction.user.id, space_of(interaction.guild_id)
+        )
+        typed = current.casefold()
+        choices = []
+        for fact in reversed(facts):  # newest first
+            label = f"{fact.attribute}: {fact.value}"
+            if typed in label.casefold():
+                choices.append(app_commands.Choice(name=label[:100], value=str(fact.id)))
+        return choices[:25]
+
+    async def _stored_message_ids(self, sources: dict[int, list[FactSource]]) -> set[int]:
+        ids = [source.message_id for found in sources.values() for source in found]
+        return {message.id for message in await self.bot.storage.messages.by_ids(ids)}
+
+
+def render_fact(fact: Fact, sources: list[FactSource], stored: set[int]) -> str:
+    """One line: the fact, when it was learned, and a link to its source while it exists."""
+    line = f"• **{fact.attribute}**: {discord.utils.escape_markdown(fact.value)}"
+    line += f" (learned {timestamp(fact.created_at)}"
+    source = next((s for s in sources if s.message_id in stored and s.discord_message_id), None)
+    if source is not None:
+        guild = source.guild_id if source.guild_id is not None else "@me"
+        line += f", [source](https://discord.com/channels/{guild}/{source.channel_id}/{source.discord_message_id})"
+    return line + ")"
+
+
+async def setup(bot: MemoryBot) -> None:
+    await bot.add_cog(Facts(bot))

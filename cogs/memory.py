@@ -1,0 +1,189 @@
+"""/memory show · clear · export, and the server admins' /mnemo-admin forget · stats."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs.views import ConfirmView
+from storage.models import SessionKey
+from storage.users import DeletedCounts
+
+if TYPE_CHECKING:
+    from bot.client import MemoryBot
+
+log = logging.getLogger(__name__)
+
+SCOPE_CHOICES = [
+    app_commands.Choice(name="this channel", value="channel"),
+    app_commands.Choice(name="everywhere", value="everywhere"),
+]
+TIMED_OUT = "No answer within a minute, so nothing was deleted."
+CANCELLED = "Cancelled: nothing was deleted."
+
+
+def session_key(interaction: discord.Interaction) -> SessionKey:
+    """The conversation this command is about: always the invoking user's own."""
+    channel_id = interaction.channel_id
+    assert channel_id is not None
+    return SessionKey(interaction.guild_id, channel_id, interaction.user.id)
+
+
+def describe_deleted(counts: DeletedCounts) -> str:
+    return (
+        f"{counts.messages} message{'s' * (counts.messages != 1)}, "
+        f"{counts.summaries} summar{'ies' if counts.summaries != 1 else 'y'} and "
+        f"{counts.facts} fact{'s' * (counts.facts != 1)}"
+    )
+
+
+async def confirm(interaction: discord.Interaction, question: str, label: str) -> bool | None:
+    """Ask with buttons only the invoker can press; True, False, or None on timeout."""
+    view = ConfirmView(interaction.user.id, confirm_label=label)
+    await interaction.response.send_message(question, view=view, ephemeral=True)
+    timed_out = await view.wait()
+    if timed_out:
+        await interaction.edit_original_response(content=TIMED_OUT, view=None)
+        return None
+    if not view.confirmed:
+        await interaction.edit_original_response(content=CANCELLED, view=None)
+    return view.confirmed
+
+
+class Memory(commands.Cog):
+    memory = app_commands.Group(
+        name="memory", description="See, export or erase what Mnemo remembers about you"
+    )
+    admin = app_commands.Group(
+        name="mnemo-admin",
+        description="Server admins: erase a member's data, see usage counts",
+        guild_only=True,
+        default_permissions=discord.Permissions(manage_guild=True),
+    )
+
+    def __init__(self, bot: MemoryBot) -> None:
+        self.bot = bot
+
+    @memory.command(name="show", description="What Mnemo remembers of your conversation here")
+    async def show(self, interaction: discord.Interaction) -> None:
+        report = await self.bot.engine.describe(
+            session_key(interaction), interaction.user.display_name
+        )
+        embed = discord.Embed(title="Your memory in this conversation")
+        updated = timestamp(report.summary_updated_at) if report.summary_updated_at else "never"
+        embed.description = (
+            f"**Summary** (updated {updated}):\n{report.summary[:3500]}"
+            if report.summary
+            else "**Summary:** none yet: older messages are summarized as the conversation grows."
+        )
+        embed.add_field(
+            name="Messages",
+            value=f"{report.stored_messages} stored, {report.window_messages} in the window",
+        )
+        embed.add_field(name="Facts about you here", value=str(report.facts))
+        sections = report.section_tokens
+        embed.add_field(
+            name="Prompt tokens",
+            value=" · ".join(
+                f"{name} {sections.get(name, 0)}"
+                for name in ("system", "facts", "summary", "window")
+            )
+            + f" of {report.budget}",
+            inline=False,
+        )
+        await interaction.response.send_message(embed=embed, ephemeral=True)
+
+    @memory.command(name="clear", description="Erase your conversation here, or everything")
+    @app_commands.describe(scope="this channel (default): this conversation; everywhere: all")
+    @app_commands.choices(scope=SCOPE_CHOICES)
+    async def clear(
+        self, interaction: discord.Interaction, scope: app_commands.Choice[str] | None = None
+    ) -> None:
+        everywhere = scope is not None and scope.value == "everywhere"
+        question = (
+            "Erase **everything** Mnemo stores about you: all messages, summaries and facts, "
+            "in every server and DM?"
+            if everywhere
+            else "Erase the messages and summary of your conversation in this channel? "
+            "(Facts stay; `/facts forget` removes them.)"
+        )
+        if not await confirm(interaction, question, "Erase"):
+            return
+        if everywhere:
+            counts = await self.bot.engine.forget_user(interaction.user.id)
+        else:
+            counts = await self.bot.engine.clear_conversation(session_key(interaction))
+        await interaction.edit_original_response(
+            content=f"Done. Deleted {describe_deleted(counts)}.", view=None
+        )
+
+    @memory.command(name="export", description="Download everything Mnemo stores about you")
+    async def export(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        data = await self.bot.storage.users.export(interaction.user.id)
+        payload = json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8")
+        await interaction.followup.send(
+            f"Everything stored about you: {len(data['messages'])} messages, "
+            f"{len(data['sessions'])} conversations, {len(data['facts'])} facts (with history).",
+            file=discord.File(io.BytesIO(payload), filename="mnemo-export.json"),
+            ephemeral=True,
+        )
+
+    @admin.command(name="forget", description="Erase a member's data in this server only")
+    @app_commands.describe(member="The member whose messages, summaries and facts to erase")
+    async def forget_member(self, interaction: discord.Interaction, member: discord.User) -> None:
+        if not is_server_admin(interaction):
+            await interaction.response.send_message(
+                "You need the Manage Server permission for this.", ephemeral=True
+            )
+            return
+        guild_id = interaction.guild_id
+        assert guild_id is not None
+        question = f"Erase everything Mnemo learned from {member.mention} in this server?"
+        if not await confirm(interaction, question, "Erase"):
+            return
+        counts = await self.bot.engine.forget_member(member.id, guild_id)
+        log.info(
+            "Admin %s erased member %s's data in guild %s", interaction.user.id, member.id, guild_id
+        )
+        await interaction.edit_original_response(
+            content=f"Done. Deleted {describe_deleted(counts)} of {member.mention} in this server.",
+            view=None,
+        )
+
+    @admin.command(name="stats", description="This server's usage counts (no content)")
+    async def stats(self, interaction: discord.Interaction) -> None:
+        if not is_server_admin(interaction):
+            await interaction.response.send_message(
+                "You need the Manage Server permission for this.", ephemeral=True
+            )
+            return
+        assert interaction.guild_id is not None
+        stats = await self.bot.storage.users.guild_stats(interaction.guild_id)
+        await interaction.response.send_message(
+            f"**Mnemo in this server**\nConversations: {stats.sessions} "
+            f"({stats.members} members)\nMessages stored: {stats.messages}\n"
+            f"Facts in force: {stats.facts}\nTokens stored: {stats.tokens}",
+            ephemeral=True,
+        )
+
+
+def is_server_admin(interaction: discord.Interaction) -> bool:
+    """Re-checked here: a server can override a command's default permissions."""
+    return interaction.guild_id is not None and interaction.permissions.manage_guild
+
+
+def timestamp(seconds: float) -> str:
+    """A Discord timestamp that each reader sees in their own time zone ("3 days ago")."""
+    return discord.utils.format_dt(datetime.fromtimestamp(seconds, tz=UTC), "R")
+
+
+async def setup(bot: MemoryBot) -> None:
+    await bot.add_cog(Memory(bot))

@@ -1,0 +1,78 @@
+"""Buttons shared by the command cogs: a confirmation and a pager, usable only by their owner."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import discord
+
+NOT_YOURS = "These buttons belong to someone else's command."
+
+
+class OwnedView(discord.ui.View):
+    """A view whose buttons only the user who ran the command can press."""
+
+    def __init__(self, owner_id: int, *, timeout: float) -> None:
+        super().__init__(timeout=timeout)
+        self.owner_id = owner_id
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        if interaction.user.id != self.owner_id:
+            await interaction.response.send_message(NOT_YOURS, ephemeral=True)
+            return False
+        return True
+
+
+class ConfirmView(OwnedView):
+    """Confirm / Cancel. `confirmed` is True, False, or None after a timeout."""
+
+    def __init__(self, owner_id: int, *, confirm_label: str, timeout: float = 60.0) -> None:
+        super().__init__(owner_id, timeout=timeout)
+        self.confirmed: bool | None = None
+        self.pressed: discord.Interaction | None = None
+        self.confirm.label = confirm_label
+
+    @discord.ui.button(label="Confirm", style=discord.ButtonStyle.danger)
+    async def confirm(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        await self._decide(interaction, True)
+
+    @discord.ui.button(label="Cancel", style=discord.ButtonStyle.secondary)
+    async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        await self._decide(interaction, False)
+
+    async def _decide(self, interaction: discord.Interaction, confirmed: bool) -> None:
+        self.confirmed = confirmed
+        self.pressed = interaction
+        # Deletion may take a moment: acknowledge within Discord's 3 s, answer by editing.
+        await interaction.response.defer()
+        self.stop()
+
+
+class PagerView(OwnedView):
+    """Previous / Next over pre-rendered pages."""
+
+    def __init__(self, owner_id: int, pages: Sequence[str], *, timeout: float = 300.0) -> None:
+        super().__init__(owner_id, timeout=timeout)
+        self.pages = list(pages)
+        self.index = 0
+        self._update_buttons()
+
+    @discord.ui.button(label="◀ Previous", style=discord.ButtonStyle.secondary)
+    async def previous(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        await self._turn(interaction, -1)
+
+    @discord.ui.button(label="Next ▶", style=discord.ButtonStyle.secondary)
+    async def next(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        await self._turn(interaction, 1)
+
+    def page_text(self) -> str:
+        return f"{self.pages[self.index]}\n\n-# Page {self.index + 1} of {len(self.pages)}"
+
+    async def _turn(self, interaction: discord.Interaction, step: int) -> None:
+        self.index = max(0, min(len(self.pages) - 1, self.index + step))
+        self._update_buttons()
+        await interaction.response.edit_message(content=self.page_text(), view=self)
+
+    def _update_buttons(self) -> None:
+        self.previous.disabled = self.index == 0
+        self.next.disabled = self.index >= len(self.pages) - 1

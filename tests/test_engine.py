@@ -1,0 +1,155 @@
+"""The memory engine over a real SQLite file and the real openai SDK to the loopback LLM."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.memory import IncomingMessage, MemoryEngine, Outcome
+from storage.models import SessionKey
+from tests.conftest import Engines
+from tests.fakes.llm_server import FakeLLM
+
+ALICE_HERE = SessionKey(guild_id=100, channel_id=10, user_id=1)
+BOB_HERE = SessionKey(guild_id=100, channel_id=10, user_id=2)
+ALICE_ELSEWHERE = SessionKey(guild_id=100, channel_id=11, user_id=1)
+
+_ids = iter(range(10_000, 10**9))
+
+
+def said(key: SessionKey, text: str, name: str = "Alice") -> IncomingMessage:
+    return IncomingMessage(key=key, discord_id=next(_ids), content=text, author_name=name)
+
+
+async def stored_texts(engine: MemoryEngine, key: SessionKey) -> list[tuple[str, str]]:
+    session = await engine.storage.sessions.find(key.channel_id, key.user_id)
+    assert session is not None
+    newest = await engine.storage.messages.newest(session.id, after_id=0, limit=1000)
+    return [(m.role, m.content) for m in reversed(newest)]
+
+
+async def test_reply_streams_and_stores_both_sides(engines: Engines, fake_llm: FakeLLM) -> None:
+    engine = await engines.start()
+    fake_llm.push_answers("Nice to meet you, Alice. " * 10)
+    seen: list[str] = []
+
+    async def progress(text: str) -> None:
+        seen.append(text)
+
+    result = await engine.reply(said(ALICE_HERE, "hi, I'm Alice"), progress)
+    assert result.outcome is Outcome.ANSWERED
+    assert result.text == "Nice to meet you, Alice. " * 10
+    assert seen[0] == ""  # accepted before the model answered
+    assert len(seen) > 3 and seen[-1] == result.text  # grew chunk by chunk
+    assert await stored_texts(engine, ALICE_HERE) == [
+        ("user", "hi, I'm Alice"),
+        ("assistant", result.text),
+    ]
+    call = fake_llm.chat_calls[-1]
+    assert call["stream"] is True and call["max_tokens"] == 1000
+
+
+async def test_memory_survives_restart(engines: Engines, fake_llm: FakeLLM) -> None:
+    first = await engines.start()
+    await first.reply(said(ALICE_HERE, "my locker code is MARKER-4412"))
+    await engines.stop(first)
+    second = await engines.start()
+    await second.reply(said(ALICE_HERE, "what is my locker code?"))
+    assert "MARKER-4412" in fake_llm.prompt_texts()[-1]
+
+
+async def test_sessions_never_share_messages(engines: Engines, fake_llm: FakeLLM) -> None:
+    engine = await engines.start()
+    await engine.reply(said(ALICE_HERE, "alice-secret-AAA"))
+    await engine.reply(said(BOB_HERE, "bob-secret-BBB", name="Bob"))
+    await engine.reply(said(ALICE_ELSEWHERE, "alice-other-channel-CCC"))
+    await engine.reply(said(BOB_HERE, "what do you know about alice?", name="Bob"))
+    await engine.reply(said(ALICE_HERE, "and now?"))
+    prompts = fake_llm.prompt_texts()
+    assert "bob-secret-BBB" not in prompts[-1] and "alice-other-channel-CCC" not in prompts[-1]
+    assert "alice-secret-AAA" in prompts[-1]
+    assert "alice-secret-AAA" not in prompts[-2] and "bob-secret-BBB" in prompts[-2]
+    assert "alice-secret-AAA" not in prompts[2]
+
+
+async def test_duplicate_event_is_answered_once(engines: Engines, fake_llm: FakeLLM) -> None:
+    engine = await engines.start()
+    message = said(ALICE_HERE, "hello once")
+    first, second = await asyncio.gather(engine.reply(message), engine.reply(message))
+    assert sorted(r.outcome.value for r in (first, second)) == ["answered", "duplicate"]
+    assert len(fake_llm.chat_calls) == 1
+
+
+async def test_one_session_is_handled_in_order(engines: Engines, fake_llm: FakeLLM) -> None:
+    engine = await engines.start()
+    fake_llm.stream_chunk_delay = 0.01
+    messages = [said(ALICE_HERE, f"message number {i}") for i in range(6)]
+    await asyncio.gather(*(engine.reply(m) for m in messages))
+    stored = await stored_texts(engine, ALICE_HERE)
+    assert [text for role, text in stored if role == "user"] == [m.content for m in messages]
+    # Each answer follows its own question.
+    for index in range(0, len(stored), 2):
+        assert stored[index + 1][1] == f"echo: {stored[index][1]}"
+
+
+async def test_llm_failure_keeps_message_and_next_turn_remembers(
+    engines: Engines, fake_llm: FakeLLM
+) -> None:
+    engine = await engines.start()
+    for kind in ("500", "429", "quota", "refused"):
+        fake_llm.fail_next(kind)
+        result = await engine.reply(said(ALICE_HERE, f"before-{kind}"))
+        assert result.outcome is Outcome.FAILED and result.error is not None
+        assert result.error.user_message
+    ok = await engine.reply(said(ALICE_HERE, "are you back?"))
+    assert ok.outcome is Outcome.ANSWERED
+    last_prompt = fake_llm.prompt_texts()[-1]
+    assert all(f"before-{kind}" in last_prompt for kind in ("500", "429", "quota", "refused"))
+
+
+async def test_cut_or_unfinished_stream_is_not_stored(engines: Engines, fake_llm: FakeLLM) -> None:
+    engine = await engines.start()
+    fake_llm.push_answers("part one part two part three part four", "no finish reason here")
+    fake_llm.fail_next("stream_cut")
+    cut = await engine.reply(said(ALICE_HERE, "tell me a story"))
+    fake_llm.fail_next("no_finish")
+    unfinished = await engine.reply(said(ALICE_HERE, "again"))
+    assert cut.outcome is Outcome.FAILED and cut.error and cut.error.kind == "interrupted"
+    assert cut.text  # what arrived is handed back to show, marked as interrupted
+    assert unfinished.outcome is Outcome.FAILED
+    assert [role for role, _ in await stored_texts(engine, ALICE_HERE)] == ["user", "user"]
+
+
+async def test_hang_hits_the_deadline(engines: Engines, fake_llm: FakeLLM) -> None:
+    engine = await engines.start(llm_timeout_seconds=5, reply_deadline_seconds=0.5)
+    fake_llm.fail_next("hang")
+    result = await engine.reply(said(ALICE_HERE, "hello?"))
+    assert result.outcome is Outcome.FAILED and result.error and result.error.kind == "timeout"
+
+
+async def test_oversize_message_truncated_in_prompt_stored_whole(
+    engines: Engines, fake_llm: FakeLLM
+) -> None:
+    engine = await engines.start()
+    huge = "lorem ipsum " * 3000
+    await engine.reply(said(ALICE_HERE, huge))
+    assert await stored_texts(engine, ALICE_HERE) == [
+        ("user", huge),
+        ("assistant", f"echo: {huge[:200]}"),
+    ]
+    prompt = fake_llm.prompts()[-1]
+    assert "message cut here" in prompt[-1]["content"]
+    assert len(prompt[-1]["content"]) < len(huge)
+
+
+async def test_prompt_never_exceeds_budget(engines: Engines, fake_llm: FakeLLM) -> None:
+    engine = await engines.start(
+        max_prompt_tokens=800, max_message_tokens=200, summary_max_tokens=100, facts_max_tokens=50
+    )
+    fake_llm.responder = lambda body: "answer " * 150
+    sizes = []
+    for turn in range(25):
+        result = await engine.reply(said(ALICE_HERE, f"turn {turn} " + "word " * 60))
+        assert result.prompt is not None
+        sizes.append(result.prompt.tokens)
+    assert max(sizes) <= 800
+    assert result.prompt.window_messages >= 1

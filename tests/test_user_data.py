@@ -1,0 +1,158 @@
+"""Deletion and export: every table is covered, nothing of one user touches another."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from storage import Storage
+from storage.models import NewFact, SessionKey
+
+ALICE = 1
+BOB = 2
+GUILD_A = 100
+GUILD_B = 200
+
+
+async def fill_user(storage: Storage, user_id: int, marker: str) -> None:
+    """Put the user's marker text in every table that can hold user data."""
+    places = [
+        SessionKey(GUILD_A, 10, user_id),
+        SessionKey(GUILD_A, 11, user_id),
+        SessionKey(GUILD_B, 20, user_id),
+        SessionKey(None, 30 + user_id, user_id),
+    ]
+    for index, key in enumerate(places):
+        discord_id = user_id * 1000 + index
+        stored = await storage.messages.add(
+            key,
+            role="user",
+            content=f"{marker} said {index}",
+            tokens=5,
+            discord_id=discord_id,
+            now=1.0,
+        )
+        await storage.messages.add(
+            key,
+            role="assistant",
+            content=f"reply about {marker}",
+            tokens=5,
+            discord_id=None,
+            now=1.0,
+        )
+        assert stored is not None
+        await storage.sessions.save_summary(
+            stored.session_id,
+            expected_through=0,
+            new_through=stored.id,
+            summary=f"summary of {marker}",
+            tokens=3,
+            now=2.0,
+        )
+        await storage.facts.save_extraction(
+            stored.session_id,
+            user_id=user_id,
+            space_id=key.space_id,
+            expected_through=0,
+            new_through=stored.id,
+            facts=[NewFact("nickname", f"{marker}-{index}", 3, (stored,))],
+            now=3.0,
+        )
+
+
+async def tables(storage: Storage) -> list[str]:
+    rows = await storage.db.fetch_all(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    )
+    return [row["name"] for row in rows]
+
+
+async def rows_mentioning(storage: Storage, marker: str) -> dict[str, int]:
+    found = {}
+    for table in await tables(storage):
+        rows = await storage.db.fetch_all(f"SELECT * FROM {table}")
+        hits = sum(marker in json.dumps([str(v) for v in tuple(row)]) for row in rows)
+        if hits:
+            found[table] = hits
+    return found
+
+
+async def rows_of_user(storage: Storage, user_id: int) -> int:
+    count = 0
+    for table, column in (("sessions", "user_id"), ("messages", "user_id"), ("facts", "user_id")):
+        row = await storage.db.fetch_one(
+            f"SELECT COUNT(*) FROM {table} WHERE {column} = ?", (user_id,)
+        )
+        count += row[0]
+    return count
+
+
+def file_contains(path: Path, marker: str) -> bool:
+    needle = marker.encode()
+    return any(
+        needle in candidate.read_bytes()
+        for candidate in path.parent.iterdir()
+        if candidate.name.startswith(path.name)
+    )
+
+
+async def test_every_table_is_known_to_deletion(storage: Storage) -> None:
+    # A new table holding user data must be added to delete_user_data and to this test.
+    assert sorted(await tables(storage)) == [
+        "bot_state",
+        "fact_sources",
+        "facts",
+        "messages",
+        "sessions",
+    ]
+
+
+async def test_delete_everywhere_leaves_nothing_and_keeps_others(
+    storage: Storage, db_path: Path
+) -> None:
+    await fill_user(storage, ALICE, "ALICE-MARKER")
+    await fill_user(storage, BOB, "BOB-MARKER")
+    before_bob = await rows_mentioning(storage, "BOB-MARKER")
+    counts = await storage.users.delete_user_data(ALICE)
+    assert (counts.messages, counts.summaries, counts.facts) == (8, 4, 4)
+    assert await rows_mentioning(storage, "ALICE-MARKER") == {}
+    assert await rows_of_user(storage, ALICE) == 0
+    assert not file_contains(db_path, "ALICE-MARKER")  # not even in free pages or the WAL
+    assert await rows_mentioning(storage, "BOB-MARKER") == before_bob
+    assert await storage.db.integrity_ok()
+
+
+async def test_admin_forget_is_limited_to_one_server(storage: Storage) -> None:
+    await fill_user(storage, ALICE, "ALICE-MARKER")
+    await fill_user(storage, BOB, "BOB-MARKER")
+    counts = await storage.users.delete_member_in_guild(ALICE, GUILD_A)
+    assert (counts.messages, counts.summaries, counts.facts) == (4, 2, 2)
+    export = await storage.users.export(ALICE)
+    assert {m["guild_id"] for m in export["messages"]} == {GUILD_B, None}
+    assert {f["space_id"] for f in export["facts"]} == {GUILD_B, 0}
+    assert len((await storage.users.export(BOB))["messages"]) == 8
+
+
+async def test_clear_one_conversation(storage: Storage) -> None:
+    await fill_user(storage, ALICE, "ALICE-MARKER")
+    counts = await storage.users.clear_session(10, ALICE)
+    assert (counts.messages, counts.summaries, counts.facts) == (2, 1, 0)
+    assert await storage.sessions.find(10, ALICE) is None
+    assert await storage.sessions.find(11, ALICE) is not None
+
+
+async def test_forget_fact_removes_its_history_only_for_owner(storage: Storage) -> None:
+    await fill_user(storage, ALICE, "ALICE-MARKER")
+    [fact] = await storage.facts.current(ALICE, GUILD_A)  # the newest nickname superseded one
+    assert await storage.users.delete_fact(BOB, GUILD_A, fact.id) == 0  # not Bob's
+    assert await storage.users.delete_fact(ALICE, GUILD_A, fact.id) == 2  # value and history
+    assert [f.space_id for f in await storage.facts.history(ALICE)] == [GUILD_B, 0]
+
+
+async def test_export_has_everything(storage: Storage) -> None:
+    await fill_user(storage, ALICE, "ALICE-MARKER")
+    export = await storage.users.export(ALICE)
+    assert len(export["sessions"]) == 4 and len(export["messages"]) == 8
+    assert len(export["facts"]) == 4
+    assert all(f["sources"] for f in export["facts"])
+    assert json.dumps(export)  # plain JSON
