@@ -15,6 +15,10 @@ from bot.config import ConfigError, Settings
 
 log = logging.getLogger("bot")
 
+BAD_TOKEN = (
+    "mnemo: Discord rejected DISCORD_TOKEN; copy it again from the developer portal (Bot page)"
+)
+
 
 def main() -> int:
     # .env of the working directory (or a parent); a variable set in the environment wins.
@@ -42,11 +46,18 @@ async def run(settings: Settings) -> int:
         try:
             await bot.start(settings.discord_token)
         except discord.LoginFailure:
+            print(BAD_TOKEN, file=sys.stderr)
+            return 2
+        except discord.ConnectionClosed as error:
+            # Fatal gateway closes are raised, not retried (discord.py); say what to fix.
+            if error.code == 4004:
+                print(BAD_TOKEN, file=sys.stderr)
+                return 2
             print(
-                "mnemo: Discord rejected DISCORD_TOKEN; copy it again from the developer portal",
+                f"mnemo: Discord closed the connection ({error.code}): {error.reason}",
                 file=sys.stderr,
             )
-            return 2
+            return 1
         except discord.PrivilegedIntentsRequired:
             print(
                 "mnemo: the Message Content intent is not enabled for this bot: enable it in the"

@@ -53,6 +53,7 @@ class Settings:
     facts_batch_messages: int
     facts_idle_seconds: float
     background_concurrency: int
+    retention_days: int
     # Discord.
     message_content_intent: bool
     dev_guild_id: int  # slash commands sync to this server at start-up (0 = global)
@@ -85,6 +86,7 @@ class Settings:
             facts_batch_messages=reader.integer("FACTS_BATCH_MESSAGES", 10, minimum=1),
             facts_idle_seconds=reader.number("FACTS_IDLE_SECONDS", 300.0, minimum=0.0),
             background_concurrency=reader.integer("BACKGROUND_CONCURRENCY", 2, minimum=1),
+            retention_days=reader.integer("RETENTION_DAYS", 30, minimum=0),
             message_content_intent=reader.boolean("MESSAGE_CONTENT_INTENT", True),
             dev_guild_id=reader.integer("DEV_GUILD_ID", 0, minimum=0),
         )

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str], Awaitable[None]]
 WINDOW_FETCH_BATCH = 64
+RETENTION_INTERVAL_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,7 @@ class MemoryEngine:
         self._order = KeyedLocks()
         self._in_flight: set[asyncio.Task[object]] = set()
         self._accepting = True
+        self._retention: asyncio.Task[None] | None = None
         self.jobs = BackgroundJobs(settings.background_concurrency, retry_delays=job_retry_delays)
         self.summarizer = Summarizer(storage, llm, tokenizer, settings, clock=clock)
         self.facts = FactExtractor(storage, llm, tokenizer, settings, clock=clock)
@@ -110,6 +112,7 @@ class MemoryEngine:
                 self._schedule_facts(session_id)
         if lagging:
             log.info("Resumed background work for %d sessions", len(lagging))
+        self._retention = asyncio.create_task(self._retention_loop(), name="mnemo-retention")
 
     async def drain(self, grace: float) -> None:
         """Take no new messages; give replies in flight `grace` seconds, then cancel them."""
@@ -122,6 +125,9 @@ class MemoryEngine:
 
     async def close(self, grace: float = 3.0) -> None:
         await self.drain(grace)
+        if self._retention is not None:
+            self._retention.cancel()
+            await asyncio.gather(self._retention, return_exceptions=True)
         await self.jobs.close(grace)
 
     async def reply(
@@ -249,6 +255,40 @@ class MemoryEngine:
         """Delete what the user said in one server (an admin's request), nothing elsewhere."""
         await self._stop_jobs(await self.storage.users.session_ids(user_id, guild_id=guild_id))
         return await self.storage.users.delete_member_in_guild(user_id, guild_id)
+
+    async def message_edited(self, discord_id: int, new_content: str) -> bool:
+        """The user edited a stored message: store the new text and its token count."""
+        edited = await self.storage.messages.edit(
+            discord_id, new_content, self._tokenizer.count(new_content)
+        )
+        return edited is not None
+
+    async def message_deleted(self, discord_id: int) -> bool:
+        """The user deleted a stored message: delete it and what was derived from it alone."""
+        deletion = await self.storage.messages.delete_by_discord_id(discord_id)
+        if deletion is None:
+            return False
+        if deletion.summary_reset:
+            self._schedule_summary(deletion.session_id)  # rebuilt from what remains
+        return True
+
+    async def purge_expired(self) -> int:
+        """Retention: drop raw messages past RETENTION_DAYS that a summary already holds."""
+        days = self._settings.retention_days
+        if days <= 0:
+            return 0
+        deleted = await self.storage.messages.delete_expired(self._clock() - days * 86400)
+        if deleted:
+            log.info("Retention deleted %d summarized messages older than %d days", deleted, days)
+        return deleted
+
+    async def _retention_loop(self) -> None:
+        while True:
+            try:
+                await self.purge_expired()
+            except Exception:
+                log.exception("Retention pass failed; trying again tomorrow")
+            await asyncio.sleep(RETENTION_INTERVAL_SECONDS)
 
     async def _stop_jobs(self, session_ids: list[int]) -> None:
         # A job cancelled mid-call writes nothing; one that already finished its write is

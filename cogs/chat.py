@@ -62,6 +62,23 @@ class Chat(commands.Cog):
             return
         await self._show(reply, result)
 
+    @commands.Cog.listener()
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        message = payload.message
+        if message.author.bot or "content" not in payload.data:
+            return
+        # Only messages already stored change; unknown ids are ignored by the engine.
+        await self.bot.engine.message_edited(message.id, self.model_text(message))
+
+    @commands.Cog.listener()
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        await self.bot.engine.message_deleted(payload.message_id)
+
+    @commands.Cog.listener()
+    async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
+        for message_id in payload.message_ids:
+            await self.bot.engine.message_deleted(message_id)
+
     def is_addressed(self, message: discord.Message) -> bool:
         """A DM, a mention of the bot's user or managed role, or a reply to the bot."""
         me = self.bot.user

@@ -10,7 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.prompt import quote
-from cogs.memory import confirm, timestamp
+from cogs.memory import SERVERS_AND_DMS, confirm, timestamp
 from cogs.views import PagerView
 from storage.models import Fact, FactSource, space_of
 
@@ -23,7 +23,11 @@ FACTS_PER_PAGE = 8
 
 
 class Facts(commands.Cog):
-    facts = app_commands.Group(name="facts", description="The facts Mnemo learned about you here")
+    facts = app_commands.Group(
+        name="facts",
+        description="The facts Mnemo learned about you here",
+        allowed_contexts=SERVERS_AND_DMS,
+    )
 
     def __init__(self, bot: MemoryBot) -> None:
         self.bot = bot

@@ -25,6 +25,7 @@ SCOPE_CHOICES = [
     app_commands.Choice(name="this channel", value="channel"),
     app_commands.Choice(name="everywhere", value="everywhere"),
 ]
+SERVERS_AND_DMS = app_commands.AppCommandContext(guild=True, dm_channel=True)
 TIMED_OUT = "No answer within a minute, so nothing was deleted."
 CANCELLED = "Cancelled: nothing was deleted."
 
@@ -59,12 +60,15 @@ async def confirm(interaction: discord.Interaction, question: str, label: str) -
 
 class Memory(commands.Cog):
     memory = app_commands.Group(
-        name="memory", description="See, export or erase what Mnemo remembers about you"
+        name="memory",
+        description="See, export or erase what Mnemo remembers about you",
+        allowed_contexts=SERVERS_AND_DMS,
     )
     admin = app_commands.Group(
         name="mnemo-admin",
         description="Server admins: erase a member's data, see usage counts",
         guild_only=True,
+        allowed_contexts=app_commands.AppCommandContext(guild=True),
         default_permissions=discord.Permissions(manage_guild=True),
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from storage.database import Database, Row
 from storage.models import Role, Session, SessionKey, SessionStats, StoredMessage
@@ -133,6 +134,70 @@ class MessageRepository:
         )
         assert row is not None
         return int(row[0]), int(row[1])
+
+    async def edit(self, discord_id: int, content: str, tokens: int) -> StoredMessage | None:
+        """Replace a stored user message's text after the user edited it in Discord."""
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(
+                "UPDATE messages SET content = ?, tokens = ? WHERE discord_id = ? AND role = 'user'",
+                (content, tokens, discord_id),
+            )
+            if not changed:
+                return None
+            row = await tx.fetch_one(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE discord_id = ?", (discord_id,)
+            )
+        return _message(row) if row else None
+
+    async def delete_by_discord_id(self, discord_id: int) -> MessageDeletion | None:
+        """Delete a message the user deleted in Discord, with what was derived from it alone.
+
+        In one transaction: the row, every fact whose only source it was, and the session's
+        summary if it covered the message (reset, to be rebuilt from what remains).
+        """
+        async with self._db.transaction() as tx:
+            row = await tx.fetch_one(
+                "SELECT m.id, m.session_id, m.id <= s.summarized_through AS summarized"
+                " FROM messages m JOIN sessions s ON s.id = m.session_id WHERE m.discord_id = ?",
+                (discord_id,),
+            )
+            if row is None:
+                return None
+            facts = await tx.execute(
+                "DELETE FROM facts WHERE id IN (SELECT fact_id FROM fact_sources WHERE message_id = ?1)"
+                " AND NOT EXISTS (SELECT 1 FROM fact_sources other WHERE other.fact_id = facts.id"
+                " AND other.message_id != ?1)",
+                (row["id"],),
+            )
+            await tx.execute("DELETE FROM messages WHERE id = ?", (row["id"],))
+            if row["summarized"]:
+                await tx.execute(
+                    "UPDATE sessions SET summary = '', summary_tokens = 0,"
+                    " summary_updated_at = NULL, summarized_through = 0 WHERE id = ?",
+                    (row["session_id"],),
+                )
+        await self._db.checkpoint()
+        return MessageDeletion(row["session_id"], bool(row["summarized"]), facts)
+
+    async def delete_expired(self, older_than: float) -> int:
+        """Retention: delete raw messages older than the cutoff that a summary already holds;
+        never one that is not yet summarized."""
+        async with self._db.transaction() as tx:
+            deleted = await tx.execute(
+                "DELETE FROM messages WHERE created_at < ? AND id <= (SELECT summarized_through"
+                " FROM sessions WHERE sessions.id = messages.session_id)",
+                (older_than,),
+            )
+        if deleted:
+            await self._db.checkpoint()
+        return deleted
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDeletion:
+    session_id: int
+    summary_reset: bool
+    facts_deleted: int
 
 
 class SessionRepository:

@@ -69,6 +69,7 @@ def test_user_commands_work_in_dms(bot: MemoryBot) -> None:
         group = bot.tree.get_command(name)
         assert group is not None and not group.guild_only
         assert group.default_permissions is None
+        assert group.to_dict(bot.tree)["contexts"] == [0, 1]  # servers and the bot's DMs
 
 
 def test_fingerprint_changes_with_definitions(bot: MemoryBot) -> None:
