@@ -54,6 +54,12 @@ class Settings:
     facts_idle_seconds: float
     background_concurrency: int
     retention_days: int
+    # Limits (0 = unlimited).
+    user_messages_per_minute: int
+    user_daily_tokens: int
+    server_daily_tokens: int
+    llm_concurrency: int
+    llm_queue_limit: int
     # Discord.
     message_content_intent: bool
     dev_guild_id: int  # slash commands sync to this server at start-up (0 = global)
@@ -87,6 +93,11 @@ class Settings:
             facts_idle_seconds=reader.number("FACTS_IDLE_SECONDS", 300.0, minimum=0.0),
             background_concurrency=reader.integer("BACKGROUND_CONCURRENCY", 2, minimum=1),
             retention_days=reader.integer("RETENTION_DAYS", 30, minimum=0),
+            user_messages_per_minute=reader.integer("USER_MESSAGES_PER_MINUTE", 10, minimum=0),
+            user_daily_tokens=reader.integer("USER_DAILY_TOKENS", 0, minimum=0),
+            server_daily_tokens=reader.integer("SERVER_DAILY_TOKENS", 0, minimum=0),
+            llm_concurrency=reader.integer("LLM_CONCURRENCY", 4, minimum=1),
+            llm_queue_limit=reader.integer("LLM_QUEUE_LIMIT", 50, minimum=0),
             message_content_intent=reader.boolean("MESSAGE_CONTENT_INTENT", True),
             dev_guild_id=reader.integer("DEV_GUILD_ID", 0, minimum=0),
         )

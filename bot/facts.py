@@ -15,11 +15,12 @@ from typing import Any
 
 from bot.background import RetryableJobError
 from bot.config import Settings
+from bot.limits import Limits
 from bot.llm import LLMClient, LLMError
 from bot.prompt import quote
 from bot.tokens import Tokenizer
 from storage import Storage
-from storage.models import NewFact, StoredMessage
+from storage.models import NewFact, Session, StoredMessage
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,11 @@ class FactExtractor:
         llm: LLMClient,
         tokenizer: Tokenizer,
         settings: Settings,
+        limits: Limits,
         *,
         clock: Callable[[], float],
     ) -> None:
+        self._limits = limits
         self._storage = storage
         self._llm = llm
         self._tokenizer = tokenizer
@@ -91,9 +94,11 @@ class FactExtractor:
         )
         if not batch:
             return
+        if not await self._limits.background_allowed(session.key):
+            return  # the server is near its daily budget: replies come first
         facts: list[NewFact] = []
         if any(message.content.strip() for message in batch):
-            payload = await self._ask_model(batch)
+            payload = await self._ask_model(session, batch)
             facts, rejected = validate_facts(payload, batch, session.user_id, self._tokenizer)
             for rejection in rejected:
                 log.debug("Rejected fact %r: %s", rejection.fact, rejection.reason)
@@ -109,7 +114,7 @@ class FactExtractor:
         if saved and len(batch) == MAX_BATCH_MESSAGES:
             await self.run(session_id)  # more unread messages wait behind this batch
 
-    async def _ask_model(self, batch: Sequence[StoredMessage]) -> Any:
+    async def _ask_model(self, session: Session, batch: Sequence[StoredMessage]) -> Any:
         lines = "\n".join(
             f"[{m.id}] {self._tokenizer.truncate(m.content, self._settings.max_message_tokens)}"
             for m in batch
@@ -120,11 +125,12 @@ class FactExtractor:
         ]
         self.calls += 1
         try:
-            payload, _ = await self._llm.complete_json(
+            payload, usage = await self._llm.complete_json(
                 self._settings.memory_model, prompt, max_tokens=800
             )
         except LLMError as error:
             raise RetryableJobError(f"fact extraction failed: {error}") from error
+        await self._limits.charge(session.key, usage, self._tokenizer.count(lines) + 200)
         if not isinstance(payload, dict) or not isinstance(payload.get("facts"), list):
             raise RetryableJobError("fact extraction returned JSON of the wrong shape")
         return payload

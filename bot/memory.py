@@ -17,6 +17,7 @@ from functools import partial
 from bot.background import BackgroundJobs
 from bot.config import Settings
 from bot.facts import FactExtractor
+from bot.limits import Limits, Refusal
 from bot.llm import LLMClient, LLMError, StreamState, Usage
 from bot.ordering import KeyedLocks
 from bot.prompt import Prompt, PromptBuilder, PromptLimits
@@ -47,6 +48,7 @@ class Outcome(Enum):
     ANSWERED = "answered"
     DUPLICATE = "duplicate"  # already stored: a redelivered event, answered once already
     STOPPING = "stopping"  # the bot is shutting down and takes no new messages
+    REFUSED = "refused"  # a limit: rate, daily budget, or the reply queue is full
     FAILED = "failed"
 
 
@@ -70,6 +72,7 @@ class ReplyResult:
     error: LLMError | None = None
     prompt: Prompt | None = None
     usage: Usage | None = None
+    refusal: Refusal | None = None
 
 
 class MemoryEngine:
@@ -92,9 +95,11 @@ class MemoryEngine:
         self._in_flight: set[asyncio.Task[object]] = set()
         self._accepting = True
         self._retention: asyncio.Task[None] | None = None
+        self.limits = Limits(settings, storage.usage, clock=clock)
+        self._llm_slots = asyncio.Semaphore(settings.llm_concurrency)
         self.jobs = BackgroundJobs(settings.background_concurrency, retry_delays=job_retry_delays)
-        self.summarizer = Summarizer(storage, llm, tokenizer, settings, clock=clock)
-        self.facts = FactExtractor(storage, llm, tokenizer, settings, clock=clock)
+        self.summarizer = Summarizer(storage, llm, tokenizer, settings, self.limits, clock=clock)
+        self.facts = FactExtractor(storage, llm, tokenizer, settings, self.limits, clock=clock)
         self._limits = PromptLimits(
             max_prompt_tokens=settings.max_prompt_tokens,
             max_message_tokens=settings.max_message_tokens,
@@ -137,11 +142,24 @@ class MemoryEngine:
         task = asyncio.current_task()
         if not self._accepting or task is None:
             return ReplyResult(Outcome.STOPPING)
+        refusal = await self._admit(incoming.key)
+        if refusal is not None:
+            return ReplyResult(Outcome.REFUSED, refusal=refusal)
         self._in_flight.add(task)
         try:
             return await self._reply_in_order(incoming, on_progress)
         finally:
             self._in_flight.discard(task)
+
+    async def _admit(self, key: SessionKey) -> Refusal | None:
+        """Rate and budget limits, and a bounded queue of replies in flight."""
+        settings = self._settings
+        if len(self._in_flight) >= settings.llm_concurrency + settings.llm_queue_limit:
+            return Refusal(
+                "I'm busy with a lot of messages right now. Please try again in a minute.",
+                self._clock() + 60,
+            )
+        return self.limits.check_rate(key.user_id) or await self.limits.check_budget(key)
 
     async def _reply_in_order(
         self, incoming: IncomingMessage, on_progress: ProgressCallback | None
@@ -162,7 +180,11 @@ class MemoryEngine:
             session = await self.storage.sessions.get(stored.session_id)
             assert session is not None
             prompt = await self.build_prompt(session, stored, incoming.author_name)
-            result = await self._answer(prompt, on_progress)
+            async with self._llm_slots:
+                result = await self._answer(prompt, on_progress)
+            await self.limits.charge(
+                incoming.key, result.usage, prompt.tokens + self._tokenizer.count(result.text)
+            )
             if result.outcome is Outcome.ANSWERED:
                 await self.storage.messages.add(
                     incoming.key,

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 from bot.background import RetryableJobError
 from bot.config import Settings
+from bot.limits import Limits
 from bot.llm import LLMClient, LLMError
 from bot.tokens import Tokenizer
 from storage import Storage
@@ -33,9 +34,11 @@ class Summarizer:
         llm: LLMClient,
         tokenizer: Tokenizer,
         settings: Settings,
+        limits: Limits,
         *,
         clock: Callable[[], float],
     ) -> None:
+        self._limits = limits
         self._storage = storage
         self._llm = llm
         self._tokenizer = tokenizer
@@ -54,13 +57,15 @@ class Summarizer:
         unsummarized, _ = await self._storage.messages.pending(session)
         if unsummarized <= self._settings.summary_trigger_tokens:
             return False
+        if not await self._limits.background_allowed(session.key):
+            return False  # the server is near its daily budget: replies come first
         pending = await self._storage.messages.oldest(
             session.id, after_id=session.summarized_through, limit=FOLD_FETCH_LIMIT
         )
         to_fold = self.choose_fold(pending)
         if not to_fold:
             return False
-        summary = await self._summarize(session.summary, to_fold)
+        summary = await self._summarize(session, to_fold)
         saved = await self._storage.sessions.save_summary(
             session.id,
             expected_through=session.summarized_through,
@@ -100,8 +105,9 @@ class Summarizer:
         settings = self._settings
         return max(settings.max_prompt_tokens - 2 * settings.summary_max_tokens - 300, 500)
 
-    async def _summarize(self, current: str, messages: Sequence[StoredMessage]) -> str:
+    async def _summarize(self, session: Session, messages: Sequence[StoredMessage]) -> str:
         cap = self._settings.summary_max_tokens
+        current = session.summary
         transcript = "\n".join(
             f"[{m.role}] {self._tokenizer.truncate(m.content, self._settings.max_message_tokens)}"
             for m in messages
@@ -116,11 +122,12 @@ class Summarizer:
         ]
         self.calls += 1
         try:
-            text, _, _ = await self._llm.complete_text(
+            text, _, usage = await self._llm.complete_text(
                 self._settings.memory_model, prompt, max_tokens=cap
             )
         except LLMError as error:
             raise RetryableJobError(f"summary call failed: {error}") from error
+        await self._limits.charge(session.key, usage, self._tokenizer.count(transcript) + cap)
         if not text.strip():
             raise RetryableJobError("summary call returned nothing")
         return self.enforce_cap(text.strip())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 import re
 from typing import TYPE_CHECKING
 
@@ -145,6 +146,12 @@ class Chat(commands.Cog):
             return
         if result.outcome is Outcome.ANSWERED:
             await reply.finish(result.text)
+            return
+        if result.refusal is not None:
+            when = datetime.fromtimestamp(result.refusal.resets_at, tz=UTC)
+            await reply.finish(
+                f"⏳ {result.refusal.message} Try again {discord.utils.format_dt(when, 'R')}."
+            )
             return
         assert result.error is not None
         if result.text.strip():

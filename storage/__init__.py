@@ -8,6 +8,7 @@ from storage.database import Database
 from storage.facts import FactRepository
 from storage.messages import MessageRepository, SessionRepository
 from storage.state import BotStateRepository
+from storage.usage import UsageRepository
 from storage.users import UserDataRepository
 
 
@@ -21,6 +22,7 @@ class Storage:
         self.facts = FactRepository(db)
         self.users = UserDataRepository(db)
         self.state = BotStateRepository(db)
+        self.usage = UsageRepository(db)
 
     @classmethod
     async def open(cls, path: Path) -> Storage:

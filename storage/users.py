@@ -64,6 +64,9 @@ class UserDataRepository:
         async with self._db.transaction() as tx:
             counts = await _delete_sessions(tx, "user_id = ?", (user_id,))
             facts = await tx.execute("DELETE FROM facts WHERE user_id = ?", (user_id,))
+            await tx.execute(
+                "DELETE FROM usage_daily WHERE scope = 'user' AND scope_id = ?", (user_id,)
+            )
         await self._db.checkpoint()
         return counts + DeletedCounts(facts=facts)
 

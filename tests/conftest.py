@@ -42,6 +42,7 @@ def make_settings(db_path: Path) -> SettingsFactory:
             "LLM_TIMEOUT_SECONDS": "5",
             "LLM_MAX_RETRIES": "0",
             "REPLY_DEADLINE_SECONDS": "10",
+            "USER_MESSAGES_PER_MINUTE": "0",  # tests send fast; the limit has its own test
         }
         env.update({key.upper(): str(value) for key, value in overrides.items()})
         return Settings.from_env(env)

@@ -58,6 +58,7 @@ async def fill_user(storage: Storage, user_id: int, marker: str) -> None:
             facts=[NewFact("nickname", f"{marker}-{index}", 3, (stored,))],
             now=3.0,
         )
+        await storage.usage.add("2026-01-01", user_id=user_id, guild_id=key.guild_id, tokens=7)
 
 
 async def tables(storage: Storage) -> list[str]:
@@ -84,7 +85,10 @@ async def rows_of_user(storage: Storage, user_id: int) -> int:
             f"SELECT COUNT(*) FROM {table} WHERE {column} = ?", (user_id,)
         )
         count += row[0]
-    return count
+    row = await storage.db.fetch_one(
+        "SELECT COUNT(*) FROM usage_daily WHERE scope = 'user' AND scope_id = ?", (user_id,)
+    )
+    return count + row[0]
 
 
 def file_contains(path: Path, marker: str) -> bool:
@@ -104,6 +108,7 @@ async def test_every_table_is_known_to_deletion(storage: Storage) -> None:
         "facts",
         "messages",
         "sessions",
+        "usage_daily",
     ]
 
 
@@ -117,6 +122,7 @@ async def test_delete_everywhere_leaves_nothing_and_keeps_others(
     assert (counts.messages, counts.summaries, counts.facts) == (8, 4, 4)
     assert await rows_mentioning(storage, "ALICE-MARKER") == {}
     assert await rows_of_user(storage, ALICE) == 0
+    assert await rows_of_user(storage, BOB) > 0
     assert not file_contains(db_path, "ALICE-MARKER")  # not even in free pages or the WAL
     assert await rows_mentioning(storage, "BOB-MARKER") == before_bob
     assert await storage.db.integrity_ok()

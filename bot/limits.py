@@ -1,0 +1,98 @@
+"""Per-user message rate, daily token budgets per user and per server, LLM admission.
+
+Budgets are counted from the API's usage figures (our own count when a server sends none) and
+stored per UTC day. A server over budget loses background work first: summaries and extraction
+stop at BACKGROUND_BUDGET_SHARE of its budget, replies only at the full budget.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from bot.config import Settings
+from bot.llm import Usage
+from storage.models import SessionKey
+from storage.usage import UsageRepository
+
+BACKGROUND_BUDGET_SHARE = 0.9
+RATE_WINDOW_SECONDS = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a message is not answered now, and when it may be (epoch seconds)."""
+
+    message: str
+    resets_at: float
+
+
+class Limits:
+    def __init__(
+        self,
+        settings: Settings,
+        usage: UsageRepository,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._usage = usage
+        self._clock = clock
+        self._recent: dict[int, deque[float]] = {}
+
+    def check_rate(self, user_id: int) -> Refusal | None:
+        """Count this message against the user's per-minute rate; refuse past the limit."""
+        limit = self._settings.user_messages_per_minute
+        if limit <= 0:
+            return None
+        now = self._clock()
+        recent = self._recent.setdefault(user_id, deque())
+        while recent and recent[0] <= now - RATE_WINDOW_SECONDS:
+            recent.popleft()
+        if len(recent) >= limit:
+            return Refusal(
+                f"You're sending messages faster than I can keep up with ({limit} a minute).",
+                recent[0] + RATE_WINDOW_SECONDS,
+            )
+        recent.append(now)
+        if len(self._recent) > 10_000:  # forget idle users now and then
+            self._recent = {uid: q for uid, q in self._recent.items() if q and q[-1] > now - 60}
+        return None
+
+    async def check_budget(self, key: SessionKey) -> Refusal | None:
+        """Refuse a reply once the user's or the server's daily tokens are used up."""
+        day = self._day()
+        user_limit = self._settings.user_daily_tokens
+        if user_limit and await self._usage.used(day, "user", key.user_id) >= user_limit:
+            return Refusal("You've used today's share of my model budget.", self._tomorrow())
+        if await self._server_used_share(key.guild_id, day) >= 1.0:
+            return Refusal("This server has used today's model budget.", self._tomorrow())
+        return None
+
+    async def background_allowed(self, key: SessionKey) -> bool:
+        return await self._server_used_share(key.guild_id, self._day()) < BACKGROUND_BUDGET_SHARE
+
+    async def charge(self, key: SessionKey, usage: Usage | None, estimate: int) -> None:
+        """Add a call's tokens (the API's figure, else our estimate) to today's totals."""
+        tokens = usage.prompt_tokens + usage.completion_tokens if usage else estimate
+        await self._usage.add(
+            self._day(), user_id=key.user_id, guild_id=key.guild_id, tokens=tokens
+        )
+
+    async def _server_used_share(self, guild_id: int | None, day: str) -> float:
+        limit = self._settings.server_daily_tokens
+        if not limit or guild_id is None:
+            return 0.0
+        return await self._usage.used(day, "guild", guild_id) / limit
+
+    def _day(self) -> str:
+        return datetime.fromtimestamp(self._clock(), tz=UTC).strftime("%Y-%m-%d")
+
+    def _tomorrow(self) -> float:
+        today = datetime.fromtimestamp(self._clock(), tz=UTC).replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )
+        return (today + timedelta(days=1)).timestamp()

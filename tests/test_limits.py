@@ -1,0 +1,70 @@
+"""Rate limits, daily token budgets and the bounded reply queue."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.memory import IncomingMessage, MemoryEngine, Outcome
+from storage.models import SessionKey
+from tests.conftest import Engines
+from tests.fakes.llm_server import FakeLLM
+from tests.test_background_memory import is_summary_call
+
+ALICE = SessionKey(guild_id=100, channel_id=10, user_id=1)
+BOB = SessionKey(guild_id=100, channel_id=10, user_id=2)
+_ids = iter(range(70_000, 10**9))
+
+
+async def say(engine: MemoryEngine, key: SessionKey, text: str = "hello"):
+    return await engine.reply(IncomingMessage(key, next(_ids), text, "someone"))
+
+
+async def test_rate_limit_refuses_with_reset_time(engines: Engines, fake_llm: FakeLLM) -> None:
+    engine = await engines.start(user_messages_per_minute=3)
+    outcomes = [await say(engine, ALICE) for _ in range(4)]
+    assert [r.outcome for r in outcomes[:3]] == [Outcome.ANSWERED] * 3
+    refused = outcomes[3]
+    assert refused.outcome is Outcome.REFUSED and refused.refusal is not None
+    assert "3 a minute" in refused.refusal.message
+    assert refused.refusal.resets_at > 0
+    assert (await say(engine, BOB)).outcome is Outcome.ANSWERED  # others are unaffected
+    assert len(fake_llm.chat_calls) == 4
+
+
+async def test_user_daily_budget_counts_api_usage(engines: Engines, fake_llm: FakeLLM) -> None:
+    engine = await engines.start(user_daily_tokens=60)
+    first = await say(engine, ALICE, "word " * 100)  # the fake reports ~len/4 tokens of usage
+    assert first.outcome is Outcome.ANSWERED and first.usage is not None
+    second = await say(engine, ALICE)
+    assert second.outcome is Outcome.REFUSED and second.refusal
+    assert "today" in second.refusal.message
+    assert (await say(engine, BOB)).outcome is Outcome.ANSWERED
+
+
+async def test_server_over_budget_loses_background_work_first(
+    engines: Engines, fake_llm: FakeLLM
+) -> None:
+    engine = await engines.start(
+        server_daily_tokens=50_000, summary_trigger_tokens=100, summary_keep_recent_tokens=20
+    )
+    fake_llm.responder = lambda body: "s" if is_summary_call(body) else "fine"
+    day = engine.limits._day()
+    await engine.storage.usage.add(day, user_id=99, guild_id=100, tokens=46_000)  # 92% used
+    for _ in range(5):
+        assert (await say(engine, ALICE, "some words " * 20)).outcome is Outcome.ANSWERED
+    await engine.jobs.idle()
+    assert not any(is_summary_call(call) for call in fake_llm.chat_calls)
+    await engine.storage.usage.add(day, user_id=99, guild_id=100, tokens=10_000)
+    assert (await say(engine, ALICE)).outcome is Outcome.REFUSED
+
+
+async def test_full_queue_says_busy(engines: Engines, fake_llm: FakeLLM) -> None:
+    engine = await engines.start(llm_concurrency=1, llm_queue_limit=2)
+    fake_llm.latency = 0.3
+    users = [SessionKey(100, 10, user) for user in range(10, 16)]
+    results = await asyncio.gather(*(say(engine, key) for key in users))
+    outcomes = [r.outcome for r in results]
+    assert outcomes.count(Outcome.ANSWERED) == 3
+    assert outcomes.count(Outcome.REFUSED) == 3
+    busy = [r for r in results if r.refusal]
+    assert all("busy" in r.refusal.message for r in busy)  # type: ignore[union-attr]
