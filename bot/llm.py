@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -20,6 +21,8 @@ from openai import AsyncOpenAI
 log = logging.getLogger(__name__)
 
 ChatMessage = dict[str, str]
+QUOTA_BACKOFF_SECONDS = 60.0
+QUOTA_LOG_INTERVAL_SECONDS = 300.0
 
 
 class LLMError(Exception):
@@ -63,6 +66,9 @@ class LLMClient:
             api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
         )
         self._reply_deadline = reply_deadline
+        # After "quota exhausted", calls fail fast for a while instead of hammering the API.
+        self._quota_blocked_until = 0.0
+        self._quota_logged_at = float("-inf")
 
     async def close(self) -> None:
         await self._client.close()
@@ -75,6 +81,7 @@ class LLMClient:
         Raises LLMError on any failure, also after some text was yielded (the caller decides
         what to do with a partial answer), and when the stream ends without a finish reason.
         """
+        self._check_quota()
         try:
             async with asyncio.timeout(self._reply_deadline):
                 stream = await self._client.chat.completions.create(
@@ -104,7 +111,7 @@ class LLMClient:
         except openai.OpenAIError as error:
             if state.text:
                 raise _interrupted() from error
-            raise describe_error(error) from error
+            raise self._note(describe_error(error)) from error
         except Exception as error:
             # The SDK lets transport errors of a broken stream through unwrapped (its HTTP
             # library's own classes); to the user they all mean the answer was cut.
@@ -140,6 +147,7 @@ class LLMClient:
         self, model: str, messages: Sequence[ChatMessage], *, max_tokens: int, json_mode: bool
     ) -> tuple[str, str | None, Usage | None]:
         extra: dict[str, Any] = {"response_format": {"type": "json_object"}} if json_mode else {}
+        self._check_quota()
         try:
             async with asyncio.timeout(self._reply_deadline):
                 response = await self._client.chat.completions.create(
@@ -151,7 +159,7 @@ class LLMClient:
         except TimeoutError:
             raise LLMError("the model call timed out", kind="timeout") from None
         except openai.OpenAIError as error:
-            raise describe_error(error) from error
+            raise self._note(describe_error(error)) from error
         if not response.choices:
             raise LLMError("the model returned no answer", kind="empty")
         choice = response.choices[0]
@@ -161,6 +169,29 @@ class LLMClient:
             else None
         )
         return choice.message.content or "", choice.finish_reason, usage
+
+    def _check_quota(self) -> None:
+        if time.monotonic() < self._quota_blocked_until:
+            raise quota_error()
+
+    def _note(self, error: LLMError) -> LLMError:
+        """Remember a quota failure: fail fast for a while, log one line every few minutes."""
+        if error.kind == "quota":
+            now = time.monotonic()
+            self._quota_blocked_until = now + QUOTA_BACKOFF_SECONDS
+            if now - self._quota_logged_at >= QUOTA_LOG_INTERVAL_SECONDS:
+                self._quota_logged_at = now
+                log.error("The model API reports its quota is exhausted; check the API account")
+        return error
+
+
+def quota_error() -> LLMError:
+    return LLMError(
+        "The model's API quota is used up, so I can't answer right now. "
+        "A server admin needs to check the API account.",
+        retryable=False,
+        kind="quota",
+    )
 
 
 def _interrupted() -> LLMError:
@@ -180,12 +211,7 @@ def describe_error(error: Exception) -> LLMError:
         )
     if isinstance(error, openai.RateLimitError):
         if error.code == "insufficient_quota":
-            return LLMError(
-                "The model's API quota is used up, so I can't answer right now. "
-                "A server admin needs to check the API account.",
-                retryable=False,
-                kind="quota",
-            )
+            return quota_error()
         return LLMError(
             "The model is rate-limited right now. Please try again in a minute.", kind="rate_limit"
         )

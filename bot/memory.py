@@ -7,6 +7,7 @@ of one session are handled strictly in order; different sessions run concurrentl
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -182,6 +183,12 @@ class MemoryEngine:
             prompt = await self.build_prompt(session, stored, incoming.author_name)
             async with self._llm_slots:
                 result = await self._answer(prompt, on_progress)
+                if result.error is not None and result.error.kind == "context_length":
+                    # The server's context is smaller than our budget: trim harder, once.
+                    prompt = await self.build_prompt(
+                        session, stored, incoming.author_name, budget_share=0.5
+                    )
+                    result = await self._answer(prompt, on_progress)
             await self.limits.charge(
                 incoming.key, result.usage, prompt.tokens + self._tokenizer.count(result.text)
             )
@@ -198,11 +205,25 @@ class MemoryEngine:
             return result
 
     async def build_prompt(
-        self, session: Session, new_message: StoredMessage, author_name: str
+        self,
+        session: Session,
+        new_message: StoredMessage,
+        author_name: str,
+        *,
+        budget_share: float = 1.0,
     ) -> Prompt:
-        """The prompt for `new_message`, from this session and this user's facts in this space."""
+        """The prompt for `new_message`, from this session and this user's facts in this space.
+
+        `budget_share` < 1 shrinks every section's cap, for a server whose context turned out
+        smaller than MAX_PROMPT_TOKENS.
+        """
         facts = await self.storage.facts.current(session.user_id, session.key.space_id)
-        builder = PromptBuilder(self._tokenizer, self._limits)
+        limits = self._limits
+        if budget_share < 1.0:
+            limits = PromptLimits(
+                *(max(int(value * budget_share), 1) for value in dataclasses.astuple(limits))
+            )
+        builder = PromptBuilder(self._tokenizer, limits)
         builder.fixed_sections(
             system_prompt=self._system_prompt(author_name),
             facts=facts,

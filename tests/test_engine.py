@@ -95,7 +95,7 @@ async def test_llm_failure_keeps_message_and_next_turn_remembers(
     engines: Engines, fake_llm: FakeLLM
 ) -> None:
     engine = await engines.start()
-    for kind in ("500", "429", "quota", "refused"):
+    for kind in ("500", "429", "refused", "503"):
         fake_llm.fail_next(kind)
         result = await engine.reply(said(ALICE_HERE, f"before-{kind}"))
         assert result.outcome is Outcome.FAILED and result.error is not None
@@ -103,7 +103,7 @@ async def test_llm_failure_keeps_message_and_next_turn_remembers(
     ok = await engine.reply(said(ALICE_HERE, "are you back?"))
     assert ok.outcome is Outcome.ANSWERED
     last_prompt = fake_llm.prompt_texts()[-1]
-    assert all(f"before-{kind}" in last_prompt for kind in ("500", "429", "quota", "refused"))
+    assert all(f"before-{k}" in last_prompt for k in ("500", "429", "refused", "503"))
 
 
 async def test_cut_or_unfinished_stream_is_not_stored(engines: Engines, fake_llm: FakeLLM) -> None:
@@ -153,3 +153,31 @@ async def test_prompt_never_exceeds_budget(engines: Engines, fake_llm: FakeLLM) 
         sizes.append(result.prompt.tokens)
     assert max(sizes) <= 800
     assert result.prompt.window_messages >= 1
+
+
+async def test_quota_exhausted_fails_fast_without_retry_storm(
+    engines: Engines, fake_llm: FakeLLM
+) -> None:
+    engine = await engines.start(llm_max_retries=2)
+    fake_llm.fail_next("quota", count=3)  # the SDK retries the first call twice
+    first = await engine.reply(said(ALICE_HERE, "hello"))
+    calls_after_first = len(fake_llm.requests)
+    second = await engine.reply(said(ALICE_HERE, "hello again"))
+    assert first.error and first.error.kind == "quota"
+    assert second.error and second.error.kind == "quota"
+    assert "quota" in second.error.user_message
+    assert len(fake_llm.requests) == calls_after_first  # no call at all during the backoff
+
+
+async def test_context_length_error_trims_harder_and_retries_once(
+    engines: Engines, fake_llm: FakeLLM
+) -> None:
+    engine = await engines.start(summary_trigger_tokens=100_000)
+    for turn in range(12):
+        await engine.reply(said(ALICE_HERE, f"turn {turn} " + "words " * 300))
+    fake_llm.fail_next("context_length")
+    result = await engine.reply(said(ALICE_HERE, "still there?"))
+    assert result.outcome is Outcome.ANSWERED
+    first, retry = fake_llm.prompts()[-2:]
+    assert len(str(retry)) < len(str(first)) * 0.7
+    assert retry[-1]["content"] == "still there?"
