@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 import re
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import aiosqlite

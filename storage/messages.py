@@ -139,7 +139,8 @@ class MessageRepository:
         """Replace a stored user message's text after the user edited it in Discord."""
         async with self._db.transaction() as tx:
             changed = await tx.execute(
-                "UPDATE messages SET content = ?, tokens = ? WHERE discord_id = ? AND role = 'user'",
+                "UPDATE messages SET content = ?, tokens = ?"
+                " WHERE discord_id = ? AND role = 'user'",
                 (content, tokens, discord_id),
             )
             if not changed:
@@ -164,7 +165,8 @@ class MessageRepository:
             if row is None:
                 return None
             facts = await tx.execute(
-                "DELETE FROM facts WHERE id IN (SELECT fact_id FROM fact_sources WHERE message_id = ?1)"
+                "DELETE FROM facts WHERE id IN"
+                " (SELECT fact_id FROM fact_sources WHERE message_id = ?1)"
                 " AND NOT EXISTS (SELECT 1 FROM fact_sources other WHERE other.fact_id = facts.id"
                 " AND other.message_id != ?1)",
                 (row["id"],),

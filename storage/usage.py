@@ -16,7 +16,8 @@ class UsageRepository:
         async with self._db.transaction() as tx:
             await tx.executemany(
                 "INSERT INTO usage_daily (day, scope, scope_id, tokens) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (day, scope, scope_id) DO UPDATE SET tokens = tokens + excluded.tokens",
+                " ON CONFLICT (day, scope, scope_id)"
+                " DO UPDATE SET tokens = tokens + excluded.tokens",
                 rows,
             )
 
