@@ -74,6 +74,7 @@ class ReplyResult:
     prompt: Prompt | None = None
     usage: Usage | None = None
     refusal: Refusal | None = None
+    cut_at_limit: bool = False  # the model stopped at MAX_REPLY_TOKENS
 
 
 class MemoryEngine:
@@ -361,7 +362,13 @@ class MemoryEngine:
         if not state.text.strip():
             empty = LLMError("The model returned an empty answer. Please try again.", kind="empty")
             return ReplyResult(Outcome.FAILED, "", empty, prompt, state.usage)
-        return ReplyResult(Outcome.ANSWERED, state.text, None, prompt, state.usage)
+        return ReplyResult(
+            Outcome.ANSWERED,
+            state.text,
+            prompt=prompt,
+            usage=state.usage,
+            cut_at_limit=state.finish_reason == "length",
+        )
 
     def _after_turn(self, session: Session) -> None:
         """Schedule, never await, the background work this turn may have made due."""

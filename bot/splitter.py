@@ -24,8 +24,11 @@ def split_message(text: str, limit: int = DISCORD_LIMIT) -> list[str]:
     open_lang: str | None = None  # the language of a code block left open by the last part
     while remaining.strip():
         reopen = "" if open_lang is None else f"{FENCE}{open_lang}\n"
-        if utf16_len(reopen + remaining) <= limit:
-            parts.append(reopen + remaining)
+        last = reopen + remaining.rstrip()
+        if _fence_state_after(remaining, open_lang) is not None:
+            last += _CLOSE  # an answer cut off inside a code block still renders as one
+        if utf16_len(last) <= limit:
+            parts.append(last)
             break
         budget = limit - utf16_len(reopen) - utf16_len(_CLOSE)
         if budget < 1:

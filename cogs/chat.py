@@ -145,7 +145,10 @@ class Chat(commands.Cog):
             await reply.abandon()
             return
         if result.outcome is Outcome.ANSWERED:
-            await reply.finish(result.text)
+            note = (
+                "\n\n-# (the answer reached the reply length limit)" if result.cut_at_limit else ""
+            )
+            await reply.finish(result.text + note)
             return
         if result.refusal is not None:
             when = datetime.fromtimestamp(result.refusal.resets_at, tz=UTC)

@@ -100,3 +100,9 @@ def test_random_markdown_keeps_text_and_limits(seed: int) -> None:
     parts = split_message(text)
     assert_valid(parts)
     assert_text_kept(parts, text)
+
+
+def test_answer_cut_inside_a_code_block_is_closed() -> None:
+    assert split_message("Look:\n```js\nlet x = 1;") == ["Look:\n```js\nlet x = 1;\n```"]
+    parts = split_message("```py\n" + "x = 1\n" * 500)
+    assert_valid(parts)

@@ -129,6 +129,20 @@ def _error(status: int, code: int, message: str, errors: JSON | None = None) -> 
     return _json(status, body)
 
 
+def _embed_chars(embed: JSON) -> int:
+    """The characters Discord counts against the 6000-character embed limit."""
+    fields = embed.get("fields") or []
+    texts = [
+        embed.get("title"),
+        embed.get("description"),
+        (embed.get("footer") or {}).get("text"),
+        (embed.get("author") or {}).get("name"),
+        *(f.get("name") for f in fields),
+        *(f.get("value") for f in fields),
+    ]
+    return sum(utf16_len(t) for t in texts if t)
+
+
 def _invalid_form(field_path: Sequence[str], code: str, message: str) -> web.Response:
     errors: JSON = {"_errors": [{"code": code, "message": message}]}
     for name in reversed(field_path):
@@ -218,6 +232,14 @@ class BotMessage:
     @property
     def attachments(self) -> list[tuple[str, bytes]]:
         return [(f.filename, f.data) for f in self.files]
+
+    @property
+    def reply_to_id(self) -> int | None:
+        """The id of the message this one replies to (``message_reference`` as the bot sent it
+        may carry the id as an int or a str)."""
+        if not self.message_reference or self.message_reference.get("message_id") is None:
+            return None
+        return int(self.message_reference["message_id"])
 
     @property
     def ephemeral(self) -> bool:
@@ -467,12 +489,12 @@ class FakeDiscord:
         app.router.add_get("/attachments/{channel}/{file_id}/{name}", self._handle_cdn)
         app.router.add_get("/", self._handle_gateway)
         app.router.add_get("/resume", self._handle_gateway)
-        self._runner = web.AppRunner(app, handle_signals=False)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))
         self._port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock, shutdown_timeout=1.0).start()
+        await web.SockSite(self._runner, sock).start()
 
     async def close(self) -> None:
         """Close the websockets and the server, and restore discord.py."""
@@ -548,7 +570,9 @@ class FakeDiscord:
         self._guilds[guild_id] = {"id": str(guild_id), "name": name, "joined_at": _now_iso()}
         self._member_roles[(guild_id, self.BOT_USER_ID)] = [bot_role]
 
-    def _role(self, role_id: int, name: str, perms: int, *, position: int, bot: bool = False) -> JSON:
+    def _role(
+        self, role_id: int, name: str, perms: int, *, position: int, bot: bool = False
+    ) -> JSON:
         role: JSON = {
             "id": str(role_id),
             "name": name,
@@ -648,9 +672,7 @@ class FakeDiscord:
         return member
 
     def _guild_create_payload(self, guild_id: int) -> JSON:
-        channels = [
-            c for cid, c in self._channels.items() if self._channel_guild[cid] == guild_id
-        ]
+        channels = [c for cid, c in self._channels.items() if self._channel_guild[cid] == guild_id]
         members = [self._member_payload(guild_id, user) for user in self.users.values()]
         return {
             **self._guilds[guild_id],
@@ -695,7 +717,11 @@ class FakeDiscord:
         self._pulse = asyncio.Event()
 
     async def wait_for(self, predicate: Callable[[], T | None], timeout: float, what: str) -> T:  # noqa: ASYNC109
-        """Wait until ``predicate()`` returns something other than None, and return it."""
+        """Wait until ``predicate()`` returns something other than None, and return it.
+
+        The predicate is checked on every change in the fake and at least every 50 ms, so it may
+        also look at state outside the fake (the bot's, say). Raises AssertionError on timeout.
+        """
         deadline = time.monotonic() + timeout
         while True:
             pulse = self._pulse
@@ -704,9 +730,11 @@ class FakeDiscord:
                 return result
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}{self._recent()}")
+                raise AssertionError(
+                    f"timed out after {timeout}s waiting for {what}{self._recent()}"
+                )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(pulse.wait(), remaining)
+                await asyncio.wait_for(pulse.wait(), min(remaining, 0.05))
 
     def _recent(self) -> str:
         lines = [f"\n  {r.method} {r.path} -> {r.status}" for r in self.requests[-8:]]
@@ -728,7 +756,9 @@ class FakeDiscord:
             f"IDENTIFY number {count}",
         )
 
-    def bot_messages(self, channel_id: int, *, include_interactions: bool = False) -> list[BotMessage]:
+    def bot_messages(
+        self, channel_id: int, *, include_interactions: bool = False
+    ) -> list[BotMessage]:
         """Messages the bot created in a channel, oldest first (deleted ones included).
 
         Interaction responses and follow-ups are left out unless ``include_interactions``.
@@ -787,13 +817,18 @@ class FakeDiscord:
         """
         default_headers = {"Via": "1.1 google", "Retry-After": "1"} if status == 429 else {}
         fault = _Fault(method.upper(), re.compile(path_regex), status, count)
-        fault.body = {**_STATUS_BODIES.get(status, {"message": f"{status}", "code": 0}), **(body or {})}
+        fault.body = {
+            **_STATUS_BODIES.get(status, {"message": f"{status}", "code": 0}),
+            **(body or {}),
+        }
         fault.headers = {**default_headers, **(headers or {})}
         self._faults.append(fault)
 
     def delay_next(self, method: str, path_regex: str, seconds: float, *, count: int = 1) -> None:
         """Hold the next ``count`` matching REST requests for ``seconds`` before handling them."""
-        self._faults.append(_Fault(method.upper(), re.compile(path_regex), None, count, delay=seconds))
+        self._faults.append(
+            _Fault(method.upper(), re.compile(path_regex), None, count, delay=seconds)
+        )
 
     def _take_fault(self, method: str, path: str) -> _Fault | None:
         for fault in self._faults:
@@ -850,7 +885,9 @@ class FakeDiscord:
         async with self._gateway_lock:
             self.identify_count += 1
             self.identify_payloads.append(data)
-            session = _Session(secrets.token_hex(16), int(data.get("intents", 0)), data.get("shard"))
+            session = _Session(
+                secrets.token_hex(16), int(data.get("intents", 0)), data.get("shard")
+            )
             session.conn = conn
             self._session = session
             await self._send_dispatch(session, "READY", self._ready_payload(session), log=False)
@@ -903,11 +940,10 @@ class FakeDiscord:
         guild_id = int(data["guild_id"])
         wanted = {int(u) for u in data.get("user_ids") or []}
         query = (data.get("query") or "").lower()
-        users = [
-            u
-            for u in self.users.values()
-            if (u.id in wanted) if wanted else u.username.lower().startswith(query)
-        ]
+        if wanted:
+            users = [u for u in self.users.values() if u.id in wanted]
+        else:
+            users = [u for u in self.users.values() if u.username.lower().startswith(query)]
         chunk = {
             "guild_id": str(guild_id),
             "members": [self._member_payload(guild_id, u) for u in users],
@@ -1148,13 +1184,17 @@ class FakeDiscord:
         data: bytes = spec.get("data", b"")
         filename = spec.get("filename", "file.bin")
         content_type = spec.get("content_type") or mimetypes.guess_type(filename)[0]
-        stored = StoredFile(self._ids.next(), filename, data, content_type or "application/octet-stream")
+        stored = StoredFile(
+            self._ids.next(), filename, data, content_type or "application/octet-stream"
+        )
         self._cdn[stored.id] = stored
         extra = {k: v for k, v in spec.items() if k not in ("data", "filename")}
         return {**self._attachment_payload(channel_id, stored), **extra}
 
     def _attachment_payload(self, channel_id: int, stored: StoredFile) -> JSON:
-        url = f"http://127.0.0.1:{self._port}/attachments/{channel_id}/{stored.id}/{stored.filename}"
+        url = (
+            f"http://127.0.0.1:{self._port}/attachments/{channel_id}/{stored.id}/{stored.filename}"
+        )
         return {
             "id": str(stored.id),
             "filename": stored.filename,
@@ -1277,7 +1317,9 @@ class FakeDiscord:
         opts, resolved = self._options(options, guild_id)
         if focused is not None:
             name, value = focused
-            opts.append({"type": self._option_type(value), "name": name, "value": value, "focused": True})
+            opts.append(
+                {"type": self._option_type(value), "name": name, "value": value, "focused": True}
+            )
         if subcommand is not None:
             opts = [{"type": 1, "name": subcommand, "options": opts}]
         if group is not None:
@@ -1346,7 +1388,15 @@ class FakeDiscord:
         if message is not None:
             payload["message"] = self._message_payload(message)
         interaction = FakeInteraction(
-            interaction_id, token, kind, user, channel_id, guild_id, payload, self, message
+            id=interaction_id,
+            token=token,
+            type=kind,
+            user=user,
+            channel_id=channel_id,
+            guild_id=guild_id,
+            payload=payload,
+            fake=self,
+            message=message,
         )
         self._interactions[interaction_id] = interaction
         self._interactions_by_token[token] = interaction
@@ -1354,7 +1404,13 @@ class FakeDiscord:
         return interaction
 
     def _interaction_payload(
-        self, interaction_id: int, token: str, kind: int, user: FakeUser, channel_id: int, data: JSON
+        self,
+        interaction_id: int,
+        token: str,
+        kind: int,
+        user: FakeUser,
+        channel_id: int,
+        data: JSON,
     ) -> JSON:
         guild_id = self.guild_of(channel_id)
         bot_permissions = (
@@ -1413,7 +1469,11 @@ class FakeDiscord:
             ("PATCH", "/channels/{channel_id}/messages/{message_id}", self._edit_message),
             ("DELETE", "/channels/{channel_id}/messages/{message_id}", self._delete_message),
             ("POST", "/channels/{channel_id}/typing", self._no_content),
-            ("PUT", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me", self._react),
+            (
+                "PUT",
+                "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me",
+                self._react,
+            ),
             (
                 "DELETE",
                 "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me",
@@ -1422,8 +1482,16 @@ class FakeDiscord:
             ("POST", "/interactions/{interaction_id}/{token}/callback", self._callback),
             ("POST", "/webhooks/{app_id}/{token}", self._execute_webhook),
             ("GET", "/webhooks/{app_id}/{token}/messages/{message_id}", self._get_webhook_message),
-            ("PATCH", "/webhooks/{app_id}/{token}/messages/{message_id}", self._edit_webhook_message),
-            ("DELETE", "/webhooks/{app_id}/{token}/messages/{message_id}", self._delete_webhook_message),
+            (
+                "PATCH",
+                "/webhooks/{app_id}/{token}/messages/{message_id}",
+                self._edit_webhook_message,
+            ),
+            (
+                "DELETE",
+                "/webhooks/{app_id}/{token}/messages/{message_id}",
+                self._delete_webhook_message,
+            ),
         ]
         routes = []
         for method, template, handler in table:
@@ -1470,7 +1538,7 @@ class FakeDiscord:
                 body = json.loads(raw)
         record = RecordedRequest(
             method=request.method,
-            path=request.match_info["tail"] and "/" + request.match_info["tail"],
+            path="/" + request.match_info["tail"],
             query=dict(request.query),
             json=body,
             files=files,
@@ -1538,7 +1606,9 @@ class FakeDiscord:
         drop = ("channels", "threads", "members", "voice_states", "presences")
         return _json(200, {k: v for k, v in full.items() if k not in drop})
 
-    async def _get_member(self, record: RecordedRequest, guild_id: str, user_id: str) -> web.Response:
+    async def _get_member(
+        self, record: RecordedRequest, guild_id: str, user_id: str
+    ) -> web.Response:
         user = self.users.get(int(user_id))
         if int(guild_id) not in self._guilds or user is None:
             return _error(404, 10007, "Unknown Member")
@@ -1549,7 +1619,9 @@ class FakeDiscord:
     ) -> web.Response:
         if int(app_id) != self.APPLICATION_ID:
             return _error(404, 10002, "Unknown Application")
-        scope = self.global_commands if guild_id is None else self.guild_commands.get(int(guild_id), [])
+        scope = (
+            self.global_commands if guild_id is None else self.guild_commands.get(int(guild_id), [])
+        )
         return _json(200, scope)
 
     async def _put_commands(
@@ -1562,7 +1634,9 @@ class FakeDiscord:
         for index, command in enumerate(commands):
             name = command["name"]
             if not re.fullmatch(r"[-_\w]{1,32}", name) or name != name.lower():
-                return _invalid_form([str(index), "name"], "APPLICATION_COMMAND_INVALID_NAME", "Invalid name")
+                return _invalid_form(
+                    [str(index), "name"], "APPLICATION_COMMAND_INVALID_NAME", "Invalid name"
+                )
         if gid is None:
             self.global_commands = commands
         else:
@@ -1625,11 +1699,15 @@ class FakeDiscord:
         await self._echo("MESSAGE_CREATE", message)
         return _json(200, self._message_payload(message))
 
-    async def _get_message(self, record: RecordedRequest, channel_id: str, message_id: str) -> web.Response:
+    async def _get_message(
+        self, record: RecordedRequest, channel_id: str, message_id: str
+    ) -> web.Response:
         found = self._find_message(int(channel_id), int(message_id))
         return _json(200, found) if found else _error(404, 10008, "Unknown Message")
 
-    async def _edit_message(self, record: RecordedRequest, channel_id: str, message_id: str) -> web.Response:
+    async def _edit_message(
+        self, record: RecordedRequest, channel_id: str, message_id: str
+    ) -> web.Response:
         message = self._bot_message_in(int(channel_id), int(message_id))
         if message is None:
             if self._find_message(int(channel_id), int(message_id)) is not None:
@@ -1637,7 +1715,9 @@ class FakeDiscord:
             return _error(404, 10008, "Unknown Message")
         return await self._apply_edit(message, record.json or {}, record.files)
 
-    async def _delete_message(self, record: RecordedRequest, channel_id: str, message_id: str) -> web.Response:
+    async def _delete_message(
+        self, record: RecordedRequest, channel_id: str, message_id: str
+    ) -> web.Response:
         message = self._bot_message_in(int(channel_id), int(message_id))
         if message is None:
             if self._find_message(int(channel_id), int(message_id)) is not None:
@@ -1646,7 +1726,9 @@ class FakeDiscord:
         await self._delete_bot_message(message)
         return web.Response(status=204)
 
-    async def _react(self, record: RecordedRequest, channel_id: str, message_id: str, emoji: str) -> web.Response:
+    async def _react(
+        self, record: RecordedRequest, channel_id: str, message_id: str, emoji: str
+    ) -> web.Response:
         if self._find_message(int(channel_id), int(message_id)) is None:
             return _error(404, 10008, "Unknown Message")
         return web.Response(status=204)
@@ -1679,18 +1761,23 @@ class FakeDiscord:
             message = f"Must be {MAX_CONTENT} or fewer in length."
             return _invalid_form([*prefix, "content"], "BASE_TYPE_MAX_LENGTH", message)
         embeds = body.get("embeds") or []
-        if len(embeds) > 10 or sum(len(json.dumps(e)) for e in embeds) > 6000 * 2:
-            return _invalid_form([*prefix, "embeds"], "MAX_EMBED_SIZE_EXCEEDED", "Embed size exceeds maximum size of 6000")
+        if len(embeds) > 10 or sum(_embed_chars(e) for e in embeds) > 6000:
+            message = "Embed size exceeds maximum size of 6000"
+            return _invalid_form([*prefix, "embeds"], "MAX_EMBED_SIZE_EXCEEDED", message)
         for index, embed in enumerate(embeds):
             if len(embed.get("description") or "") > 4096:
                 path = [*prefix, "embeds", str(index), "description"]
-                return _invalid_form(path, "BASE_TYPE_MAX_LENGTH", "Must be 4096 or fewer in length.")
+                return _invalid_form(
+                    path, "BASE_TYPE_MAX_LENGTH", "Must be 4096 or fewer in length."
+                )
         if self._would_be_empty(body, files, existing):
             return _error(400, 50006, "Cannot send an empty message")
         return None
 
     @staticmethod
-    def _would_be_empty(body: JSON, files: list[tuple[str, bytes]], existing: BotMessage | None) -> bool:
+    def _would_be_empty(
+        body: JSON, files: list[tuple[str, bytes]], existing: BotMessage | None
+    ) -> bool:
         def pick(key: str, current: Any) -> Any:
             return body.get(key) if key in body else current
 
@@ -1748,7 +1835,9 @@ class FakeDiscord:
         self._cdn[stored.id] = stored
         return stored
 
-    async def _apply_edit(self, message: BotMessage, body: JSON, files: list[tuple[str, bytes]]) -> web.Response:
+    async def _apply_edit(
+        self, message: BotMessage, body: JSON, files: list[tuple[str, bytes]]
+    ) -> web.Response:
         error = self._check_body(body, files, existing=message)
         if error is not None:
             return error
@@ -1756,7 +1845,9 @@ class FakeDiscord:
         await self._echo("MESSAGE_UPDATE", message)
         return _json(200, self._message_payload(message))
 
-    def _update_message(self, message: BotMessage, body: JSON, files: list[tuple[str, bytes]]) -> None:
+    def _update_message(
+        self, message: BotMessage, body: JSON, files: list[tuple[str, bytes]]
+    ) -> None:
         if "content" in body:
             message.content = body["content"] or ""
             message.history.append(message.content)
@@ -1845,7 +1936,9 @@ class FakeDiscord:
 
     # ------------------------------------------------------------------ REST: interactions
 
-    async def _callback(self, record: RecordedRequest, interaction_id: str, token: str) -> web.Response:
+    async def _callback(
+        self, record: RecordedRequest, interaction_id: str, token: str
+    ) -> web.Response:
         interaction = self._interactions.get(int(interaction_id))
         if interaction is None or interaction.token != token:
             return _error(404, 10062, "Unknown interaction")
@@ -1877,7 +1970,11 @@ class FakeDiscord:
             loading = FLAG_LOADING if kind == 5 else 0
             body = data if kind == 4 else {"flags": data.get("flags")}
             message = self._new_bot_message(
-                interaction.channel_id, body, files if kind == 4 else [], interaction=interaction, extra_flags=loading
+                interaction.channel_id,
+                body,
+                files if kind == 4 else [],
+                interaction=interaction,
+                extra_flags=loading,
             )
             interaction.original = message
             await self._echo("MESSAGE_CREATE", message)
@@ -1915,15 +2012,17 @@ class FakeDiscord:
             target = next((m for m in interaction.messages if str(m.id) == message_id), None)
         return None if target is None or target.deleted else target
 
-    async def _execute_webhook(self, record: RecordedRequest, app_id: str, token: str) -> web.Response:
+    async def _execute_webhook(
+        self, record: RecordedRequest, app_id: str, token: str
+    ) -> web.Response:
         interaction = self._webhook_interaction(app_id, token)
         if interaction is None:
             return _error(404, 10015, "Unknown Webhook")
         body = record.json or {}
         original = interaction.original
         if original is not None and original.loading and not original.deleted:
-            # The first follow-up after a deferred response fills in the "thinking" message.
-            body = {k: v for k, v in body.items() if k != "flags"}
+            # The first follow-up after a deferred response fills in the "thinking" message
+            # (which keeps the ephemeral choice made at the defer).
             response = await self._apply_edit(original, body, record.files)
         else:
             error = self._check_body(body, record.files)
@@ -1958,7 +2057,7 @@ class FakeDiscord:
         target = self._webhook_target(interaction, message_id)
         if target is None:
             return _error(404, 10008, "Unknown Message")
-        body = {k: v for k, v in (record.json or {}).items() if k != "flags"}
+        body = record.json or {}
         if message_id == "@original":
             interaction.edits.append(body)
         return await self._apply_edit(target, body, record.files)
