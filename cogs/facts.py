@@ -10,7 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.prompt import quote
-from cogs.memory import SERVERS_AND_DMS, confirm, timestamp
+from cogs.memory import CONFIRM_TIMEOUT_SECONDS, SERVERS_AND_DMS, confirm, timestamp
 from cogs.views import PagerView
 from storage.models import Fact, FactSource, space_of
 
@@ -31,6 +31,7 @@ class Facts(commands.Cog):
 
     def __init__(self, bot: MemoryBot) -> None:
         self.bot = bot
+        self.confirm_timeout = CONFIRM_TIMEOUT_SECONDS
 
     @facts.command(name="show", description="Your facts in this server (or in DMs)")
     async def show(self, interaction: discord.Interaction) -> None:
@@ -72,7 +73,7 @@ class Facts(commands.Cog):
             )
             return
         question = f"Forget **{chosen.attribute}**: {quote(chosen.value)} and its history?"
-        if not await confirm(interaction, question, "Forget"):
+        if not await confirm(interaction, question, "Forget", wait_seconds=self.confirm_timeout):
             return
         deleted = await self.bot.storage.users.delete_fact(interaction.user.id, space, chosen.id)
         await interaction.edit_original_response(

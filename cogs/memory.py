@@ -26,6 +26,7 @@ SCOPE_CHOICES = [
     app_commands.Choice(name="everywhere", value="everywhere"),
 ]
 SERVERS_AND_DMS = app_commands.AppCommandContext(guild=True, dm_channel=True)
+CONFIRM_TIMEOUT_SECONDS = 60.0
 TIMED_OUT = "No answer within a minute, so nothing was deleted."
 CANCELLED = "Cancelled: nothing was deleted."
 
@@ -45,9 +46,11 @@ def describe_deleted(counts: DeletedCounts) -> str:
     )
 
 
-async def confirm(interaction: discord.Interaction, question: str, label: str) -> bool | None:
+async def confirm(
+    interaction: discord.Interaction, question: str, label: str, *, wait_seconds: float
+) -> bool | None:
     """Ask with buttons only the invoker can press; True, False, or None on timeout."""
-    view = ConfirmView(interaction.user.id, confirm_label=label)
+    view = ConfirmView(interaction.user.id, confirm_label=label, timeout=wait_seconds)
     await interaction.response.send_message(question, view=view, ephemeral=True)
     timed_out = await view.wait()
     if timed_out:
@@ -74,6 +77,7 @@ class Memory(commands.Cog):
 
     def __init__(self, bot: MemoryBot) -> None:
         self.bot = bot
+        self.confirm_timeout = CONFIRM_TIMEOUT_SECONDS
 
     @memory.command(name="show", description="What Mnemo remembers of your conversation here")
     async def show(self, interaction: discord.Interaction) -> None:
@@ -118,7 +122,7 @@ class Memory(commands.Cog):
             else "Erase the messages and summary of your conversation in this channel? "
             "(Facts stay; `/facts forget` removes them.)"
         )
-        if not await confirm(interaction, question, "Erase"):
+        if not await confirm(interaction, question, "Erase", wait_seconds=self.confirm_timeout):
             return
         if everywhere:
             counts = await self.bot.engine.forget_user(interaction.user.id)
@@ -151,7 +155,7 @@ class Memory(commands.Cog):
         guild_id = interaction.guild_id
         assert guild_id is not None
         question = f"Erase everything Mnemo learned from {member.mention} in this server?"
-        if not await confirm(interaction, question, "Erase"):
+        if not await confirm(interaction, question, "Erase", wait_seconds=self.confirm_timeout):
             return
         counts = await self.bot.engine.forget_member(member.id, guild_id)
         log.info(

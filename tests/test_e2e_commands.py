@@ -1,0 +1,256 @@
+"""Slash commands end to end: what users see, what they can and cannot do, what is deleted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from bot.client import MemoryBot
+from cogs.memory import CANCELLED, TIMED_OUT
+from tests.conftest import Bots, settled
+from tests.fakes.discord_server import FakeDiscord, FakeInteraction, FakeUser
+from tests.fakes.llm_server import FakeLLM
+from tests.test_background_memory import is_summary_call, labelled_ids
+
+EPHEMERAL = 64
+
+
+async def talk(d: FakeDiscord, user: FakeUser, channel: int, text: str) -> None:
+    await d.send_message(user, channel, text, mention_bot=True)
+    await d.final_text(await d.next_bot_message(channel), quiet=0.2)
+
+
+async def talk_dm(d: FakeDiscord, user: FakeUser, text: str) -> None:
+    await d.send_dm(user, text)
+    await d.final_text(await d.next_bot_message(d.dm_channel_id(user)), quiet=0.2)
+
+
+async def press(d: FakeDiscord, user: FakeUser, interaction: FakeInteraction, label: str):
+    message = interaction.original
+    assert message is not None and message.ephemeral
+    for component in (c for row in message.components for c in row.get("components", [])):
+        if component.get("label") == label:
+            return await d.click(user, message, component["custom_id"])
+    raise AssertionError(f"no {label!r} button in {message.components}")
+
+
+async def final_content(interaction: FakeInteraction, quiet: float = 0.3) -> str:
+    await asyncio.sleep(quiet)
+    for _ in range(100):
+        original = interaction.original
+        if original is not None and not original.loading and not original.components:
+            return original.content
+        await asyncio.sleep(0.05)
+    raise AssertionError("the confirmation was never answered")
+
+
+def facts_responder(body: dict[str, Any]) -> str:
+    facts = []
+    for text, mid in labelled_ids(body).items():
+        if "I live in" in text:
+            city = text.split("I live in ")[1].split()[0].strip(".,")
+            facts.append({"attribute": "city", "value": city, "sources": [mid]})
+        if "my dog is" in text:
+            facts.append({"attribute": "dog_name", "value": text.split()[-1], "sources": [mid]})
+    return json.dumps({"facts": facts})
+
+
+async def test_commands_are_synced_globally_once(bots: Bots, fake_discord: FakeDiscord) -> None:
+    bot = await bots.start()
+    names = {command["name"] for command in fake_discord.global_commands}
+    assert names == {"memory", "facts", "mnemo-admin"}
+    puts = [r for r in fake_discord.requests if r.method == "PUT"]
+    assert len(puts) == 1
+    await bots.stop(bot)
+    await bots.start()  # same definitions: no second sync
+    assert len([r for r in fake_discord.requests if r.method == "PUT"]) == 1
+
+
+async def test_dev_guild_sync(bots: Bots, fake_discord: FakeDiscord) -> None:
+    await bots.start(dev_guild_id=fake_discord.GUILD_ID)
+    names = {c["name"] for c in fake_discord.guild_commands[fake_discord.GUILD_ID]}
+    assert names == {"memory", "facts", "mnemo-admin"}
+    assert fake_discord.global_commands == []
+
+
+async def test_memory_show(bots: Bots, fake_discord: FakeDiscord) -> None:
+    d = fake_discord
+    await bots.start()
+    for text in ("first", "second", "third"):
+        await talk(d, d.alice, d.CHANNEL_ID, text)
+    interaction = await d.slash(d.alice, "memory", "show")
+    response = await interaction.response()
+    assert response["data"]["flags"] & EPHEMERAL
+    embed = response["data"]["embeds"][0]
+    fields = {field["name"]: field["value"] for field in embed["fields"]}
+    assert fields["Messages"] == "6 stored, 6 in the window"
+    assert fields["Facts about you here"] == "0"
+    assert "of 6000" in fields["Prompt tokens"]
+    assert "none yet" in embed["description"]
+    empty = await d.slash(d.bob, "memory", "show")
+    bob_fields = {
+        f["name"]: f["value"] for f in (await empty.response())["data"]["embeds"][0]["fields"]
+    }
+    assert bob_fields["Messages"] == "0 stored, 0 in the window"
+
+
+async def test_clear_this_channel_with_confirmation(
+    bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM
+) -> None:
+    d = fake_discord
+    await bots.start()
+    await talk(d, d.alice, d.CHANNEL_ID, "MARKER-here")
+    await talk(d, d.alice, d.OTHER_CHANNEL_ID, "MARKER-there")
+    interaction = await d.slash(d.alice, "memory", "clear")
+    await interaction.response()
+    # Bob cannot press Alice's button.
+    intruder = await press(d, d.bob, interaction, "Erase")
+    refusal = await intruder.response()
+    assert refusal["data"]["flags"] & EPHEMERAL and "someone else" in refusal["data"]["content"]
+    await press(d, d.alice, interaction, "Erase")
+    assert await final_content(interaction) == "Done. Deleted 2 messages, 0 summaries and 0 facts."
+    await talk(d, d.alice, d.CHANNEL_ID, "what did I say?")
+    assert "MARKER-here" not in fake_llm.prompt_texts()[-1]
+    await talk(d, d.alice, d.OTHER_CHANNEL_ID, "and here?")
+    assert "MARKER-there" in fake_llm.prompt_texts()[-1]
+
+
+async def test_confirmation_cancel_and_timeout_delete_nothing(
+    bots: Bots, fake_discord: FakeDiscord
+) -> None:
+    d = fake_discord
+    bot = await bots.start()
+    bot.get_cog("Memory").confirm_timeout = 1.0  # type: ignore[union-attr]
+    await talk(d, d.alice, d.CHANNEL_ID, "keep me")
+    cancelled = await d.slash(d.alice, "memory", "clear", {"scope": "everywhere"})
+    await cancelled.response()
+    await press(d, d.alice, cancelled, "Cancel")
+    assert await final_content(cancelled) == CANCELLED
+    timed_out = await d.slash(d.alice, "memory", "clear")
+    await timed_out.response()
+    assert await final_content(timed_out, quiet=1.2) == TIMED_OUT
+    export = await bot.storage.users.export(d.alice.id)
+    assert len(export["messages"]) == 2
+
+
+async def test_clear_everywhere_leaves_nothing(
+    bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM, db_path: Path
+) -> None:
+    d = fake_discord
+    bot = await bots.start(facts_batch_messages=1)
+    fake_llm.json_responder = facts_responder
+    await talk(d, d.alice, d.CHANNEL_ID, "I live in MARKERVILLE")
+    await talk_dm(d, d.alice, "my dog is MARKERDOG")
+    await talk(d, d.bob, d.CHANNEL_ID, "I live in Bobtown")
+    await bot.engine.jobs.idle()
+    assert len(await bot.storage.facts.current(d.alice.id, d.GUILD_ID)) == 1
+    interaction = await d.slash(d.alice, "memory", "clear", {"scope": "everywhere"})
+    await interaction.response()
+    await press(d, d.alice, interaction, "Erase")
+    assert await final_content(interaction) == "Done. Deleted 4 messages, 0 summaries and 2 facts."
+    await bots.stop(bot)
+    raw = b"".join(p.read_bytes() for p in db_path.parent.iterdir() if p.name.startswith("mnemo"))
+    assert b"MARKERVILLE" not in raw and b"MARKERDOG" not in raw
+    assert b"Bobtown" in raw
+
+
+async def test_clear_racing_a_summary_leaves_nothing(
+    bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM
+) -> None:
+    d = fake_discord
+    bot = await bots.start(summary_trigger_tokens=100, summary_keep_recent_tokens=10)
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def responder(body: dict[str, Any]) -> str:
+        if is_summary_call(body):
+            started.set()
+            await release.wait()
+            return "SUMMARY-OF-CLEARED-MARKER"
+        return "ok"
+
+    fake_llm.responder = responder
+    for i in range(4):
+        await talk(d, d.alice, d.CHANNEL_ID, f"MARKER-race {i} " + "words " * 30)
+    await asyncio.wait_for(started.wait(), 5)
+    interaction = await d.slash(d.alice, "memory", "clear")
+    await interaction.response()
+    await press(d, d.alice, interaction, "Erase")
+    await final_content(interaction)
+    release.set()
+    await bot.engine.jobs.idle()
+    export = await bot.storage.users.export(d.alice.id)
+    assert "MARKER" not in json.dumps(export)
+
+
+async def test_export_is_a_json_file(bots: Bots, fake_discord: FakeDiscord) -> None:
+    d = fake_discord
+    await bots.start()
+    await talk(d, d.alice, d.CHANNEL_ID, "export me")
+    interaction = await d.slash(d.alice, "memory", "export")
+    await interaction.wait_text()
+    [(name, data)] = interaction.attachments
+    assert name == "mnemo-export.json"
+    export = json.loads(data)
+    assert [m["content"] for m in export["messages"]] == ["export me", "echo: export me"]
+    assert interaction.ephemeral
+
+
+async def test_facts_show_forget_and_scopes(
+    bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM
+) -> None:
+    d = fake_discord
+    bot = await bots.start(facts_batch_messages=1)
+    fake_llm.json_responder = facts_responder
+    await talk(d, d.alice, d.CHANNEL_ID, "I live in Lisbon")
+    await talk(d, d.alice, d.CHANNEL_ID, "my dog is Rex")
+    await talk_dm(d, d.alice, "I live in Secretburg")
+    await bot.engine.jobs.idle()
+
+    shown = await (await d.slash(d.alice, "facts", "show")).wait_text()
+    assert "**city**: Lisbon" in shown and "**dog_name**: Rex" in shown
+    assert "Secretburg" not in shown  # DM facts stay in DMs
+    assert f"https://discord.com/channels/{d.GUILD_ID}/{d.CHANNEL_ID}/" in shown
+    dm_shown = await (await d.slash(d.alice, "facts", "show", dm=True)).wait_text()
+    assert "Secretburg" in dm_shown and "Lisbon" not in dm_shown
+    bob_shown = await (await d.slash(d.bob, "facts", "show")).wait_text()
+    assert "haven't learned any facts" in bob_shown
+
+    choices = await d.autocomplete(d.alice, "facts", "forget", "fact", "ci")
+    assert [c["name"] for c in choices] == ["city: Lisbon"]
+    assert await d.autocomplete(d.bob, "facts", "forget", "fact", "") == []
+
+    fact_id = choices[0]["value"]
+    stolen = await d.slash(d.bob, "facts", "forget", {"fact": fact_id})
+    assert "couldn't find" in await stolen.wait_text()
+    forget = await d.slash(d.alice, "facts", "forget", {"fact": fact_id})
+    await forget.response()
+    await press(d, d.alice, forget, "Forget")
+    assert (await final_content(forget)).startswith("Forgotten")
+    remaining = await bot.storage.facts.current(d.alice.id, d.GUILD_ID)
+    assert [f.attribute for f in remaining] == ["dog_name"]
+
+
+async def test_admin_forget_member_and_stats(
+    bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM
+) -> None:
+    d = fake_discord
+    bot: MemoryBot = await bots.start()
+    await talk(d, d.alice, d.CHANNEL_ID, "in server one")
+    await talk(d, d.alice, d.GUILD2_CHANNEL_ID, "in server two")
+
+    denied = await d.slash(d.bob, "mnemo-admin", "stats")
+    assert "Manage Server" in await denied.wait_text()
+    stats = await (await d.slash(d.admin, "mnemo-admin", "stats")).wait_text()
+    assert "Messages stored: 2" in stats and "in server one" not in stats
+
+    refused = await d.slash(d.bob, "mnemo-admin", "forget", {"member": d.alice})
+    assert "Manage Server" in await refused.wait_text()
+    interaction = await d.slash(d.admin, "mnemo-admin", "forget", {"member": d.alice})
+    await interaction.response()
+    await press(d, d.admin, interaction, "Erase")
+    assert "Deleted 2 messages" in await final_content(interaction)
+    export = await bot.storage.users.export(d.alice.id)
+    assert [m["content"] for m in export["messages"]] == ["in server two", "echo: in server two"]
+    await settled(d, d.CHANNEL_ID)
