@@ -15,6 +15,11 @@ from bot.config import ConfigError, Settings
 
 log = logging.getLogger("bot")
 
+MISSING_INTENT = (
+    "mnemo: the Message Content intent is not enabled for this bot: enable it in the developer"
+    " portal (Bot > Privileged Gateway Intents) or set MESSAGE_CONTENT_INTENT=false"
+)
+
 BAD_TOKEN = (
     "mnemo: Discord rejected DISCORD_TOKEN; copy it again from the developer portal (Bot page)"
 )
@@ -39,33 +44,32 @@ def main() -> int:
 
 
 async def run(settings: Settings) -> int:
-    async with MemoryBot(settings) as bot:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))
-        try:
-            await bot.start(settings.discord_token)
-        except discord.LoginFailure:
+    bot = MemoryBot(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # Hosts send SIGTERM and kill ~10 s later: shut down gracefully well within that.
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))
+    try:
+        await bot.start(settings.discord_token)
+    except discord.LoginFailure:
+        print(BAD_TOKEN, file=sys.stderr)
+        return 2
+    except discord.PrivilegedIntentsRequired:
+        print(MISSING_INTENT, file=sys.stderr)
+        return 2
+    except discord.ConnectionClosed as error:
+        # Fatal gateway closes are raised, not retried (discord.py); say what to fix.
+        if error.code == 4004:
             print(BAD_TOKEN, file=sys.stderr)
             return 2
-        except discord.ConnectionClosed as error:
-            # Fatal gateway closes are raised, not retried (discord.py); say what to fix.
-            if error.code == 4004:
-                print(BAD_TOKEN, file=sys.stderr)
-                return 2
-            print(
-                f"mnemo: Discord closed the connection ({error.code}): {error.reason}",
-                file=sys.stderr,
-            )
-            return 1
-        except discord.PrivilegedIntentsRequired:
-            print(
-                "mnemo: the Message Content intent is not enabled for this bot: enable it in the"
-                " developer portal (Bot > Privileged Gateway Intents)"
-                " or set MESSAGE_CONTENT_INTENT=false",
-                file=sys.stderr,
-            )
-            return 2
+        print(
+            f"mnemo: Discord closed the connection ({error.code}): {error.reason}", file=sys.stderr
+        )
+        return 1
+    finally:
+        # Not `async with`: its exit skips close() once the gateway is closed, which would
+        # leave the database open (and the interpreter hanging at exit).
+        await bot.close()
     return 0
 
 

@@ -6,6 +6,7 @@ which can fire more than once.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -41,6 +42,7 @@ class MemoryBot(commands.Bot):
         self._storage: Storage | None = None
         self._llm: LLMClient | None = None
         self._engine: MemoryEngine | None = None
+        self._shutdown: asyncio.Future[None] | None = None
 
     @property
     def engine(self) -> MemoryEngine:
@@ -111,6 +113,12 @@ class MemoryBot(commands.Bot):
         return
 
     async def close(self) -> None:
+        """Shut down once, however many callers ask (a signal handler and `async with`)."""
+        if self._shutdown is None:
+            self._shutdown = asyncio.ensure_future(self._shut_down())
+        await asyncio.shield(self._shutdown)
+
+    async def _shut_down(self) -> None:
         """Stop taking messages, let replies in flight finish (they still need Discord), then
         disconnect, stop background work and close what setup_hook opened."""
         if self._engine is not None:
@@ -122,4 +130,4 @@ class MemoryBot(commands.Bot):
             await self._llm.close()
         if self._storage is not None:
             await self._storage.close()
-        self._engine = self._llm = self._storage = None
+        log.info("Mnemo stopped cleanly")

