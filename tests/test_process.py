@@ -28,8 +28,8 @@ class BotProcess:
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
 
-    async def wait(self, timeout: float) -> tuple[int, str]:
-        _, stderr = await asyncio.wait_for(self.process.communicate(), timeout)
+    async def wait(self, seconds: float) -> tuple[int, str]:
+        _, stderr = await asyncio.wait_for(self.process.communicate(), seconds)
         assert self.process.returncode is not None
         return self.process.returncode, stderr.decode()
 
@@ -100,7 +100,7 @@ async def test_sigterm_finishes_the_reply_in_flight_and_exits_0(
     await asyncio.wait_for(fake_llm.wait_for_chat_calls(1), 10)
     stop = time.monotonic()
     bot.process.send_signal(signal.SIGTERM)
-    code, stderr = await bot.wait(timeout=12)
+    code, stderr = await bot.wait(seconds=12)
     assert code == 0, stderr
     assert time.monotonic() - stop < 10
     reply = await d.next_bot_message(d.CHANNEL_ID)
@@ -118,7 +118,7 @@ async def test_fatal_gateway_close_exits_with_one_clear_line(
 ) -> None:
     bot = await launch()
     await fake_discord.close_gateway(code)
-    status, stderr = await bot.wait(timeout=15)
+    status, stderr = await bot.wait(seconds=15)
     assert status == 2
     lines = [line for line in stderr.splitlines() if line.startswith("mnemo:")]
     assert len(lines) == 1 and expected in lines[0], stderr
@@ -181,7 +181,7 @@ async def test_sigkill_at_random_moments_loses_nothing(
             await d.final_text(await d.next_bot_message(d.CHANNEL_ID), quiet=0.05)
     await asyncio.sleep(1.0)  # let the last background jobs land
     bot.process.send_signal(signal.SIGTERM)
-    code, stderr = await bot.wait(timeout=15)
+    code, stderr = await bot.wait(seconds=15)
     assert code == 0, stderr
 
     acknowledged = {
