@@ -26,6 +26,45 @@ _ROLE_MENTION = re.compile(r"<@&(\d+)>")
 _CHANNEL_MENTION = re.compile(r"<#(\d+)>")
 _CHAT_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 
+ATTACHMENT_MAX_BYTES = 100_000
+TEXT_EXTENSIONS = frozenset(
+    [
+        ".txt",
+        ".md",
+        ".rst",
+        ".py",
+        ".js",
+        ".ts",
+        ".tsx",
+        ".jsx",
+        ".json",
+        ".yaml",
+        ".yml",
+        ".toml",
+        ".ini",
+        ".cfg",
+        ".csv",
+        ".log",
+        ".sql",
+        ".sh",
+        ".rs",
+        ".go",
+        ".java",
+        ".kt",
+        ".c",
+        ".h",
+        ".cpp",
+        ".hpp",
+        ".cs",
+        ".rb",
+        ".php",
+        ".html",
+        ".css",
+        ".xml",
+        ".swift",
+        ".lua",
+    ]
+)
 STORAGE_ERROR = "I couldn't save your message (the database is unavailable). Please try again soon."
 INTERNAL_ERROR = "Something went wrong on my side. Please try again."
 
@@ -38,9 +77,9 @@ class Chat(commands.Cog):
     async def on_message(self, message: discord.Message) -> None:
         if not self.is_addressed(message):
             return
-        text = self.model_text(message)
+        text, unreadable = await self.model_text(message)
         if not text:
-            await self._greet(message)
+            await self._greet(message, unreadable)
             return
         incoming = IncomingMessage(
             key=SessionKey(
@@ -69,7 +108,8 @@ class Chat(commands.Cog):
         if message.author.bot or "content" not in payload.data:
             return
         # Only messages already stored change; unknown ids are ignored by the engine.
-        await self.bot.engine.message_edited(message.id, self.model_text(message))
+        text, _ = await self.model_text(message)
+        await self.bot.engine.message_edited(message.id, text)
 
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
@@ -105,8 +145,22 @@ class Chat(commands.Cog):
             replied = discord.utils.get(self.bot.cached_messages, id=reference.message_id)
         return isinstance(replied, discord.Message) and replied.author.id == my_id
 
-    def model_text(self, message: discord.Message) -> str:
-        """The text the model sees: the bot's mention removed, other mentions as names."""
+    async def model_text(self, message: discord.Message) -> tuple[str, list[str]]:
+        """The text the model sees: the bot's mention removed, other mentions as names, text
+        attachments appended. Also returns the names of attachments it could not read."""
+        text = self._resolve_mentions(message)
+        unreadable = []
+        for attachment in message.attachments:
+            body = await read_text_attachment(attachment)
+            if body is None:
+                unreadable.append(attachment.filename)
+                text += f"\n[attached file {attachment.filename}: not readable as text]"
+            else:
+                name = attachment.filename
+                text += f"\n\n--- {name} ---\n{body}\n--- end of {name} ---"
+        return _LONE_SURROGATE.sub("\ufffd", text).strip(), unreadable
+
+    def _resolve_mentions(self, message: discord.Message) -> str:
         me = self.bot.user
         own_role = message.guild.self_role if message.guild else None
         users = {user.id: user for user in message.mentions}
@@ -131,13 +185,16 @@ class Chat(commands.Cog):
 
         text = _USER_MENTION.sub(user_name, message.content)
         text = _ROLE_MENTION.sub(role_name, text)
-        text = _CHANNEL_MENTION.sub(channel_name, text)
-        for attachment in message.attachments:
-            text += f"\n[attached file: {attachment.filename}]"
-        return _LONE_SURROGATE.sub("\ufffd", text).strip()
+        return _CHANNEL_MENTION.sub(channel_name, text)
 
-    async def _greet(self, message: discord.Message) -> None:
+    async def _greet(self, message: discord.Message, unreadable: list[str]) -> None:
         reply = StreamedReply(message)
+        if unreadable:
+            await reply.finish(
+                f"I can only read text, and text files up to {ATTACHMENT_MAX_BYTES // 1000} KB;"
+                f" I couldn't read {', '.join(unreadable)}."
+            )
+            return
         await reply.finish(f"Hi {message.author.display_name}! What would you like to talk about?")
 
     async def _show(self, reply: StreamedReply, result: ReplyResult) -> None:
@@ -162,6 +219,25 @@ class Chat(commands.Cog):
             await reply.finish(f"{result.text}\n\n⚠️ *{result.error.user_message}*")
         else:
             await reply.finish(f"⚠️ {result.error.user_message}")
+
+
+async def read_text_attachment(attachment: discord.Attachment) -> str | None:
+    """The text of a small text file, or None when it is not one (images, binaries, big files)."""
+    suffix = (
+        "." + attachment.filename.rsplit(".", 1)[-1].lower() if "." in attachment.filename else ""
+    )
+    content_type = (attachment.content_type or "").split(";")[0]
+    is_text = content_type.startswith("text/") or content_type == "application/json"
+    if not (is_text or suffix in TEXT_EXTENSIONS) or attachment.size > ATTACHMENT_MAX_BYTES:
+        return None
+    try:
+        data = await attachment.read()
+    except discord.HTTPException:
+        log.warning("Could not download attachment %s", attachment.id)
+        return None
+    if b"\x00" in data:
+        return None  # binary after all
+    return data.decode("utf-8", errors="replace")
 
 
 async def setup(bot: MemoryBot) -> None:
