@@ -36,6 +36,11 @@ class StreamedReply:
         self._renderer: asyncio.Task[None] | None = None
 
     @property
+    def text(self) -> str:
+        """The text shown so far (or about to be)."""
+        return self._latest
+
+    @property
     def message_ids(self) -> list[int]:
         return [message.id for message in self._sent]
 

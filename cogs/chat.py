@@ -65,7 +65,7 @@ TEXT_EXTENSIONS = frozenset(
         ".lua",
     ]
 )
-STORAGE_ERROR = "I couldn't save your message (the database is unavailable). Please try again soon."
+STORAGE_ERROR = "I couldn't save this (the database is unavailable). Please try again soon."
 INTERNAL_ERROR = "Something went wrong on my side. Please try again."
 
 
@@ -92,13 +92,14 @@ class Chat(commands.Cog):
         reply = StreamedReply(message)
         try:
             result = await self.bot.engine.reply(incoming, reply.progress)
-        except aiosqlite.Error:
-            log.exception("Database error while handling message %s", message.id)
-            await reply.finish(STORAGE_ERROR)
+        except aiosqlite.Error as error:
+            # Locked by another process past the busy timeout, disk full, read-only file...
+            log.error("Database error while handling message %s: %s", message.id, error)
+            await reply.finish(with_notice(reply.text, STORAGE_ERROR))
             return
         except Exception:
             log.exception("Failed to handle message %s", message.id)
-            await reply.finish(INTERNAL_ERROR)
+            await reply.finish(with_notice(reply.text, INTERNAL_ERROR))
             return
         await self._show(reply, result)
 
@@ -214,11 +215,13 @@ class Chat(commands.Cog):
             )
             return
         assert result.error is not None
-        if result.text.strip():
-            # What arrived is shown, marked as interrupted; it was not stored as an answer.
-            await reply.finish(f"{result.text}\n\n⚠️ *{result.error.user_message}*")
-        else:
-            await reply.finish(f"⚠️ {result.error.user_message}")
+        # What arrived is shown, marked as interrupted; it was not stored as an answer.
+        await reply.finish(with_notice(result.text, result.error.user_message))
+
+
+def with_notice(shown: str, notice: str) -> str:
+    """Keep what the user already sees and add the notice under it."""
+    return f"{shown}\n\n⚠️ *{notice}*" if shown.strip() else f"⚠️ {notice}"
 
 
 async def read_text_attachment(attachment: discord.Attachment) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -159,14 +160,32 @@ class Bots:
             await self.stop(bot)
 
 
+class TracebackRecorder(logging.Handler):
+    """Collects log records that carry a traceback: an unhandled exception somewhere."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info:
+            self.records.append(record)
+
+
 @pytest.fixture
 async def bots(
     make_settings: SettingsFactory, fake_discord: FakeDiscord, fake_llm: FakeLLM, db_path: Path
 ) -> AsyncIterator[Bots]:
     running = Bots(make_settings, fake_discord, fake_llm)
-    yield running
-    await running.stop_all()
+    recorder = TracebackRecorder()
+    logging.getLogger().addHandler(recorder)
+    try:
+        yield running
+        await running.stop_all()
+    finally:
+        logging.getLogger().removeHandler(recorder)
     await check_invariants(fake_discord, db_path)
+    assert not recorder.records, [r.getMessage() for r in recorder.records]
 
 
 async def check_invariants(discord: FakeDiscord, db_path: Path) -> None:
