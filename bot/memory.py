@@ -102,7 +102,7 @@ class MemoryEngine:
         self.jobs = BackgroundJobs(settings.background_concurrency, retry_delays=job_retry_delays)
         self.summarizer = Summarizer(storage, llm, tokenizer, settings, self.limits, clock=clock)
         self.facts = FactExtractor(storage, llm, tokenizer, settings, self.limits, clock=clock)
-        self._limits = PromptLimits(
+        self._prompt_limits = PromptLimits(
             max_prompt_tokens=settings.max_prompt_tokens,
             max_message_tokens=settings.max_message_tokens,
             summary_max_tokens=settings.summary_max_tokens,
@@ -219,7 +219,7 @@ class MemoryEngine:
         smaller than MAX_PROMPT_TOKENS.
         """
         facts = await self.storage.facts.current(session.user_id, session.key.space_id)
-        limits = self._limits
+        limits = self._prompt_limits
         if budget_share < 1.0:
             limits = PromptLimits(
                 *(max(int(value * budget_share), 1) for value in dataclasses.astuple(limits))
@@ -261,8 +261,10 @@ class MemoryEngine:
         facts = await self.storage.facts.current(key.user_id, key.space_id)
         session = await self.storage.sessions.find(key.channel_id, key.user_id)
         if session is None:
-            return SessionReport("", None, 0, 0, len(facts), {}, self._limits.max_prompt_tokens)
-        builder = PromptBuilder(self._tokenizer, self._limits)
+            return SessionReport(
+                "", None, 0, 0, len(facts), {}, self._prompt_limits.max_prompt_tokens
+            )
+        builder = PromptBuilder(self._tokenizer, self._prompt_limits)
         builder.fixed_sections(
             system_prompt=self._system_prompt(author_name),
             facts=facts,
@@ -279,7 +281,7 @@ class MemoryEngine:
             prompt.window_messages,
             len(facts),
             prompt.section_tokens,
-            self._limits.max_prompt_tokens,
+            self._prompt_limits.max_prompt_tokens,
         )
 
     async def clear_conversation(self, key: SessionKey) -> DeletedCounts:
