@@ -181,3 +181,21 @@ async def test_context_length_error_trims_harder_and_retries_once(
     first, retry = fake_llm.prompts()[-2:]
     assert len(str(retry)) < len(str(first)) * 0.7
     assert retry[-1]["content"] == "still there?"
+
+
+async def test_every_reply_path_query_uses_an_index(engines: Engines, fake_llm: FakeLLM) -> None:
+    engine = await engines.start()
+    await engine.reply(said(ALICE_HERE, "warm up"))  # the session exists from here on
+    statements: list[str] = []
+    connection = engine.storage.db._conn
+    await connection.set_trace_callback(statements.append)
+    await engine.reply(said(ALICE_HERE, "a turn on the reply path"))
+    await connection.set_trace_callback(None)
+    queries = [
+        s for s in statements if s.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE"))
+    ]
+    assert len(queries) >= 4
+    for query in queries:
+        plan = await engine.storage.db.fetch_all(f"EXPLAIN QUERY PLAN {query}")
+        details = " ".join(row["detail"] for row in plan)
+        assert "SCAN" not in details.replace("SCAN CONSTANT ROW", ""), (query, details)
