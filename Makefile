@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LINT_PATHS := bot cogs storage tests $(wildcard bench)
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run test bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Mnemo needs Python 3.11 or newer")'
