@@ -87,6 +87,12 @@ class Database:
         async with self._lock, self._conn.execute(sql, tuple(params)) as cursor:
             return await cursor.fetchone()
 
+    async def write_one(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
+        """One writing statement (e.g. INSERT … RETURNING) as its own atomic transaction:
+        autocommit, no BEGIN/COMMIT round trips. Returns its first row, if any."""
+        async with self._lock, self._conn.execute(sql, tuple(params)) as cursor:
+            return await cursor.fetchone()
+
     async def checkpoint(self) -> None:
         """Fold the WAL back into the main file and truncate it (after user deletions)."""
         async with self._lock:

@@ -16,6 +16,14 @@ _SESSION_COLUMNS = (
     " summarized_through, facts_through"
 )
 
+# A message into its (channel, user) session; ignored when its Discord id is already stored.
+_INSERT_INTO_SESSION = (
+    "INSERT OR IGNORE INTO messages (session_id, discord_id, guild_id, channel_id, user_id,"
+    " role, content, tokens, created_at)"
+    " SELECT id, ?, ?, ?, ?, ?, ?, ?, ? FROM sessions WHERE channel_id = ? AND user_id = ?"
+    " RETURNING id, session_id"
+)
+
 
 class MessageRepository:
     def __init__(self, db: Database) -> None:
@@ -36,46 +44,25 @@ class MessageRepository:
         Returns None when a message with this Discord id is already stored (a redelivered
         gateway event), so the caller answers each message once.
         """
+        values = (discord_id, key.guild_id, key.channel_id, key.user_id, role, content, tokens, now)
+        # Fast path, one statement: the session usually exists already.
+        row = await self._db.write_one(_INSERT_INTO_SESSION, (*values, key.channel_id, key.user_id))
+        if row is None:
+            row = await self._add_with_new_session(key, values, now)
+        if row is None:
+            return None
+        return StoredMessage(row["id"], row["session_id"], *values)
+
+    async def _add_with_new_session(
+        self, key: SessionKey, values: tuple[object, ...], now: float
+    ) -> Row | None:
         async with self._db.transaction() as tx:
             await tx.execute(
                 "INSERT INTO sessions (guild_id, channel_id, user_id, created_at)"
                 " VALUES (?, ?, ?, ?) ON CONFLICT (channel_id, user_id) DO NOTHING",
                 (key.guild_id, key.channel_id, key.user_id, now),
             )
-            session = await tx.fetch_one(
-                "SELECT id FROM sessions WHERE channel_id = ? AND user_id = ?",
-                (key.channel_id, key.user_id),
-            )
-            assert session is not None
-            row_id = await tx.insert(
-                "INSERT OR IGNORE INTO messages (session_id, discord_id, guild_id, channel_id,"
-                " user_id, role, content, tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    session["id"],
-                    discord_id,
-                    key.guild_id,
-                    key.channel_id,
-                    key.user_id,
-                    role,
-                    content,
-                    tokens,
-                    now,
-                ),
-            )
-        if row_id is None:
-            return None
-        return StoredMessage(
-            row_id,
-            session["id"],
-            discord_id,
-            key.guild_id,
-            key.channel_id,
-            key.user_id,
-            role,
-            content,
-            tokens,
-            now,
-        )
+            return await tx.fetch_one(_INSERT_INTO_SESSION, (*values, key.channel_id, key.user_id))
 
     async def newest(
         self, session_id: int, *, after_id: int, before_id: int | None = None, limit: int = 64
