@@ -11,7 +11,9 @@ import hashlib
 import json
 import logging
 
+import aiosqlite
 import discord
+from discord import app_commands
 from discord.ext import commands
 
 from bot.config import Settings
@@ -22,6 +24,7 @@ from storage import Storage
 
 log = logging.getLogger(__name__)
 
+EXPIRED_INTERACTION = 10062  # Discord's "Unknown interaction": answered after its deadline
 EXTENSIONS = ("cogs.chat", "cogs.memory", "cogs.facts")
 SYNC_FINGERPRINT_KEY = "command_sync_fingerprint"
 SHUTDOWN_GRACE_SECONDS = 4.0  # hosts send SIGKILL ~10 s after SIGTERM
@@ -71,6 +74,7 @@ class MemoryBot(commands.Bot):
         await self._engine.start()
         for extension in EXTENSIONS:
             await self.load_extension(extension)
+        self.tree.on_error = self.on_app_command_error  # type: ignore[method-assign]
         await self.sync_commands()
         log.info(
             "Mnemo is set up: database %s, chat model %s, tokenizer %s",
@@ -108,6 +112,23 @@ class MemoryBot(commands.Bot):
         encoded = json.dumps(definitions, sort_keys=True, default=str).encode()
         return hashlib.sha256(encoded).hexdigest()
 
+    async def on_app_command_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        """One handler for every slash command: a short ephemeral answer, one log line."""
+        cause = getattr(error, "original", error)
+        name = interaction.command.qualified_name if interaction.command else "?"
+        if isinstance(cause, discord.NotFound) and cause.code == EXPIRED_INTERACTION:
+            log.warning("/%s: the interaction expired before the answer (Discord's 3 s)", name)
+            return
+        if isinstance(cause, aiosqlite.Error):
+            log.error("/%s: database error: %s", name, cause)
+            text = "The database is unavailable right now; nothing was changed. Try again soon."
+        else:
+            log.error("/%s failed", name, exc_info=cause)
+            text = "Something went wrong with that command; nothing was changed. Please try again."
+        await send_ephemeral(interaction, text)
+
     async def on_message(self, message: discord.Message, /) -> None:
         # No prefix commands: chat is handled by cogs.chat, commands are slash commands.
         return
@@ -131,3 +152,14 @@ class MemoryBot(commands.Bot):
         if self._storage is not None:
             await self._storage.close()
         log.info("Mnemo stopped cleanly")
+
+
+async def send_ephemeral(interaction: discord.Interaction, text: str) -> None:
+    """Answer privately, whether or not the interaction was already acknowledged."""
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
+    except discord.HTTPException as error:
+        log.warning("Could not deliver an error message: %s", error)

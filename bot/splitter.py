@@ -14,7 +14,8 @@ _CLOSE = "\n" + FENCE
 
 def utf16_len(text: str) -> int:
     """Length as Discord counts it (characters outside the BMP count twice)."""
-    return len(text.encode("utf-16-le")) // 2
+    # surrogatepass: a lone surrogate (invalid, but possible in model output) counts as one.
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def split_message(text: str, limit: int = DISCORD_LIMIT) -> list[str]:

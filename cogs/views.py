@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import discord
+
+from bot.client import EXPIRED_INTERACTION, send_ephemeral
+
+log = logging.getLogger(__name__)
 
 NOT_YOURS = "These buttons belong to someone else's command."
 
@@ -15,6 +20,15 @@ class OwnedView(discord.ui.View):
     def __init__(self, owner_id: int, *, timeout: float) -> None:
         super().__init__(timeout=timeout)
         self.owner_id = owner_id
+
+    async def on_error(
+        self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item, /
+    ) -> None:
+        if isinstance(error, discord.NotFound) and error.code == EXPIRED_INTERACTION:
+            log.warning("A button press expired before the answer (Discord's 3 s)")
+            return
+        log.error("A button of %s failed", type(self).__name__, exc_info=error)
+        await send_ephemeral(interaction, "Something went wrong; nothing was changed.")
 
     async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
         if interaction.user.id != self.owner_id:

@@ -26,7 +26,9 @@ class ConfirmView(discord.ui.View):
         self.pressed = pressed
 
     @discord.ui.button(label="Yes", custom_id="confirm:yes", style=discord.ButtonStyle.danger)
-    async def yes(self, interaction: discord.Interaction, button: discord.ui.Button[ConfirmView]):
+    async def yes(
+        self, interaction: discord.Interaction, button: discord.ui.Button[ConfirmView]
+    ) -> None:
         self.pressed.put_nowait(interaction.user.id)
         self.stop()  # a view's timeout task outlives Client.close() unless the view is stopped
         await interaction.response.edit_message(content="confirmed", view=None)

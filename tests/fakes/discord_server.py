@@ -63,7 +63,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import discord
 import yarl
-from aiohttp import WSMsgType, web
+from aiohttp import BodyPartReader, WSMsgType, web
 
 JSON = dict[str, Any]
 T = TypeVar("T")
@@ -468,6 +468,7 @@ class FakeDiscord:
         self._interactions: dict[int, FakeInteraction] = {}
         self._interactions_by_token: dict[str, FakeInteraction] = {}
         self._cdn: dict[int, StoredFile] = {}
+        self._mention_prefixes: dict[int, str] = {}
         self._command_ids: dict[tuple[int | None, str, int], int] = {}
         self._build_world()
 
@@ -746,7 +747,10 @@ class FakeDiscord:
         await self.wait_for(lambda: True if self._live() else None, timeout, "a live gateway")
 
     def _live(self) -> bool:
-        return self._session is not None and self._session.conn is not None
+        return self._connection() is not None
+
+    def _connection(self) -> _Connection | None:
+        return self._session.conn if self._session is not None else None
 
     async def wait_identify(self, count: int, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until the bot has identified ``count`` times and that session is live."""
@@ -869,10 +873,11 @@ class FakeDiscord:
 
     async def _on_gateway_message(self, conn: _Connection, msg: JSON) -> None:
         self.gateway_received.append(msg)
-        op, data = msg.get("op"), msg.get("d")
+        op, raw = msg.get("op"), msg.get("d")
+        data: JSON = raw if isinstance(raw, dict) else {}
         if op == OP_HEARTBEAT:
             if self._session is not None and self._session.conn is conn:
-                self._session.acked_seq = data
+                self._session.acked_seq = raw if isinstance(raw, int) else None
             await conn.send({"op": OP_HEARTBEAT_ACK, "d": None, "s": None, "t": None})
         elif op == OP_IDENTIFY:
             await self._on_identify(conn, data)
@@ -1013,7 +1018,7 @@ class FakeDiscord:
             await conn.ws.close(code=4000)
         if wait:
             await self.wait_for(
-                lambda: True if self._live() and self._session.conn is not conn else None,  # type: ignore[union-attr]
+                lambda: True if self._live() and self._connection() is not conn else None,
                 timeout,
                 "the bot to reconnect",
             )
@@ -1093,6 +1098,7 @@ class FakeDiscord:
             prefix.append("@everyone")
         text = " ".join([*prefix, content]) if prefix else content
         payload = self._user_message(author, channel_id, text, webhook_id)
+        self._mention_prefixes[int(payload["id"])] = " ".join(prefix)
         payload["mention_everyone"] = mention_everyone
         payload["attachments"] = [self._user_attachment(channel_id, a) for a in attachments]
         payload["embeds"] = list(embeds)
@@ -1110,9 +1116,17 @@ class FakeDiscord:
         """Dispatch the same MESSAGE_CREATE again (as a replay after a resume would)."""
         await self._dispatch("MESSAGE_CREATE", payload, intent=self._message_intent(payload))
 
-    async def edit_user_message(self, payload: JSON, new_content: str) -> JSON:
-        """The author edits their message: dispatch MESSAGE_UPDATE with the full new message."""
+    async def edit_user_message(
+        self, payload: JSON, new_content: str, *, keep_mentions: bool = True
+    ) -> JSON:
+        """The author edits their message: dispatch MESSAGE_UPDATE with the full new message.
+
+        With ``keep_mentions`` the mention tokens that :meth:`send_message` put in front of the
+        text stay in front of ``new_content``; mentions are parsed again from the result.
+        """
         guild_id = self.guild_of(int(payload["channel_id"]))
+        prefix = self._mention_prefixes.get(int(payload["id"]), "") if keep_mentions else ""
+        new_content = f"{prefix} {new_content}" if prefix else new_content
         edited = {**payload, "content": new_content, "edited_timestamp": _now_iso()}
         edited["mentions"] = self._mentions_in(new_content, guild_id)
         edited["mention_roles"] = self._role_mentions_in(new_content, guild_id)
@@ -1528,10 +1542,12 @@ class FakeDiscord:
         if request.content_type.startswith("multipart/"):
             reader = await request.multipart()
             async for part in reader:
+                if not isinstance(part, BodyPartReader):
+                    continue
                 if part.name == "payload_json":
-                    body = json.loads(await part.text())  # type: ignore[union-attr]
+                    body = json.loads(await part.text())
                 else:
-                    files.append((part.filename or "file", bytes(await part.read())))  # type: ignore[union-attr]
+                    files.append((part.filename or "file", bytes(await part.read())))
         else:
             raw = await request.read()
             if raw:
