@@ -18,6 +18,8 @@ from typing import Any, cast
 import openai
 from openai import AsyncOpenAI
 
+from bot.text import clean_text
+
 log = logging.getLogger(__name__)
 
 ChatMessage = dict[str, str]
@@ -82,6 +84,7 @@ class LLMClient:
         what to do with a partial answer), and when the stream ends without a finish reason.
         """
         self._check_quota()
+        raw = ""
         try:
             async with asyncio.timeout(self._reply_deadline):
                 stream = await self._client.chat.completions.create(
@@ -101,7 +104,10 @@ class LLMClient:
                             if choice.finish_reason:
                                 state.finish_reason = choice.finish_reason
                             if choice.delta.content:
-                                state.text += choice.delta.content
+                                raw += choice.delta.content
+                                # Cleaned as a whole: a surrogate pair split over two chunks
+                                # joins up again instead of turning into two U+FFFD.
+                                state.text = clean_text(raw)
                                 yield choice.delta.content
         except TimeoutError:
             raise LLMError(
@@ -168,7 +174,7 @@ class LLMClient:
             if response.usage
             else None
         )
-        return choice.message.content or "", choice.finish_reason, usage
+        return clean_text(choice.message.content or ""), choice.finish_reason, usage
 
     def _check_quota(self) -> None:
         if time.monotonic() < self._quota_blocked_until:

@@ -13,6 +13,7 @@ from discord.ext import commands
 
 from bot.memory import IncomingMessage, Outcome, ReplyResult
 from bot.replies import StreamedReply
+from bot.text import clean_text
 from storage.models import SessionKey
 
 if TYPE_CHECKING:
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _USER_MENTION = re.compile(r"<@!?(\d+)>")
 _ROLE_MENTION = re.compile(r"<@&(\d+)>")
 _CHANNEL_MENTION = re.compile(r"<#(\d+)>")
@@ -148,18 +148,27 @@ class Chat(commands.Cog):
 
     async def model_text(self, message: discord.Message) -> tuple[str, list[str]]:
         """The text the model sees: the bot's mention removed, other mentions as names, text
-        attachments appended. Also returns the names of attachments it could not read."""
+        attachments appended. Also returns the names of attachments it could not read.
+
+        The text is empty when the user said nothing readable (only the mention, or only an
+        image): then the bot answers directly and stores nothing.
+        """
         text = self._resolve_mentions(message)
         unreadable = []
         for attachment in message.attachments:
             body = await read_text_attachment(attachment)
             if body is None:
                 unreadable.append(attachment.filename)
-                text += f"\n[attached file {attachment.filename}: not readable as text]"
             else:
                 name = attachment.filename
                 text += f"\n\n--- {name} ---\n{body}\n--- end of {name} ---"
-        return _LONE_SURROGATE.sub("\ufffd", text).strip(), unreadable
+        text = clean_text(text).strip()
+        if text:
+            # Tell the model what it cannot see, so it does not pretend to.
+            text += "".join(
+                f"\n[attached file {name}: not readable as text]" for name in unreadable
+            )
+        return text, unreadable
 
     def _resolve_mentions(self, message: discord.Message) -> str:
         me = self.bot.user

@@ -27,7 +27,9 @@ async def talk_dm(d: FakeDiscord, user: FakeUser, text: str) -> None:
     await d.final_text(await d.next_bot_message(d.dm_channel_id(user)), quiet=0.2)
 
 
-async def press(d: FakeDiscord, user: FakeUser, interaction: FakeInteraction, label: str):
+async def press(
+    d: FakeDiscord, user: FakeUser, interaction: FakeInteraction, label: str
+) -> FakeInteraction:
     message = interaction.original
     assert message is not None and message.ephemeral
     for component in (c for row in message.components for c in row.get("components", [])):
