@@ -106,7 +106,8 @@ class UserDataRepository:
         )
         messages = await self._db.fetch_all(
             "SELECT session_id, discord_id, guild_id, channel_id, role, content, tokens,"
-            " created_at FROM messages WHERE user_id = ? ORDER BY id",
+            " created_at FROM messages"
+            " WHERE session_id IN (SELECT id FROM sessions WHERE user_id = ?) ORDER BY id",
             (user_id,),
         )
         facts = await self._db.fetch_all(
@@ -137,9 +138,11 @@ class UserDataRepository:
         row = await self._db.fetch_one(
             "SELECT (SELECT COUNT(*) FROM sessions WHERE guild_id = ?1),"
             " (SELECT COUNT(DISTINCT user_id) FROM sessions WHERE guild_id = ?1),"
-            " (SELECT COUNT(*) FROM messages WHERE guild_id = ?1),"
+            " (SELECT COUNT(*) FROM messages WHERE session_id IN"
+            "  (SELECT id FROM sessions WHERE guild_id = ?1)),"
             " (SELECT COUNT(*) FROM facts WHERE space_id = ?1 AND valid_until IS NULL),"
-            " (SELECT COALESCE(SUM(tokens), 0) FROM messages WHERE guild_id = ?1)",
+            " (SELECT COALESCE(SUM(tokens), 0) FROM messages WHERE session_id IN"
+            "  (SELECT id FROM sessions WHERE guild_id = ?1))",
             (guild_id,),
         )
         assert row is not None
