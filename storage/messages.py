@@ -17,7 +17,7 @@ _SESSION_COLUMNS = (
 )
 
 # A message into its (channel, user) session; ignored when its Discord id is already stored.
-_INSERT_INTO_SESSION = (
+INSERT_INTO_SESSION = (
     "INSERT OR IGNORE INTO messages (session_id, discord_id, guild_id, channel_id, user_id,"
     " role, content, tokens, created_at)"
     " SELECT id, ?, ?, ?, ?, ?, ?, ?, ? FROM sessions WHERE channel_id = ? AND user_id = ?"
@@ -46,7 +46,7 @@ class MessageRepository:
         """
         values = (discord_id, key.guild_id, key.channel_id, key.user_id, role, content, tokens, now)
         # Fast path, one statement: the session usually exists already.
-        row = await self._db.write_one(_INSERT_INTO_SESSION, (*values, key.channel_id, key.user_id))
+        row = await self._db.write_one(INSERT_INTO_SESSION, (*values, key.channel_id, key.user_id))
         if row is None:
             row = await self._add_with_new_session(key, values, now)
         if row is None:
@@ -62,7 +62,7 @@ class MessageRepository:
                 " VALUES (?, ?, ?, ?) ON CONFLICT (channel_id, user_id) DO NOTHING",
                 (key.guild_id, key.channel_id, key.user_id, now),
             )
-            return await tx.fetch_one(_INSERT_INTO_SESSION, (*values, key.channel_id, key.user_id))
+            return await tx.fetch_one(INSERT_INTO_SESSION, (*values, key.channel_id, key.user_id))
 
     async def newest(
         self, session_id: int, *, after_id: int, before_id: int | None = None, limit: int = 64
@@ -256,18 +256,9 @@ class SessionRepository:
 
 
 def _message(row: Row) -> StoredMessage:
-    return StoredMessage(
-        row["id"],
-        row["session_id"],
-        row["discord_id"],
-        row["guild_id"],
-        row["channel_id"],
-        row["user_id"],
-        row["role"],
-        row["content"],
-        row["tokens"],
-        row["created_at"],
-    )
+    # Positional: _MESSAGE_COLUMNS lists the fields in StoredMessage's order, and building
+    # 64 records by column name is measurable on the reply path.
+    return StoredMessage(*row)
 
 
 def _session(row: Row) -> Session:
