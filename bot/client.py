@@ -32,8 +32,13 @@ SHUTDOWN_GRACE_SECONDS = 4.0  # hosts send SIGKILL ~10 s after SIGTERM
 
 class MemoryBot(commands.Bot):
     def __init__(self, settings: Settings, *, guild_ready_timeout: float = 2.0) -> None:
-        intents = discord.Intents.default()
-        intents.message_content = settings.message_content_intent
+        # Only the events Mnemo uses: less gateway traffic, less to keep in memory.
+        intents = discord.Intents(
+            guilds=True,
+            guild_messages=True,
+            dm_messages=True,
+            message_content=settings.message_content_intent,
+        )
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,
