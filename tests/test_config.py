@@ -118,3 +118,13 @@ def test_env_example_lists_every_setting() -> None:
     read = set(re.findall(r'reader\.\w+\(\s*"([A-Z_]+)"', source)) | {"OPENAI_API_KEY"}
     listed = set(re.findall(r"^([A-Z_]+)=", example, re.MULTILINE))
     assert read == listed
+
+
+def test_readme_documents_every_setting() -> None:
+    import re
+
+    example = (ROOT / ".env.example").read_text()
+    readme = (ROOT / "README.md").read_text()
+    listed = set(re.findall(r"^([A-Z_]+)=", example, re.MULTILINE))
+    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, re.MULTILINE))
+    assert listed == documented
