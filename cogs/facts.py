@@ -101,13 +101,18 @@ class Facts(commands.Cog):
 
 
 def render_fact(fact: Fact, sources: list[FactSource], stored: set[int]) -> str:
-    """One line: the fact, when it was learned, and a link to its source while it exists."""
+    """One line: the fact, when and where it was learned, and a link to its source message
+    while that message is still stored."""
     line = f"• **{fact.attribute}**: {discord.utils.escape_markdown(fact.value)}"
     line += f" (learned {timestamp(fact.created_at)}"
-    source = next((s for s in sources if s.message_id in stored and s.discord_message_id), None)
-    if source is not None:
-        guild = source.guild_id if source.guild_id is not None else "@me"
-        line += f", [source](https://discord.com/channels/{guild}/{source.channel_id}/{source.discord_message_id})"
+    if sources:
+        where = sources[-1]
+        line += " in DMs" if where.guild_id is None else f" in <#{where.channel_id}>"
+    live = next((s for s in sources if s.message_id in stored and s.discord_message_id), None)
+    if live is not None:
+        guild = live.guild_id if live.guild_id is not None else "@me"
+        url = f"https://discord.com/channels/{guild}/{live.channel_id}/{live.discord_message_id}"
+        line += f", [source]({url})"
     return line + ")"
 
 

@@ -214,8 +214,10 @@ async def test_facts_show_forget_and_scopes(
     assert "**city**: Lisbon" in shown and "**dog_name**: Rex" in shown
     assert "Secretburg" not in shown  # DM facts stay in DMs
     assert f"https://discord.com/channels/{d.GUILD_ID}/{d.CHANNEL_ID}/" in shown
+    assert f"in <#{d.CHANNEL_ID}>" in shown
     dm_shown = await (await d.slash(d.alice, "facts", "show", dm=True)).wait_text()
-    assert "Secretburg" in dm_shown and "Lisbon" not in dm_shown
+    assert "Secretburg" in dm_shown and "Lisbon" not in dm_shown and "in DMs" in dm_shown
+    assert "https://discord.com/channels/@me/" in dm_shown
     bob_shown = await (await d.slash(d.bob, "facts", "show")).wait_text()
     assert "haven't learned any facts" in bob_shown
 
