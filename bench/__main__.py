@@ -21,7 +21,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import conversation_cost, footprint, storage_speed, summarizing_turns
+from bench import (
+    conversation_cost,
+    footprint,
+    reply_path,
+    startup,
+    storage_speed,
+    summarizing_turns,
+    throughput,
+)
 from bench.core import BenchResult, Scale
 from bench.report import Report, Section, print_section, print_summary, write
 
@@ -40,15 +48,13 @@ class Benchmark:
 
 
 BENCHMARKS: tuple[Benchmark, ...] = (
-    Benchmark("1", "Through the loopback Discord", None, DISCORD_PENDING),
+    Benchmark("1", "Reply-path overhead through the loopback Discord", reply_path.run),
     Benchmark("2", "Summarizing turns (LLM latency 200 ms)", summarizing_turns.run),
     Benchmark("3, 4", "Tokens and LLM calls over a long conversation", conversation_cost.run),
-    Benchmark("5", "Through the loopback Discord", None, DISCORD_PENDING),
+    Benchmark("5", "Throughput: 100 sessions at once through the whole bot", throughput.run),
     Benchmark("6", "Storage at scale", storage_speed.run),
     Benchmark("7", "Footprint: memory and disk", footprint.run),
-    Benchmark(
-        "7c", "Footprint: start-up to ready", None, "not measured yet: needs the fake Discord"
-    ),
+    Benchmark("7c", "Footprint: start-up to ready", startup.run),
 )
 
 

@@ -52,6 +52,7 @@ class PromptBuilder:
         self._new_message = ""
         self._new_message_cut = False
         self._sections: dict[str, int] = {}
+        self._fixed_cost = 0
         self.window_budget = 0
 
     def fixed_sections(
@@ -84,18 +85,26 @@ class PromptBuilder:
             "summary": count(summary_block),
             "message": count(new_message),
         }
-        fixed = self._message_cost(self._system) + self._message_cost(new_message)
-        self.window_budget = max(limits.max_prompt_tokens - fixed - REPLY_PRIMING_TOKENS, 0)
+        self._fixed_cost = (
+            self._message_cost(self._system) + self._sections["message"] + (MESSAGE_OVERHEAD_TOKENS)
+        )
+        self.window_budget = max(
+            limits.max_prompt_tokens - self._fixed_cost - REPLY_PRIMING_TOKENS, 0
+        )
 
     def finish(self, newest_first: Sequence[StoredMessage]) -> Prompt:
-        """Take the newest window messages that fit, and return the whole prompt."""
+        """Take the newest window messages that fit, and return the whole prompt.
+
+        A stored message's token count was computed when it was stored; only text cut here
+        is counted again.
+        """
         window: list[ChatMessage] = []
         left = self.window_budget
         for message in newest_first:
-            content = message.content
+            content, cost = message.content, message.tokens + MESSAGE_OVERHEAD_TOKENS
             if message.tokens > self._limits.max_message_tokens:
                 content, _ = self._cap(content, self._limits.max_message_tokens)
-            cost = self._message_cost(content)
+                cost = self._message_cost(content)
             if cost > left:
                 if not window and left - MESSAGE_OVERHEAD_TOKENS >= MIN_USEFUL_WINDOW_TOKENS:
                     # Never skip the newest message silently: show as much of it as fits.
@@ -113,7 +122,7 @@ class PromptBuilder:
             {"role": "user", "content": self._new_message},
         ]
         self._sections["window"] = self.window_budget - left
-        total = sum(self._message_cost(m["content"]) for m in messages) + REPLY_PRIMING_TOKENS
+        total = self._fixed_cost + self._sections["window"] + REPLY_PRIMING_TOKENS
         return Prompt(messages, total, dict(self._sections), len(window), self._new_message_cut)
 
     def _message_cost(self, content: str) -> int:

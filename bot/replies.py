@@ -19,6 +19,7 @@ from bot.splitter import split_message
 log = logging.getLogger(__name__)
 
 NO_MENTIONS = discord.AllowedMentions.none()
+TYPING_REFRESH_SECONDS = 8.0
 
 
 class StreamedReply:
@@ -32,7 +33,7 @@ class StreamedReply:
         self._changed = asyncio.Event()
         self._finished = asyncio.Event()
         self._broken = False
-        self._typing: contextlib.AsyncExitStack | None = None
+        self._typing: asyncio.Task[None] | None = None
         self._renderer: asyncio.Task[None] | None = None
 
     @property
@@ -130,18 +131,22 @@ class StreamedReply:
         )
 
     async def _start_typing(self) -> None:
-        if self._typing is not None or self._sent:
-            return
-        stack = contextlib.AsyncExitStack()
+        # In the background: awaiting Discord's answer here would put a REST round trip in
+        # front of every model request.
+        if self._typing is None and not self._sent:
+            self._typing = asyncio.create_task(self._keep_typing(), name="mnemo-typing")
+
+    async def _keep_typing(self) -> None:
+        """Show "typing…" until stopped (Discord shows it for 10 s after each request)."""
         try:
-            await stack.enter_async_context(self._channel.typing())
+            while True:
+                await self._channel.typing()  # awaited, Typing sends one indicator
+                await asyncio.sleep(TYPING_REFRESH_SECONDS)
         except discord.HTTPException as error:
             log.debug("Typing indicator failed: %s", error)
-            return
-        self._typing = stack
 
     async def _stop_typing(self) -> None:
         if self._typing is not None:
-            stack, self._typing = self._typing, None
-            with contextlib.suppress(discord.HTTPException):
-                await stack.aclose()
+            task, self._typing = self._typing, None
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

@@ -1,0 +1,411 @@
+"""Benchmark 1: the bot's own overhead on the reply path, through the loopback Discord.
+
+The real `MemoryBot` (discord.py, the openai SDK, a real SQLite file) runs against the loopback
+Discord and a loopback LLM that answers at once with a short answer (one Discord message),
+streamed in five pieces 5 ms apart, as a model's tokens trickle in. Before the bot starts, the
+database is bulk-filled with 10 thousand, then 1 million messages (100 thousand with
+`--quick`), and each measured session has a history of 50 messages, a summary and facts.
+Turns are sent one at a time, round robin over 20 users (10 with `--quick`; no per-user
+limit is involved), each after the previous answer is complete and its background work done;
+a session's unsummarized window grows by two messages a turn, so prompts grow from 16
+to about 45 messages over the full run.
+Two intervals per turn, from timestamps taken outside the bot, all `time.monotonic()` in this
+one process:
+
+- event → LLM request: from just before the fake dispatches MESSAGE_CREATE to the arrival of
+  the chat request at the loopback LLM (its `RecordedCall.time`);
+- last token → final message: from the moment the loopback LLM finished writing the stream to
+  the arrival at the loopback Discord of the request (POST or PATCH) that first carries the
+  complete answer (`RecordedRequest.time`). The renderer (`bot/replies.py`) throttles edits
+  to one a second, but the final state skips the throttle (`finish` sets `_finished`, which
+  ends the wait), so nothing here waits for the throttle.
+
+The floor is measured turn by turn, next to each bot turn, on a second loopback Discord and
+LLM in the same process: the same MESSAGE_CREATE dispatched to a plain discord.py client (to
+its `on_message`), plus a bare aiohttp POST of the bot's own chat request body to the LLM
+(for the first interval); the tail of the same SSE stream reaching the aiohttp client, plus a
+bare aiohttp PATCH of the bot's final message body to the Discord REST (for the second).
+Figures are a percentile of the bot's interval minus the same percentile of the floor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+import aiohttp
+import discord
+
+from bench import script
+from bench.core import BenchError, BenchResult, Figure, Goal, Scale, median, percentile
+from bench.loopback import (
+    SHORT_ANSWER,
+    TimedDiscord,
+    TimedLLM,
+    by_package,
+    crowd,
+    discord_restored,
+    fakes,
+    hot_spots,
+    measured_key,
+    mnemo_settings,
+    plain_intents,
+    point_at,
+    prefill,
+    running_bot,
+    started,
+)
+from bench.profiling import profile
+from bot.client import MemoryBot
+from tests.fakes.discord_server import FakeDiscord, FakeUser
+
+CHUNK_DELAY = 0.005
+P50_GOAL_MS = Goal(3.0)
+P99_GOAL_MS = Goal(10.0)
+WARMUP_TURNS = 10
+PROFILE_TURNS = 60
+KEPT_BODIES = 50
+CHANNEL = FakeDiscord.CHANNEL_ID
+
+
+@dataclass(slots=True)
+class Samples:
+    """Seconds per turn: the bot's two intervals, their floors, and a breakdown."""
+
+    rows: int
+    fill_seconds: float = 0.0
+    event_to_llm: list[float] = field(default_factory=list)
+    event_floor: list[float] = field(default_factory=list)
+    gateway_floor: list[float] = field(default_factory=list)
+    post_floor: list[float] = field(default_factory=list)
+    last_to_final: list[float] = field(default_factory=list)
+    final_floor: list[float] = field(default_factory=list)
+    sse_floor: list[float] = field(default_factory=list)
+    rest_floor: list[float] = field(default_factory=list)
+    to_dispatch: list[float] = field(default_factory=list)
+    to_typing: list[float] = field(default_factory=list)
+    final_edits: int = 0
+    chat_bodies: list[dict[str, Any]] = field(default_factory=list)
+
+    def ms(self, values: list[float], fraction: float) -> float:
+        return percentile(values, fraction) * 1000
+
+    def above(self, measured: list[float], floor: list[float], fraction: float) -> float:
+        return self.ms(measured, fraction) - self.ms(floor, fraction)
+
+
+class FloorClient(discord.Client):
+    """A plain discord.py client that only notes when each message event reaches it."""
+
+    def __init__(self) -> None:
+        super().__init__(intents=plain_intents(), guild_ready_timeout=0.1)
+        self.arrivals: dict[int, asyncio.Future[float]] = {}
+
+    async def on_message(self, message: discord.Message) -> None:
+        arrival = self._arrival(message.id)
+        if not arrival.done():
+            arrival.set_result(time.monotonic())
+
+    def _arrival(self, message_id: int) -> asyncio.Future[float]:
+        return self.arrivals.setdefault(message_id, asyncio.get_running_loop().create_future())
+
+    async def arrival(self, message_id: int) -> float:
+        return await asyncio.wait_for(self._arrival(message_id), 10)
+
+
+class Floor:
+    """The loopback round trips alone, on a second fake Discord and LLM."""
+
+    def __init__(
+        self, fake: TimedDiscord, llm: TimedLLM, client: FloorClient, http: aiohttp.ClientSession
+    ) -> None:
+        self._fake, self._llm, self._client, self._http = fake, llm, client, http
+        self._message_url = ""
+
+    async def open(self) -> None:
+        """Create the bot message that the REST floor edits."""
+        url = f"{self._fake.base_url}/channels/{CHANNEL}/messages"
+        async with self._http.post(url, json={"content": "floor"}, headers=_AUTH) as response:
+            message = await response.json()
+        self._message_url = f"{url}/{message['id']}"
+
+    async def gateway(self, author: FakeUser, text: str) -> float:
+        started_at = time.monotonic()
+        payload = await self._fake.send_message(author, CHANNEL, text, mention_bot=True)
+        return await self._client.arrival(int(payload["id"])) - started_at
+
+    async def llm(self, body: dict[str, Any]) -> tuple[float, float]:
+        """(POST until the LLM has the request, stream end until the client has it all)."""
+        url = f"{self._llm.base_url}/chat/completions"
+        calls, ends = len(self._llm.requests), len(self._llm.stream_ends)
+        started_at = time.monotonic()
+        async with self._http.post(url, json=body) as response:
+            await response.read()
+            finished = time.monotonic()
+        if len(self._llm.requests) != calls + 1 or len(self._llm.stream_ends) != ends + 1:
+            raise BenchError("the floor's LLM call was not recorded as one streamed call")
+        arrived, written = self._llm.requests[-1].time, self._llm.stream_ends[-1]
+        return arrived - started_at, finished - written
+
+    async def rest(self, body: dict[str, Any]) -> float:
+        started_at = time.monotonic()
+        async with self._http.patch(self._message_url, json=body, headers=_AUTH) as response:
+            await response.read()
+        record = self._fake.requests[-1]
+        if record.method != "PATCH":
+            raise BenchError("the floor's PATCH was not recorded")
+        return record.time - started_at
+
+
+_AUTH = {"Authorization": "Bot x"}
+
+
+async def run(scale: Scale) -> BenchResult:
+    sizes = (10_000, 100_000 if scale.quick else 1_000_000)
+    turns = 100 if scale.quick else 300
+    users = crowd(10 if scale.quick else 20)
+    keys = [measured_key(CHANNEL, user) for user in users]
+    measured: list[Samples] = []
+    with TemporaryDirectory(prefix="mnemo-bench-") as tmp, discord_restored():
+        for rows in sizes:
+            path = Path(tmp) / f"reply-{rows}.db"
+            samples = Samples(rows, await prefill(path, rows, keys))
+            await _measure(path, users, turns, samples)
+            measured.append(samples)
+        result = _result(measured, turns, len(users))
+        if result.missed:
+            path = Path(tmp) / f"reply-{sizes[-1]}.db"
+            result.profiles.append(await _profile(path, users, measured[-1].chat_bodies))
+    return result
+
+
+async def _measure(path: Path, users: list[FakeUser], turns: int, into: Samples) -> None:
+    conversation = script.conversation(turns + WARMUP_TURNS)
+    async with (
+        fakes(chunk_delay=CHUNK_DELAY) as (fake, llm),
+        fakes(chunk_delay=CHUNK_DELAY) as (floor_fake, floor_llm),
+        aiohttp.ClientSession() as http,
+    ):
+        client = FloorClient()
+        point_at(floor_fake)
+        async with started(client, floor_fake):
+            point_at(fake)  # the floor client needs no REST from here on; the bot does
+            floor = Floor(floor_fake, floor_llm, client, http)
+            await floor.open()
+            async with running_bot(mnemo_settings(llm, path), fake) as bot:
+                dispatched = _DispatchTimes(bot)
+                for index, turn in enumerate(conversation):
+                    author = users[index % len(users)]
+                    keep = into if index >= WARMUP_TURNS else Samples(into.rows)
+                    bodies = await _turn(bot, fake, llm, dispatched, author, turn.text, keep)
+                    await _floor(floor, author, turn.text, bodies, keep)
+
+
+class _DispatchTimes:
+    """When discord.py inside the bot dispatched each message event (a listener added from
+    outside; it runs beside the chat cog's own `on_message`)."""
+
+    def __init__(self, bot: MemoryBot) -> None:
+        self.times: dict[int, float] = {}
+        bot.add_listener(self.on_message, "on_message")
+
+    async def on_message(self, message: discord.Message) -> None:
+        self.times[message.id] = time.monotonic()
+
+
+async def _turn(
+    bot: MemoryBot,
+    fake: TimedDiscord,
+    llm: TimedLLM,
+    dispatched: _DispatchTimes,
+    author: FakeUser,
+    text: str,
+    into: Samples,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One turn through the bot; returns its chat request body and final message body."""
+    calls, ends, requests = len(llm.requests), len(llm.stream_ends), len(fake.requests)
+    started_at = time.monotonic()
+    payload = await fake.send_message(author, CHANNEL, text, mention_bot=True)
+    message_id = int(payload["id"])
+    final_at = await fake.answered(message_id)
+    await bot.engine.jobs.idle()  # the summary or extraction this turn started, if any
+    await asyncio.sleep(0.005)  # the bot's last response handling, off the floor's samples
+    chat = [call for call in llm.requests[calls:] if (call.json or {}).get("stream")]
+    if len(chat) != 1 or len(llm.stream_ends) <= ends:
+        raise BenchError(f"expected one streamed chat call per turn, got {len(chat)}")
+    into.event_to_llm.append(chat[0].time - started_at)
+    into.last_to_final.append(final_at - llm.stream_ends[ends])
+    into.to_dispatch.append(dispatched.times.pop(message_id) - started_at)
+    sent = fake.requests[requests:]
+    typing = [r.time for r in sent if r.method == "POST" and r.path.endswith("/typing")]
+    if typing:
+        into.to_typing.append(typing[0] - started_at)
+    final = [r for r in sent if (r.json or {}).get("content") == SHORT_ANSWER]
+    if not final:
+        raise BenchError("the final answer's request was not recorded")
+    into.final_edits += final[0].method == "PATCH"
+    into.chat_bodies[:] = [*into.chat_bodies[-(KEPT_BODIES - 1) :], chat[0].json]
+    return chat[0].json, final[0].json
+
+
+async def _floor(
+    floor: Floor,
+    author: FakeUser,
+    text: str,
+    bodies: tuple[dict[str, Any], dict[str, Any]],
+    into: Samples,
+) -> None:
+    """The same traffic without the bot: the event, the chat request, the stream's tail and
+    the final message body."""
+    chat_body, final_body = bodies
+    gateway = await floor.gateway(author, text)
+    post, tail = await floor.llm(chat_body)
+    rest = await floor.rest(final_body)
+    into.gateway_floor.append(gateway)
+    into.post_floor.append(post)
+    into.event_floor.append(gateway + post)
+    into.sse_floor.append(tail)
+    into.rest_floor.append(rest)
+    into.final_floor.append(tail + rest)
+
+
+def _result(measured: list[Samples], turns: int, users: int) -> BenchResult:
+    figures: list[Figure] = []
+    notes = []
+    for samples in reversed(measured):  # the big database first: its figures carry the goal
+        at = f"at {samples.rows:,} messages"
+        for code, values, floor, parts in (
+            (
+                "event → LLM request",
+                samples.event_to_llm,
+                samples.event_floor,
+                _event_parts(samples),
+            ),
+            (
+                "last token → final message",
+                samples.last_to_final,
+                samples.final_floor,
+                _final_parts(samples),
+            ),
+        ):
+            for fraction, label, goal in ((0.5, "p50", P50_GOAL_MS), (0.99, "p99", P99_GOAL_MS)):
+                key = f"1{chr(ord('a') + len(figures))}"
+                value = samples.above(values, floor, fraction)
+                figures.append(
+                    Figure(
+                        key,
+                        f"{code}, {label} above the floor, {at}",
+                        value,
+                        "ms",
+                        goal,
+                        f"Mnemo {label} {samples.ms(values, fraction):.2f} ms; floor {label}"
+                        f" {samples.ms(floor, fraction):.2f} ms ({parts(fraction)})",
+                    )
+                )
+        notes.append(_breakdown(samples))
+    notes += [
+        f"{turns} measured turns per size (after {WARMUP_TURNS} warm-up turns), round robin over"
+        f" {users} users in one channel, one turn at a time; each turn waits for the previous"
+        " answer and its background work. Figures: the percentile of the bot's interval minus"
+        " the same percentile of the floor's (gateway + POST for the first interval, SSE tail"
+        " + PATCH for the second), floors sampled right after each bot turn.",
+        "The bot, both loopback Discords, both loopback LLMs and the floor client share this"
+        " process and its event loop (as in benchmark 5); the loopback LLM streams five pieces"
+        f" {CHUNK_DELAY * 1000:.0f} ms apart, so the first words are shown before the last"
+        " arrive and the final state is an edit, as with a real model.",
+        "Set-up: "
+        + "; ".join(
+            f"{s.rows:,} messages over {max(s.rows // 100, 100):,} sessions plus {users} measured"
+            f" sessions of 50 messages, bulk-filled in {s.fill_seconds:.0f} s"
+            for s in measured
+        )
+        + ".",
+    ]
+    return BenchResult(figures, notes)
+
+
+def _event_parts(samples: Samples) -> Any:
+    def parts(fraction: float) -> str:
+        gateway = samples.ms(samples.gateway_floor, fraction)
+        post = samples.ms(samples.post_floor, fraction)
+        return f"gateway to a plain discord.py client {gateway:.2f} + POST to the LLM {post:.2f}"
+
+    return parts
+
+
+def _final_parts(samples: Samples) -> Any:
+    def parts(fraction: float) -> str:
+        return (
+            f"SSE tail to aiohttp {samples.ms(samples.sse_floor, fraction):.2f}"
+            f" + aiohttp PATCH to Discord {samples.ms(samples.rest_floor, fraction):.2f}"
+        )
+
+    return parts
+
+
+def _breakdown(samples: Samples) -> str:
+    typing = (
+        f" the typing indicator's POST arrived at {median(samples.to_typing) * 1000:.2f} ms,"
+        if samples.to_typing
+        else ""
+    )
+    return (
+        f"At {samples.rows:,} messages, medians from the event's dispatch: discord.py in the bot"
+        f" dispatched `on_message` at {median(samples.to_dispatch) * 1000:.2f} ms (the plain"
+        f" client's: {median(samples.gateway_floor) * 1000:.2f} ms),{typing} the LLM request at"
+        f" {median(samples.event_to_llm) * 1000:.2f} ms (the typing POST is awaited before the"
+        " prompt is built: `StreamedReply._start_typing` enters discord.py's `Typing`, which"
+        f" sends it and waits for the answer); {samples.final_edits} of"
+        f" {len(samples.last_to_final)} final states were an edit (PATCH) after the stream ended."
+    )
+
+
+async def _profile(path: Path, users: list[FakeUser], bodies: list[dict[str, Any]]) -> str:
+    samples = Samples(0)
+
+    async def work() -> None:
+        await _measure(path, users, PROFILE_TURNS, samples)
+
+    turns = PROFILE_TURNS + WARMUP_TURNS
+    title = f"Benchmark 1: {turns} turns with their floors, bot start included"
+    profiled = await profile(title, work, operations=turns)
+    reading = (
+        f"Everything in this process is profiled: the bot, the fakes, the floor client and the"
+        f" driver; {profiled.ms_per_op():.1f} ms of wall time per turn under the profiler."
+        f" {await _transform_timing(bodies)} Where a turn's CPU time goes (cumulative time of"
+        " a function includes what it calls; the profiler slows pure Python code several"
+        " times, so compare shares, not milliseconds):\n\n"
+        + hot_spots(profiled.main, turns, "turn")
+        + "\n\nOwn time on the event-loop thread by package:\n\n"
+        + by_package(profiled.main)
+    )
+    return profiled.markdown(reading)
+
+
+async def _transform_timing(bodies: list[dict[str, Any]]) -> str:
+    """The openai SDK's request transform, timed alone (no profiler) on the bot's own chat
+    request bodies of the measured run: what every chat call pays before it is sent."""
+    try:
+        from openai._utils._transform import async_maybe_transform
+        from openai.types.chat.completion_create_params import CompletionCreateParamsStreaming
+    except ImportError:  # a private module of the SDK: gone in another version
+        return ""
+    if not bodies:
+        return ""
+    timings = []
+    for body in bodies:
+        started_at = time.perf_counter()
+        await async_maybe_transform(body, CompletionCreateParamsStreaming)
+        timings.append(time.perf_counter() - started_at)
+    sizes = sorted(len(body.get("messages", [])) for body in bodies)
+    return (
+        f"Timed alone, without the profiler, the openai SDK's transform of the request body"
+        f" (`async_maybe_transform` in `chat.completions.create`, which walks every message"
+        f" against the SDK's TypedDicts) takes {median(timings) * 1000:.2f} ms (median over"
+        f" the last {len(bodies)} chat requests of the run, {sizes[len(sizes) // 2]} messages"
+        " each at the median), before the request is sent."
+    )
