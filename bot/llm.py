@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import openai
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, AsyncStream
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from bot.text import clean_text
 
@@ -87,12 +88,22 @@ class LLMClient:
         raw = ""
         try:
             async with asyncio.timeout(self._reply_deadline):
-                stream = await self._client.chat.completions.create(
-                    model=model,
-                    messages=cast(Any, list(messages)),
-                    max_tokens=max_tokens,
+                # The SDK's generic `post` (its documented way to send a custom request):
+                # `chat.completions.create` first walks every message against its type
+                # definitions, ~6 ms for a 40-message prompt on the reply path, for plain
+                # dicts we already built. Retries, timeout and errors are the same.
+                stream = await self._client.post(
+                    "/chat/completions",
+                    body={
+                        "model": model,
+                        "messages": list(messages),
+                        "max_tokens": max_tokens,
+                        "stream": True,
+                        "stream_options": {"include_usage": True},
+                    },
+                    cast_to=ChatCompletion,
                     stream=True,
-                    stream_options={"include_usage": True},
+                    stream_cls=AsyncStream[ChatCompletionChunk],
                 )
                 async with stream:
                     async for chunk in stream:
