@@ -1,6 +1,6 @@
 """`python -m bench`: run the benchmarks and write docs/benchmarks.md.
 
-    python -m bench                 # the full run (about 5 minutes on 2 cores)
+    python -m bench                 # the full run (about 8 minutes on 2 cores)
     python -m bench --quick         # smaller sizes, for a quick look
     python -m bench --only 2,6      # some benchmarks only
 
@@ -34,8 +34,6 @@ from bench.core import BenchResult, Scale
 from bench.report import Report, Section, print_section, print_summary, write
 
 Runner = Callable[[Scale], Awaitable[BenchResult]]
-
-DISCORD_PENDING = "not measured yet: runs through the loopback Discord, to be added"
 
 
 @dataclass(frozen=True, slots=True)
