@@ -106,8 +106,8 @@ class Chat(commands.Cog):
     @commands.Cog.listener()
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         message = payload.message
-        if message.author.bot or "content" not in payload.data:
-            return
+        if "content" not in payload.data or not self.is_addressed(message):
+            return  # only messages that were for the bot can be stored (and read attachments)
         # Only messages already stored change; unknown ids are ignored by the engine.
         text, _ = await self.model_text(message)
         await self.bot.engine.message_edited(message.id, text)
