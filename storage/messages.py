@@ -143,6 +143,12 @@ class MessageRepository:
         In one transaction: the row, every fact whose only source it was, and the session's
         summary if it covered the message (reset, to be rebuilt from what remains).
         """
+        # Most deletions in a server are of messages never stored: answer those with a read.
+        if (
+            await self._db.fetch_one("SELECT 1 FROM messages WHERE discord_id = ?", (discord_id,))
+            is None
+        ):
+            return None
         async with self._db.transaction() as tx:
             row = await tx.fetch_one(
                 "SELECT m.id, m.session_id, m.id <= s.summarized_through AS summarized"
