@@ -130,7 +130,7 @@ class FactExtractor:
             )
         except LLMError as error:
             raise RetryableJobError(f"fact extraction failed: {error}") from error
-        await self._limits.charge(session.key, usage, self._tokenizer.count(lines) + 200)
+        await self._limits.charge(session.key, usage, lambda: self._tokenizer.count(lines) + 200)
         if not isinstance(payload, dict) or not isinstance(payload.get("facts"), list):
             raise RetryableJobError("fact extraction returned JSON of the wrong shape")
         return payload

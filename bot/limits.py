@@ -75,9 +75,12 @@ class Limits:
     async def background_allowed(self, key: SessionKey) -> bool:
         return await self._server_used_share(key.guild_id, self._day()) < BACKGROUND_BUDGET_SHARE
 
-    async def charge(self, key: SessionKey, usage: Usage | None, estimate: int) -> None:
-        """Add a call's tokens (the API's figure, else our estimate) to today's totals."""
-        tokens = usage.prompt_tokens + usage.completion_tokens if usage else estimate
+    async def charge(
+        self, key: SessionKey, usage: Usage | None, estimate: Callable[[], int]
+    ) -> None:
+        """Add a call's tokens to today's totals: the API's figure, else our estimate (only
+        computed then, since counting a long transcript is not free)."""
+        tokens = usage.prompt_tokens + usage.completion_tokens if usage else estimate()
         await self._usage.add(
             self._day(), user_id=key.user_id, guild_id=key.guild_id, tokens=tokens
         )

@@ -190,15 +190,16 @@ class MemoryEngine:
                         session, stored, incoming.author_name, budget_share=0.5
                     )
                     result = await self._answer(prompt, on_progress)
+            answer_tokens = self._tokenizer.count(result.text)  # once: usage and storage
             await self.limits.charge(
-                incoming.key, result.usage, prompt.tokens + self._tokenizer.count(result.text)
+                incoming.key, result.usage, lambda: prompt.tokens + answer_tokens
             )
             if result.outcome is Outcome.ANSWERED:
                 await self.storage.messages.add(
                     incoming.key,
                     role="assistant",
                     content=result.text,
-                    tokens=self._tokenizer.count(result.text),
+                    tokens=answer_tokens,
                     discord_id=None,
                     now=self._clock(),
                 )

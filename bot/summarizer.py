@@ -127,7 +127,9 @@ class Summarizer:
             )
         except LLMError as error:
             raise RetryableJobError(f"summary call failed: {error}") from error
-        await self._limits.charge(session.key, usage, self._tokenizer.count(transcript) + cap)
+        await self._limits.charge(
+            session.key, usage, lambda: self._tokenizer.count(transcript) + cap
+        )
         if not text.strip():
             raise RetryableJobError("summary call returned nothing")
         return self.enforce_cap(text.strip())
