@@ -68,7 +68,7 @@ LAG_TICK = 0.010
 WARMUP = 1.0
 ANSWER_TIMEOUT = 30.0
 PREFILL_ROWS = 10_000
-LOAD = {"LLM_CONCURRENCY": str(SESSIONS), "LLM_QUEUE_LIMIT": str(SESSIONS)}
+LOAD = {"MODEL_PARALLEL": str(SESSIONS)}
 MNEMO, NO_MEMORY, ECHO = "Mnemo", "no memory", "echo"
 
 
@@ -272,7 +272,7 @@ def _result(loads: dict[str, list[Load]], window: float) -> BenchResult:
         "The bot, both loopback servers, the 100 simulated users and the lag probe share this"
         " process and its event loop: the rate is what one Python process does with all of"
         " it, and the echo bot's rate is the ceiling the loopback servers and discord.py leave.",
-        f"Settings: LLM_CONCURRENCY={SESSIONS}, LLM_QUEUE_LIMIT={SESSIONS},"
+        f"Settings: MODEL_PARALLEL={SESSIONS},"
         " USER_MESSAGES_PER_MINUTE=0, the other defaults; each session starts with 50 stored"
         f" messages, in a database of {PREFILL_ROWS:,} more.",
     ]

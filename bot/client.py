@@ -17,7 +17,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.config import Settings
-from bot.llm import LLMClient
+from bot.llm import LLMClient, check_model_server
 from bot.memory import MemoryEngine
 from bot.tokens import load_tokenizer
 from storage import Storage
@@ -75,6 +75,7 @@ class MemoryBot(commands.Bot):
             max_retries=settings.llm_max_retries,
             reply_deadline=settings.reply_deadline_seconds,
         )
+        await check_model_server(self._llm, settings)  # one warning line if it looks wrong
         self._engine = MemoryEngine(self._storage, self._llm, tokenizer, settings)
         await self._engine.start()
         for extension in EXTENSIONS:

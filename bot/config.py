@@ -6,11 +6,13 @@ Every variable is documented in `.env.example`. A missing or malformed value rai
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are Mnemo, a friendly and concise assistant in a Discord chat. "
@@ -19,6 +21,7 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+OPENAI_HOST = "api.openai.com"
 
 
 class ConfigError(Exception):
@@ -58,8 +61,9 @@ class Settings:
     user_messages_per_minute: int
     user_daily_tokens: int
     server_daily_tokens: int
-    llm_concurrency: int
-    llm_queue_limit: int
+    # Requests the model server runs at once; replies beyond it queue while their expected
+    # wait fits in reply_deadline_seconds, and background calls yield to them.
+    model_parallel: int
     # Discord.
     message_content_intent: bool
     dev_guild_id: int  # slash commands sync to this server at start-up (0 = global)
@@ -96,8 +100,8 @@ class Settings:
             user_messages_per_minute=reader.integer("USER_MESSAGES_PER_MINUTE", 10, minimum=0),
             user_daily_tokens=reader.integer("USER_DAILY_TOKENS", 0, minimum=0),
             server_daily_tokens=reader.integer("SERVER_DAILY_TOKENS", 0, minimum=0),
-            llm_concurrency=reader.integer("LLM_CONCURRENCY", 4, minimum=1),
-            llm_queue_limit=reader.integer("LLM_QUEUE_LIMIT", 50, minimum=0),
+            model_parallel=reader.integer("MODEL_PARALLEL", 0, minimum=0)
+            or default_parallel(base_url),
             message_content_intent=reader.boolean("MESSAGE_CONTENT_INTENT", True),
             dev_guild_id=reader.integer("DEV_GUILD_ID", 0, minimum=0),
         )
@@ -164,6 +168,24 @@ class _Reader:
         if not value >= minimum:  # also rejects NaN
             raise ConfigError(f"{name} must be at least {minimum}, got {raw}; see .env.example")
         return value
+
+
+def is_openai(base_url: str | None) -> bool:
+    return base_url is None or urlsplit(base_url).hostname == OPENAI_HOST
+
+
+def default_parallel(base_url: str | None) -> int:
+    """What MODEL_PARALLEL defaults to: OpenAI serves many at once; a local server often one."""
+    if is_openai(base_url):
+        return 8
+    host = urlsplit(base_url or "").hostname or ""
+    if host == "localhost" or host.endswith((".local", ".localhost", ".internal")):
+        return 1
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return 4  # a hosted OpenAI-compatible service
+    return 1 if address.is_loopback or address.is_private or address.is_link_local else 4
 
 
 def _api_key(reader: _Reader, base_url: str | None) -> str:

@@ -14,11 +14,15 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import openai
 from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from bot.config import Settings, default_parallel, is_openai
+from bot.reasoning import visible_answer
+from bot.scheduler import ModelScheduler
 from bot.text import clean_text
 
 log = logging.getLogger(__name__)
@@ -26,6 +30,10 @@ log = logging.getLogger(__name__)
 ChatMessage = dict[str, str]
 QUOTA_BACKOFF_SECONDS = 60.0
 QUOTA_LOG_INTERVAL_SECONDS = 300.0
+MAX_TOKENS, MAX_COMPLETION_TOKENS = "max_tokens", "max_completion_tokens"
+# How to ask for JSON, best first; a server that refuses one (HTTP 400) gets the next.
+JSON_MODES = ("json_schema", "json_object", "text")
+MODELS_CHECK_TIMEOUT_SECONDS = 5.0
 
 
 class LLMError(Exception):
@@ -48,13 +56,21 @@ class Usage:
 class StreamState:
     """What a streamed answer has produced so far."""
 
-    text: str = ""
+    text: str = ""  # the visible answer: thinking removed
     finish_reason: str | None = None
     usage: Usage | None = None
+    thinking: bool = False  # the model is (or was, when cut) thinking with nothing visible
 
 
 class LLMClient:
-    """Wraps one `AsyncOpenAI` for the whole process; close it on shutdown."""
+    """Wraps one `AsyncOpenAI` for the whole process; close it on shutdown.
+
+    What each model accepts is learned from its first refusal and remembered for the process:
+    the name of the token limit (`max_tokens`, or `max_completion_tokens` for OpenAI's
+    reasoning models) and how to ask for JSON (`JSON_MODES`). Sampling parameters such as
+    temperature are never sent: some models refuse any non-default value.
+    Every call goes through `scheduler`: replies first, background calls when the server is free.
+    """
 
     def __init__(
         self,
@@ -64,23 +80,42 @@ class LLMClient:
         timeout: float,
         max_retries: int,
         reply_deadline: float,
+        parallel: int | None = None,
     ) -> None:
         self._client = AsyncOpenAI(
             api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
         )
+        self.base_url = loggable_url(str(self._client.base_url))
         self._reply_deadline = reply_deadline
+        self.scheduler = ModelScheduler(parallel or default_parallel(base_url))
         # After "quota exhausted", calls fail fast for a while instead of hammering the API.
         self._quota_blocked_until = 0.0
         self._quota_logged_at = float("-inf")
+        # OpenAI accepts max_completion_tokens for every current model; others may not know it.
+        self._default_limit = MAX_COMPLETION_TOKENS if is_openai(base_url) else MAX_TOKENS
+        self._limit_names: dict[str, str] = {}
+        self._json_modes: dict[str, str] = {}
+
+    def set_parallel(self, parallel: int) -> None:
+        """How many requests the server runs at once (MODEL_PARALLEL)."""
+        self.scheduler.parallel = max(parallel, 1)
 
     async def close(self) -> None:
         await self._client.close()
 
+    async def list_models(self) -> list[str]:
+        """The model ids the server lists (GET /models), one quick request without retries."""
+        client = self._client.with_options(timeout=MODELS_CHECK_TIMEOUT_SECONDS, max_retries=0)
+        page = await client.models.list()
+        return [model.id for model in page.data]
+
     async def stream_chat(
         self, model: str, messages: Sequence[ChatMessage], *, max_tokens: int, state: StreamState
     ) -> AsyncIterator[str]:
-        """Yield the answer's text deltas, filling `state` as they arrive.
+        """Yield the answer's visible text deltas, filling `state` as they arrive.
 
+        Thinking (`<think>` blocks, `reasoning_content` deltas) is never yielded nor kept; while
+        the model thinks, an empty delta is yielded with `state.thinking` set.
         Raises LLMError on any failure, also after some text was yielded (the caller decides
         what to do with a partial answer), and when the stream ends without a finish reason.
         """
@@ -88,23 +123,7 @@ class LLMClient:
         raw = ""
         try:
             async with asyncio.timeout(self._reply_deadline):
-                # The SDK's generic `post` (its documented way to send a custom request):
-                # `chat.completions.create` first walks every message against its type
-                # definitions, ~6 ms for a 40-message prompt on the reply path, for plain
-                # dicts we already built. Retries, timeout and errors are the same.
-                stream = await self._client.post(
-                    "/chat/completions",
-                    body={
-                        "model": model,
-                        "messages": list(messages),
-                        "max_tokens": max_tokens,
-                        "stream": True,
-                        "stream_options": {"include_usage": True},
-                    },
-                    cast_to=ChatCompletion,
-                    stream=True,
-                    stream_cls=AsyncStream[ChatCompletionChunk],
-                )
+                stream = await self._open_stream(model, messages, max_tokens)
                 async with stream:
                     async for chunk in stream:
                         if chunk.usage is not None:
@@ -114,68 +133,118 @@ class LLMClient:
                         for choice in chunk.choices:
                             if choice.finish_reason:
                                 state.finish_reason = choice.finish_reason
-                            if choice.delta.content:
-                                raw += choice.delta.content
-                                # Cleaned as a whole: a surrogate pair split over two chunks
-                                # joins up again instead of turning into two U+FFFD.
-                                state.text = clean_text(raw)
-                                yield choice.delta.content
+                            reasoning = _reasoning_delta(choice.delta)
+                            if not choice.delta.content and not reasoning:
+                                continue
+                            raw += choice.delta.content or ""
+                            # Cleaned as a whole: a surrogate pair or a <think> tag split over
+                            # two chunks joins up again.
+                            visible = visible_answer(clean_text(raw), final=False)
+                            state.thinking = not visible.text and (visible.thinking or reasoning)
+                            delta = visible.text[len(state.text) :]
+                            state.text = visible.text
+                            yield delta
         except TimeoutError:
             raise LLMError(
                 "The model took too long to answer. Please try again in a moment.",
                 kind="timeout",
             ) from None
         except openai.OpenAIError as error:
+            self._log_failure(model, error)
             if state.text:
                 raise _interrupted() from error
             raise self._note(describe_error(error)) from error
         except Exception as error:
             # The SDK lets transport errors of a broken stream through unwrapped (its HTTP
             # library's own classes); to the user they all mean the answer was cut.
-            log.debug("Chat stream broke", exc_info=True)
+            log.warning("Model stream broke: %s, model %s: %r", self.base_url, model, error)
+            log.debug("Model stream broke", exc_info=True)
             raise _interrupted() from error
+        final = visible_answer(clean_text(raw))
+        state.text = final.text
+        state.thinking = final.thinking and not final.text
         if state.finish_reason is None:
             raise LLMError(
                 "The model's answer was cut off before it finished. Please try again.",
                 kind="interrupted",
             )
 
+    async def _open_stream(
+        self, model: str, messages: Sequence[ChatMessage], max_tokens: int
+    ) -> AsyncStream[ChatCompletionChunk]:
+        while True:
+            body: dict[str, Any] = {
+                "model": model,
+                "messages": list(messages),
+                self._limit_name(model): max_tokens,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+            try:
+                # The SDK's generic `post` (its documented way to send a custom request):
+                # `chat.completions.create` first walks every message against its type
+                # definitions, ~6 ms for a 40-message prompt on the reply path, for plain
+                # dicts we already built. Retries, timeout and errors are the same.
+                return await self._client.post(
+                    "/chat/completions",
+                    body=body,
+                    cast_to=ChatCompletion,
+                    stream=True,
+                    stream_cls=AsyncStream[ChatCompletionChunk],
+                )
+            except openai.BadRequestError as error:
+                if not self._learn_limit_name(model, error):
+                    raise
+
     async def complete_json(
-        self, model: str, messages: Sequence[ChatMessage], *, max_tokens: int
+        self,
+        model: str,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int,
+        schema: dict[str, Any] | None = None,
+        schema_name: str = "answer",
     ) -> tuple[Any, Usage | None]:
-        """One JSON-mode call for background work; broken or cut-off JSON raises LLMError."""
-        text, finish_reason, usage = await self._complete(
-            model, messages, max_tokens=max_tokens, json_mode=True
+        """One JSON call for background work; broken or cut-off JSON raises LLMError.
+
+        With `schema` (a strict JSON schema) servers that support it are held to that shape;
+        others are asked for any JSON object, or, last, for text that the JSON is parsed from.
+        """
+        format_ = _JsonFormat(schema, schema_name)
+        text, finish_reason, usage = await self.scheduler.background(
+            lambda: self._complete(model, messages, max_tokens=max_tokens, json_format=format_)
         )
         if finish_reason == "length":
             raise LLMError("JSON answer was cut off", kind="bad_json")
-        try:
-            return json.loads(text), usage
-        except ValueError:
-            raise LLMError("the answer was not valid JSON", kind="bad_json") from None
+        payload = parse_json_answer(text)
+        if payload is None:
+            raise LLMError("the answer was not valid JSON", kind="bad_json")
+        return payload, usage
 
     async def complete_text(
         self, model: str, messages: Sequence[ChatMessage], *, max_tokens: int
     ) -> tuple[str, str | None, Usage | None]:
         """One plain call for background work: (text, finish_reason, usage)."""
-        return await self._complete(model, messages, max_tokens=max_tokens, json_mode=False)
+        return await self.scheduler.background(
+            lambda: self._complete(model, messages, max_tokens=max_tokens, json_format=None)
+        )
 
     async def _complete(
-        self, model: str, messages: Sequence[ChatMessage], *, max_tokens: int, json_mode: bool
+        self,
+        model: str,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int,
+        json_format: _JsonFormat | None,
     ) -> tuple[str, str | None, Usage | None]:
-        extra: dict[str, Any] = {"response_format": {"type": "json_object"}} if json_mode else {}
         self._check_quota()
         try:
             async with asyncio.timeout(self._reply_deadline):
-                response = await self._client.chat.completions.create(
-                    model=model,
-                    messages=cast(Any, list(messages)),
-                    max_tokens=max_tokens,
-                    **extra,
-                )
+                response = await self._create(model, messages, max_tokens, json_format)
         except TimeoutError:
             raise LLMError("the model call timed out", kind="timeout") from None
         except openai.OpenAIError as error:
+            self._log_failure(model, error)
             raise self._note(describe_error(error)) from error
         if not response.choices:
             raise LLMError("the model returned no answer", kind="empty")
@@ -185,7 +254,84 @@ class LLMClient:
             if response.usage
             else None
         )
-        return clean_text(choice.message.content or ""), choice.finish_reason, usage
+        # Thinking is dropped here too: neither summaries nor facts may hold it.
+        visible = visible_answer(clean_text(choice.message.content or ""))
+        finish_reason = choice.finish_reason
+        if visible.thinking and not visible.text:
+            finish_reason = "length"  # it never got past thinking: a cut answer
+        return visible.text, finish_reason, usage
+
+    async def _create(
+        self,
+        model: str,
+        messages: Sequence[ChatMessage],
+        max_tokens: int,
+        json_format: _JsonFormat | None,
+    ) -> ChatCompletion:
+        while True:
+            mode = self._json_mode(model, json_format)
+            extra: dict[str, Any] = {self._limit_name(model): max_tokens}
+            if json_format is not None and mode != "text":
+                extra["response_format"] = json_format.response_format(mode)
+            try:
+                return await self._client.chat.completions.create(
+                    model=model, messages=cast(Any, list(messages)), **extra
+                )
+            except (openai.BadRequestError, openai.UnprocessableEntityError) as error:
+                if self._learn_limit_name(model, error):
+                    continue
+                if "response_format" in extra and error.code != "context_length_exceeded":
+                    self._json_modes[model] = JSON_MODES[JSON_MODES.index(mode) + 1]
+                    log.info(
+                        "%s refused response_format %s for model %s (%s); using %s from now on",
+                        self.base_url,
+                        mode,
+                        model,
+                        server_message(error),
+                        self._json_modes[model],
+                    )
+                    continue
+                raise
+
+    def _limit_name(self, model: str) -> str:
+        return self._limit_names.get(model, self._default_limit)
+
+    def _learn_limit_name(self, model: str, error: openai.APIStatusError) -> bool:
+        """True when the server refused our token-limit parameter; the other one is used next.
+
+        OpenAI's answer names it: code "unsupported_parameter", param "max_tokens". Each
+        model switches once, so a server that refuses both cannot make us loop.
+        """
+        if model in self._limit_names:
+            return False
+        current = self._limit_name(model)
+        mentioned = error.param == current or current in server_message(error)
+        if not mentioned or error.code not in (None, "unsupported_parameter"):
+            return False
+        other = MAX_TOKENS if current == MAX_COMPLETION_TOKENS else MAX_COMPLETION_TOKENS
+        self._limit_names[model] = other
+        log.info("Model %s refuses %s; sending %s from now on", model, current, other)
+        return True
+
+    def _json_mode(self, model: str, json_format: _JsonFormat | None) -> str:
+        if json_format is None:
+            return "text"
+        learned = self._json_modes.get(model)
+        first = "json_schema" if json_format.schema is not None else "json_object"
+        if learned is None or JSON_MODES.index(learned) < JSON_MODES.index(first):
+            return first
+        return learned
+
+    def _log_failure(self, model: str, error: openai.OpenAIError) -> None:
+        """One line an operator can act on: where, which model, the status, the server's words."""
+        if isinstance(error, openai.APIStatusError):
+            detail = f"HTTP {error.status_code}: {server_message(error)}"
+        elif isinstance(error, openai.APIConnectionError):
+            cause = error.__cause__
+            detail = f"{error.message} ({cause!r})" if cause else error.message
+        else:
+            detail = repr(error)
+        log.warning("Model call failed: %s, model %s: %s", self.base_url, model, detail)
 
     def _check_quota(self) -> None:
         if time.monotonic() < self._quota_blocked_until:
@@ -200,6 +346,105 @@ class LLMClient:
                 self._quota_logged_at = now
                 log.error("The model API reports its quota is exhausted; check the API account")
         return error
+
+
+@dataclass(frozen=True, slots=True)
+class _JsonFormat:
+    schema: dict[str, Any] | None
+    name: str
+
+    def response_format(self, mode: str) -> dict[str, Any]:
+        if mode == "json_schema":
+            return {
+                "type": "json_schema",
+                "json_schema": {"name": self.name, "schema": self.schema, "strict": True},
+            }
+        return {"type": "json_object"}
+
+
+def _reasoning_delta(delta: Any) -> bool:
+    """True when a stream delta carries thinking in a field of its own (ignored, not shown)."""
+    extra = getattr(delta, "model_extra", None) or {}
+    return bool(extra.get("reasoning_content") or extra.get("reasoning"))
+
+
+def parse_json_answer(text: str) -> Any:
+    """The JSON value in a model's answer, also when wrapped in prose or a ``` fence; or None."""
+    text = text.strip()
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    decoder = json.JSONDecoder()
+    for start, char in enumerate(text):
+        if char in "{[":
+            try:
+                value, _ = decoder.raw_decode(text, start)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return None
+
+
+def server_message(error: openai.APIStatusError) -> str:
+    """The server's own error message (OpenAI's shape, or whatever text it sent)."""
+    body = error.body
+    if isinstance(body, dict):
+        message = body.get("message") or body.get("error")
+        if message:
+            return str(message)[:300]
+        return json.dumps(body)[:300]
+    if isinstance(body, str) and body.strip():
+        return body.strip()[:300]
+    return error.message[:300]
+
+
+def loggable_url(url: str) -> str:
+    """The URL without any user:password part, fit for a log line."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+async def check_model_server(llm: LLMClient, settings: Settings) -> None:
+    """At start-up: one warning line if the URL looks wrong or the models are not listed.
+
+    Never raises: a server that does not list its models may still answer.
+    """
+    problems = _url_problems(settings.openai_base_url)
+    models = (settings.chat_model, settings.memory_model)
+    try:
+        listed = await llm.list_models()
+    except openai.APIStatusError as error:
+        problems.append(f"GET /models answered HTTP {error.status_code}: {server_message(error)}")
+    except (openai.OpenAIError, OSError, ValueError) as error:
+        problems.append(f"GET /models failed: {error!r}")
+    else:
+        missing = [model for model in dict.fromkeys(models) if model not in listed]
+        if missing and listed:
+            shown = ", ".join(listed[:10]) + (" …" if len(listed) > 10 else "")
+            problems.append(f"model(s) {', '.join(missing)} not in the server's list ({shown})")
+    if problems:
+        log.warning(
+            "Model server %s: %s; check OPENAI_BASE_URL, CHAT_MODEL and MEMORY_MODEL",
+            llm.base_url,
+            "; ".join(problems),
+        )
+
+
+def _url_problems(base_url: str | None) -> list[str]:
+    if base_url is None:
+        return []
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return ["OPENAI_BASE_URL needs a scheme and a host, like http://localhost:11434/v1"]
+    if not is_openai(base_url) and "/v1" not in parts.path:
+        return ["OPENAI_BASE_URL has no /v1 (OpenAI-compatible servers serve under /v1)"]
+    return []
 
 
 def quota_error() -> LLMError:

@@ -31,6 +31,14 @@ from storage.users import DeletedCounts
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str], Awaitable[None]]
+"""Called with the answer so far; "" when accepted; a `Status` while there is no answer yet."""
+
+
+class Status(str):
+    """A short status to show in place of an answer that has not begun (e.g. "thinking…")."""
+
+
+THINKING = Status("thinking…")
 WINDOW_FETCH_BATCH = 64
 RETENTION_INTERVAL_SECONDS = 24 * 3600
 
@@ -98,7 +106,8 @@ class MemoryEngine:
         self._accepting = True
         self._retention: asyncio.Task[None] | None = None
         self.limits = Limits(settings, storage.usage, clock=clock)
-        self._llm_slots = asyncio.Semaphore(settings.llm_concurrency)
+        llm.set_parallel(settings.model_parallel)
+        self._llm_slots = llm.scheduler  # every model call: replies first, background after
         self.jobs = BackgroundJobs(settings.background_concurrency, retry_delays=job_retry_delays)
         self.summarizer = Summarizer(storage, llm, tokenizer, settings, self.limits, clock=clock)
         self.facts = FactExtractor(storage, llm, tokenizer, settings, self.limits, clock=clock)
@@ -148,18 +157,24 @@ class MemoryEngine:
         if refusal is not None:
             return ReplyResult(Outcome.REFUSED, refusal=refusal)
         self._in_flight.add(task)
+        self._llm_slots.enter(incoming.key.user_id)
         try:
             return await self._reply_in_order(incoming, on_progress)
         finally:
+            self._llm_slots.leave(incoming.key.user_id)
             self._in_flight.discard(task)
 
     async def _admit(self, key: SessionKey) -> Refusal | None:
-        """Rate and budget limits, and a bounded queue of replies in flight."""
-        settings = self._settings
-        if len(self._in_flight) >= settings.llm_concurrency + settings.llm_queue_limit:
+        """Rate and budget limits, and a queue as long as can be answered within the deadline.
+
+        The expected wait comes from recent reply latencies and the server's parallelism, with
+        users served in turn; only a message that would wait past the reply deadline is refused.
+        """
+        wait = self._llm_slots.expected_wait(key.user_id)
+        if wait > self._settings.reply_deadline_seconds:
             return Refusal(
                 "I'm busy with a lot of messages right now. Please try again in a minute.",
-                self._clock() + 60,
+                self._clock() + min(max(wait, 10.0), 300.0),
             )
         return self.limits.check_rate(key.user_id) or await self.limits.check_budget(key)
 
@@ -182,7 +197,7 @@ class MemoryEngine:
             session = await self.storage.sessions.get(stored.session_id)
             assert session is not None
             prompt = await self.build_prompt(session, stored, incoming.author_name)
-            async with self._llm_slots:
+            async with self._llm_slots.reply(incoming.key.user_id):
                 result = await self._answer(prompt, on_progress)
                 if result.error is not None and result.error.kind == "context_length":
                     # The server's context is smaller than our budget: trim harder, once.
@@ -350,6 +365,7 @@ class MemoryEngine:
 
     async def _answer(self, prompt: Prompt, on_progress: ProgressCallback | None) -> ReplyResult:
         state = StreamState()
+        shown = ""
         try:
             async for _ in self.llm.stream_chat(
                 self._settings.chat_model,
@@ -357,13 +373,24 @@ class MemoryEngine:
                 max_tokens=self._settings.max_reply_tokens,
                 state=state,
             ):
-                if on_progress is not None:
-                    await on_progress(state.text)
+                if on_progress is None:
+                    continue
+                if state.text and state.text != shown:
+                    shown = state.text
+                    await on_progress(shown)
+                elif state.thinking and not shown:
+                    shown = THINKING  # shown once, until the answer replaces it
+                    await on_progress(THINKING)
         except LLMError as error:
             log.warning("Chat model call failed (%s): %s", error.kind, error)
             return ReplyResult(Outcome.FAILED, state.text, error, prompt, state.usage)
         if not state.text.strip():
             empty = LLMError("The model returned an empty answer. Please try again.", kind="empty")
+            if state.thinking:
+                empty = LLMError(
+                    "The model's answer was cut off while it was still thinking. Please try again.",
+                    kind="cut_thinking",
+                )
             return ReplyResult(Outcome.FAILED, "", empty, prompt, state.usage)
         return ReplyResult(
             Outcome.ANSWERED,

@@ -14,6 +14,7 @@ import time
 
 import discord
 
+from bot.memory import Status
 from bot.splitter import split_message
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class StreamedReply:
         self._sent: list[discord.Message] = []
         self._shown: list[str] = []
         self._latest = ""
+        self._status = ""  # shown while there is no text yet, e.g. "thinking…"
         self._changed = asyncio.Event()
         self._finished = asyncio.Event()
         self._broken = False
@@ -46,11 +48,24 @@ class StreamedReply:
         return [message.id for message in self._sent]
 
     async def progress(self, text: str) -> None:
-        """Called with the whole text so far; "" means accepted, waiting for the model."""
+        """Called with the whole text so far; "" means accepted, waiting for the model; a
+        `Status` is shown (small) until the text begins."""
+        if isinstance(text, Status):
+            await self.status(text)
+            return
         if not text:
             await self._start_typing()
             return
         self._latest = text
+        self._changed.set()
+        if self._renderer is None:
+            self._renderer = asyncio.create_task(self._render_loop(), name="mnemo-render")
+
+    async def status(self, text: str) -> None:
+        """Show a short status line (e.g. "thinking…") until the answer's text replaces it."""
+        if self._latest:
+            return
+        self._status = f"-# {text}"
         self._changed.set()
         if self._renderer is None:
             self._renderer = asyncio.create_task(self._render_loop(), name="mnemo-render")
@@ -85,7 +100,7 @@ class StreamedReply:
                 # delay the final state.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._finished.wait(), timeout=wait)
-            done, text = self._finished.is_set(), self._latest
+            done, text = self._finished.is_set(), self._latest or self._status
             await self._render(text)
             last_render = time.monotonic()
             if self._sent:

@@ -93,7 +93,8 @@ async def test_summary_cap_is_enforced_in_code(engines: Engines, fake_llm: FakeL
 
 
 async def test_reply_does_not_wait_for_background_work(engines: Engines, fake_llm: FakeLLM) -> None:
-    engine = await engines.start(**SMALL)
+    # A server that runs requests in parallel: the summary call runs beside the replies.
+    engine = await engines.start(**SMALL, model_parallel=4)
     release = asyncio.Event()
 
     async def responder(body: dict[str, Any]) -> str:

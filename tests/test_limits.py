@@ -58,12 +58,15 @@ async def test_server_over_budget_loses_background_work_first(
     assert (await say(engine, ALICE)).outcome is Outcome.REFUSED
 
 
-async def test_full_queue_says_busy(engines: Engines, fake_llm: FakeLLM) -> None:
-    engine = await engines.start(llm_concurrency=1, llm_queue_limit=2)
-    fake_llm.latency = 0.3
+async def test_busy_past_what_the_deadline_allows(engines: Engines, fake_llm: FakeLLM) -> None:
+    """Messages queue while their expected wait fits in the deadline; only the rest are busy."""
+    engine = await engines.start(model_parallel=1, reply_deadline_seconds=1.8)
+    fake_llm.latency = 0.5
+    assert (await say(engine, SessionKey(100, 10, 9))).outcome is Outcome.ANSWERED  # timed
     users = [SessionKey(100, 10, user) for user in range(10, 16)]
     results = await asyncio.gather(*(say(engine, key) for key in users))
     outcomes = [r.outcome for r in results]
+    # 0.5 s each, one at a time: answered after 0.5, 1.0, 1.5 s fit in 1.8 s; 2.0 s does not.
     assert outcomes.count(Outcome.ANSWERED) == 3
     assert outcomes.count(Outcome.REFUSED) == 3
     busy = [r for r in results if r.refusal]

@@ -1,0 +1,218 @@
+"""Who may use the model server now: replies first, background work only when it is free.
+
+A local server often runs one request at a time. If a background summary holds its only slot, a
+reply waits for it; and some servers (llama-cpp-python's, by default) interrupt the running
+request when a new one arrives, so a background call sent during a reply would cut the reply.
+The scheduler therefore never sends more requests at once than the server's parallelism
+(MODEL_PARALLEL), and gives every slot to a waiting reply before any background call:
+
+- a reply takes a free slot, or waits; replies waiting are served round-robin by user, so one
+  user's burst never starves the others;
+- a background call starts only when no reply waits and, on a one-slot server, none runs;
+- a reply that finds every slot taken while background calls run aborts the newest of them
+  (closing its HTTP request frees the server); the aborted call waits and runs again later,
+  so background work still completes once the bot is quiet.
+
+It also estimates how long a new reply would wait, from recent reply latencies, so the engine
+can queue what can be answered within the reply deadline and refuse only beyond it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+# Before any reply has been timed, assume this many seconds per reply.
+PRIOR_REPLY_SECONDS = 1.0
+LATENCY_WEIGHT = 0.3  # weight of the newest reply in the moving average
+
+
+@dataclass(eq=False, slots=True)
+class _Background:
+    task: asyncio.Task[object]
+    preempted: bool = False
+
+
+class ModelScheduler:
+    def __init__(self, parallel: int) -> None:
+        self.parallel = max(parallel, 1)
+        self._replies_running = 0
+        self._reply_waiters: OrderedDict[int, deque[asyncio.Future[None]]] = OrderedDict()
+        self._background: list[_Background] = []
+        self._background_starting = 0
+        self._background_waiters: deque[asyncio.Future[None]] = deque()
+        self._queued: Counter[int] = Counter()  # replies admitted and not done, per user
+        self._reply_seconds: float | None = None
+        self.preemptions = 0
+
+    # -- admission ---------------------------------------------------------------------------
+
+    @property
+    def reply_seconds(self) -> float:
+        """The recent time one reply holds a slot (a moving average)."""
+        return PRIOR_REPLY_SECONDS if self._reply_seconds is None else self._reply_seconds
+
+    def expected_wait(self, user_id: int) -> float:
+        """Seconds until a new reply of `user_id` would be answered, queued behind the others
+        (0 when nothing is ahead of it: then only its own generation time is left).
+
+        Replies are served round-robin by user: before this user's (k+1)-th reply, every other
+        user gets at most k+1 of theirs.
+        """
+        own = self._queued[user_id]
+        ahead = own + sum(
+            min(count, own + 1) for user, count in self._queued.items() if user != user_id
+        )
+        if ahead == 0:
+            return 0.0
+        return (ahead / self.parallel + 1) * self.reply_seconds
+
+    def enter(self, user_id: int) -> None:
+        """A reply of `user_id` was admitted; call `leave` when it is done."""
+        self._queued[user_id] += 1
+
+    def leave(self, user_id: int) -> None:
+        self._queued[user_id] -= 1
+        if self._queued[user_id] <= 0:
+            del self._queued[user_id]
+
+    # -- replies -----------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def reply(self, user_id: int) -> AsyncIterator[None]:
+        """Hold one of the server's slots for a reply (waiting for one, replies first)."""
+        if self._free_slots() > 0 and not self._reply_waiters:
+            self._replies_running += 1
+        else:
+            waiter = asyncio.get_running_loop().create_future()
+            self._reply_waiters.setdefault(user_id, deque()).append(waiter)
+            self._preempt_background()
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                self._forget_reply_waiter(user_id, waiter)
+                raise
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self._replies_running -= 1
+            self._note_latency(time.monotonic() - started)
+            self._dispatch()
+
+    def _forget_reply_waiter(self, user_id: int, waiter: asyncio.Future[None]) -> None:
+        if waiter.done() and not waiter.cancelled():
+            # The slot was handed over just as the wait was cancelled: pass it on.
+            self._replies_running -= 1
+            self._dispatch()
+            return
+        queue = self._reply_waiters.get(user_id)
+        if queue is not None and waiter in queue:
+            queue.remove(waiter)
+            if not queue:
+                del self._reply_waiters[user_id]
+
+    def _note_latency(self, seconds: float) -> None:
+        if self._reply_seconds is None:
+            self._reply_seconds = seconds
+        else:
+            self._reply_seconds += LATENCY_WEIGHT * (seconds - self._reply_seconds)
+
+    # -- background --------------------------------------------------------------------------
+
+    async def background(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run `call` when the server is free; if a reply needs the slot, abort and rerun it.
+
+        `call` must be safe to run again (a model request is).
+        """
+        while True:
+            await self._wait_background_slot()
+            entry = _Background(asyncio.ensure_future(call()))
+            self._background_starting -= 1
+            self._background.append(entry)
+            try:
+                return await entry.task  # type: ignore[return-value]
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not entry.preempted or (current is not None and current.cancelling()):
+                    raise
+            finally:
+                self._background.remove(entry)
+                self._dispatch()
+
+    async def _wait_background_slot(self) -> None:
+        if self._may_start_background():
+            self._background_starting += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._background_waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._background_starting -= 1
+                self._dispatch()
+            elif waiter in self._background_waiters:
+                self._background_waiters.remove(waiter)
+            raise
+
+    def _may_start_background(self) -> bool:
+        if self._reply_waiters or self._free_slots() <= 0:
+            return False
+        # On a one-slot server a background call never runs beside a reply: some servers
+        # would interrupt the reply, the others make it wait. With more slots, one stays free.
+        in_use = self._background_count()
+        return self._replies_running == 0 if self.parallel == 1 else in_use < self.parallel - 1
+
+    def _preempt_background(self) -> None:
+        """Abort the newest background call when a waiting reply finds no free slot."""
+        if self._free_slots() > 0:
+            return
+        for entry in reversed(self._background):
+            if not entry.preempted:
+                entry.preempted = True
+                entry.task.cancel()
+                self.preemptions += 1
+                return
+
+    # -- slots -------------------------------------------------------------------------------
+
+    def _background_count(self) -> int:
+        return len(self._background) + self._background_starting
+
+    def _free_slots(self) -> int:
+        return self.parallel - self._replies_running - self._background_count()
+
+    def _dispatch(self) -> None:
+        """Hand free slots to waiting replies (round-robin by user), then to background."""
+        while self._free_slots() > 0 and self._reply_waiters:
+            user_id, queue = next(iter(self._reply_waiters.items()))
+            waiter = queue.popleft()
+            if queue:
+                self._reply_waiters.move_to_end(user_id)
+            else:
+                del self._reply_waiters[user_id]
+            if not waiter.done():
+                self._replies_running += 1
+                waiter.set_result(None)
+        while self._background_waiters and self._may_start_background():
+            waiter = self._background_waiters.popleft()
+            if not waiter.done():
+                self._background_starting += 1
+                waiter.set_result(None)
+
+    def idle(self) -> bool:
+        """True when no model call runs or waits."""
+        return (
+            self._replies_running == 0
+            and not self._reply_waiters
+            and not self._background_count()
+            and not self._background_waiters
+        )
