@@ -87,7 +87,7 @@ class LLMClient:
         )
         self.base_url = loggable_url(str(self._client.base_url))
         self._reply_deadline = reply_deadline
-        self.scheduler = ModelScheduler(parallel or default_parallel(base_url))
+        self.scheduler = ModelScheduler(parallel or default_parallel(base_url), reply_deadline)
         # After "quota exhausted", calls fail fast for a while instead of hammering the API.
         self._quota_blocked_until = 0.0
         self._quota_logged_at = float("-inf")

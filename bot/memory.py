@@ -22,6 +22,7 @@ from bot.limits import Limits, Refusal
 from bot.llm import LLMClient, LLMError, StreamState, Usage
 from bot.ordering import KeyedLocks
 from bot.prompt import Prompt, PromptBuilder, PromptLimits
+from bot.scheduler import Overdue, Ticket
 from bot.summarizer import Summarizer
 from bot.tokens import Tokenizer
 from storage import Storage
@@ -157,11 +158,11 @@ class MemoryEngine:
         if refusal is not None:
             return ReplyResult(Outcome.REFUSED, refusal=refusal)
         self._in_flight.add(task)
-        self._llm_slots.enter(incoming.key.user_id)
+        ticket = self._llm_slots.enter(incoming.key.user_id)
         try:
-            return await self._reply_in_order(incoming, on_progress)
+            return await self._reply_in_order(incoming, on_progress, ticket)
         finally:
-            self._llm_slots.leave(incoming.key.user_id)
+            self._llm_slots.leave(ticket)
             self._in_flight.discard(task)
 
     async def _admit(self, key: SessionKey) -> Refusal | None:
@@ -172,16 +173,21 @@ class MemoryEngine:
         """
         wait = self._llm_slots.expected_wait(key.user_id)
         if wait > self._settings.reply_deadline_seconds:
-            return Refusal(
-                "I'm busy with a lot of messages right now. Please try again in a minute.",
-                self._clock() + min(max(wait, 10.0), 300.0),
-            )
+            return self._busy(wait)
         return self.limits.check_rate(key.user_id) or await self.limits.check_budget(key)
 
+    def _busy(self, wait: float) -> Refusal:
+        return Refusal(
+            "I'm busy with a lot of messages right now. Please try again in a minute.",
+            self._clock() + min(max(wait, 30.0), 300.0),
+        )
+
     async def _reply_in_order(
-        self, incoming: IncomingMessage, on_progress: ProgressCallback | None
+        self, incoming: IncomingMessage, on_progress: ProgressCallback | None, ticket: Ticket
     ) -> ReplyResult:
         async with self._order.hold((incoming.key.channel_id, incoming.key.user_id)):
+            if ticket.overdue:  # queued behind this user's earlier messages for too long
+                return ReplyResult(Outcome.REFUSED, refusal=self._busy(0.0))
             stored = await self.storage.messages.add(
                 incoming.key,
                 role="user",
@@ -197,14 +203,19 @@ class MemoryEngine:
             session = await self.storage.sessions.get(stored.session_id)
             assert session is not None
             prompt = await self.build_prompt(session, stored, incoming.author_name)
-            async with self._llm_slots.reply(incoming.key.user_id):
-                result = await self._answer(prompt, on_progress)
-                if result.error is not None and result.error.kind == "context_length":
-                    # The server's context is smaller than our budget: trim harder, once.
-                    prompt = await self.build_prompt(
-                        session, stored, incoming.author_name, budget_share=0.5
-                    )
+            try:
+                async with self._llm_slots.reply(ticket):
                     result = await self._answer(prompt, on_progress)
+                    if result.error is not None and result.error.kind == "context_length":
+                        # The server's context is smaller than our budget: trim harder, once.
+                        prompt = await self.build_prompt(
+                            session, stored, incoming.author_name, budget_share=0.5
+                        )
+                        result = await self._answer(prompt, on_progress)
+            except Overdue:
+                # The queue grew slower than estimated at admission: say so now, not late.
+                self._after_turn(session)
+                return ReplyResult(Outcome.REFUSED, refusal=self._busy(0.0))
             answer_tokens = self._tokenizer.count(result.text)  # once: usage and storage
             await self.limits.charge(
                 incoming.key, result.usage, lambda: prompt.tokens + answer_tokens

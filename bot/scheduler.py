@@ -13,8 +13,10 @@ The scheduler therefore never sends more requests at once than the server's para
   (closing its HTTP request frees the server); the aborted call waits and runs again later,
   so background work still completes once the bot is quiet.
 
-It also estimates how long a new reply would wait, from recent reply latencies, so the engine
-can queue what can be answered within the reply deadline and refuse only beyond it.
+It also estimates how long a reply would wait, from recent reply latencies, so the engine
+queues what can be answered within the reply deadline and refuses only beyond it. Until a
+reply has been timed the estimate is optimistic; each timed reply updates it, and a queued
+reply that can no longer be answered in time is then told so (`Overdue`) instead of waiting.
 """
 
 from __future__ import annotations
@@ -29,9 +31,22 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-# Before any reply has been timed, assume this many seconds per reply.
-PRIOR_REPLY_SECONDS = 1.0
 LATENCY_WEIGHT = 0.3  # weight of the newest reply in the moving average
+
+
+class Overdue(Exception):
+    """A queued reply can no longer be answered within the reply deadline."""
+
+
+@dataclass(eq=False, slots=True)
+class Ticket:
+    """One admitted reply, from admission until it is done."""
+
+    user_id: int
+    admitted_at: float
+    started: bool = False
+    overdue: bool = False
+    waiter: asyncio.Future[None] | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -41,14 +56,15 @@ class _Background:
 
 
 class ModelScheduler:
-    def __init__(self, parallel: int) -> None:
+    def __init__(self, parallel: int, deadline: float = float("inf")) -> None:
         self.parallel = max(parallel, 1)
+        self.deadline = deadline
         self._replies_running = 0
         self._reply_waiters: OrderedDict[int, deque[asyncio.Future[None]]] = OrderedDict()
         self._background: list[_Background] = []
         self._background_starting = 0
         self._background_waiters: deque[asyncio.Future[None]] = deque()
-        self._queued: Counter[int] = Counter()  # replies admitted and not done, per user
+        self._tickets: list[Ticket] = []  # admitted and not done, oldest first
         self._reply_seconds: float | None = None
         self.preemptions = 0
 
@@ -56,49 +72,87 @@ class ModelScheduler:
 
     @property
     def reply_seconds(self) -> float:
-        """The recent time one reply holds a slot (a moving average)."""
-        return PRIOR_REPLY_SECONDS if self._reply_seconds is None else self._reply_seconds
+        """The recent time one reply holds a slot (a moving average; 0 until one is timed)."""
+        return self._reply_seconds or 0.0
 
     def expected_wait(self, user_id: int) -> float:
         """Seconds until a new reply of `user_id` would be answered, queued behind the others
-        (0 when nothing is ahead of it: then only its own generation time is left).
+        (0 when a slot is free for it: then only its own generation time is left)."""
+        return self._answered_after(self._ahead(user_id, self._waiting_of(user_id)))
 
-        Replies are served round-robin by user: before this user's (k+1)-th reply, every other
-        user gets at most k+1 of theirs.
-        """
-        own = self._queued[user_id]
-        ahead = own + sum(
-            min(count, own + 1) for user, count in self._queued.items() if user != user_id
-        )
-        if ahead == 0:
+    def enter(self, user_id: int) -> Ticket:
+        """A reply of `user_id` was admitted; `leave` when it is done."""
+        ticket = Ticket(user_id, time.monotonic())
+        self._tickets.append(ticket)
+        return ticket
+
+    def leave(self, ticket: Ticket) -> None:
+        self._tickets.remove(ticket)
+
+    def _waiting_of(self, user_id: int) -> int:
+        return sum(1 for t in self._tickets if t.user_id == user_id and not t.started)
+
+    def _ahead(self, user_id: int, index: int, admitted_at: float = float("inf")) -> int:
+        """Replies served before the `index`-th waiting reply of `user_id` (admitted at
+        `admitted_at`): the running ones, and, users taking turns, every other user's waiting
+        replies of an earlier turn, and of the same turn when admitted earlier."""
+        turns: dict[int, list[float]] = {}
+        for ticket in self._tickets:
+            if not ticket.started and ticket.user_id != user_id:
+                turns.setdefault(ticket.user_id, []).append(ticket.admitted_at)
+        others = 0
+        for times in turns.values():
+            others += min(len(times), index)
+            if len(times) > index and times[index] < admitted_at:
+                others += 1
+        return self._replies_running + index + others
+
+    def _answered_after(self, ahead: int) -> float:
+        if ahead < self.parallel:
             return 0.0
-        return (ahead / self.parallel + 1) * self.reply_seconds
+        return (ahead // self.parallel + 1) * self.reply_seconds
 
-    def enter(self, user_id: int) -> None:
-        """A reply of `user_id` was admitted; call `leave` when it is done."""
-        self._queued[user_id] += 1
-
-    def leave(self, user_id: int) -> None:
-        self._queued[user_id] -= 1
-        if self._queued[user_id] <= 0:
-            del self._queued[user_id]
+    def _prune(self) -> None:
+        """Tell queued replies that can no longer be answered in time (the estimate changed)."""
+        now = time.monotonic()
+        seen: Counter[int] = Counter()
+        for ticket in [t for t in self._tickets if not t.started and not t.overdue]:
+            index = seen[ticket.user_id]
+            seen[ticket.user_id] += 1
+            ahead = self._ahead(ticket.user_id, index, ticket.admitted_at)
+            if ahead < self.parallel:
+                continue
+            if now - ticket.admitted_at + self._answered_after(ahead) > self.deadline:
+                ticket.overdue = True
+                if ticket.waiter is not None and not ticket.waiter.done():
+                    ticket.waiter.set_exception(Overdue())
+                    self._forget_reply_waiter(ticket)
 
     # -- replies -----------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def reply(self, user_id: int) -> AsyncIterator[None]:
-        """Hold one of the server's slots for a reply (waiting for one, replies first)."""
+    async def reply(self, ticket: Ticket) -> AsyncIterator[None]:
+        """Hold one of the server's slots for a reply (waiting for one, replies first).
+
+        Raises Overdue, before the slot, when the reply can no longer be answered in time.
+        """
+        if ticket.overdue:
+            raise Overdue()
         if self._free_slots() > 0 and not self._reply_waiters:
             self._replies_running += 1
         else:
             waiter = asyncio.get_running_loop().create_future()
-            self._reply_waiters.setdefault(user_id, deque()).append(waiter)
+            ticket.waiter = waiter
+            self._reply_waiters.setdefault(ticket.user_id, deque()).append(waiter)
             self._preempt_background()
             try:
                 await waiter
             except asyncio.CancelledError:
-                self._forget_reply_waiter(user_id, waiter)
+                self._forget_reply_waiter(ticket)
                 raise
+            finally:
+                ticket.waiter = None
+        ticket.started = True
         started = time.monotonic()
         try:
             yield
@@ -107,23 +161,27 @@ class ModelScheduler:
             self._note_latency(time.monotonic() - started)
             self._dispatch()
 
-    def _forget_reply_waiter(self, user_id: int, waiter: asyncio.Future[None]) -> None:
-        if waiter.done() and not waiter.cancelled():
+    def _forget_reply_waiter(self, ticket: Ticket) -> None:
+        waiter = ticket.waiter
+        if waiter is None:
+            return
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
             # The slot was handed over just as the wait was cancelled: pass it on.
             self._replies_running -= 1
             self._dispatch()
             return
-        queue = self._reply_waiters.get(user_id)
+        queue = self._reply_waiters.get(ticket.user_id)
         if queue is not None and waiter in queue:
             queue.remove(waiter)
             if not queue:
-                del self._reply_waiters[user_id]
+                del self._reply_waiters[ticket.user_id]
 
     def _note_latency(self, seconds: float) -> None:
         if self._reply_seconds is None:
             self._reply_seconds = seconds
         else:
             self._reply_seconds += LATENCY_WEIGHT * (seconds - self._reply_seconds)
+        self._prune()
 
     # -- background --------------------------------------------------------------------------
 

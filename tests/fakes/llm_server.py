@@ -35,6 +35,27 @@ For a chat call the answer text comes from, in order:
 Token counts in ``usage`` are a rough approximation, not a tokenizer: each message (or
 embedding input, or answer) counts ``len(text) // 4 + 1`` tokens.
 
+Server behaviours
+-----------------
+Attributes that make the fake behave like servers in the field (see RELIABILITY.md):
+
+* ``unsupported``: a set of names the server refuses with HTTP 400: ``"max_tokens"`` or
+  ``"max_completion_tokens"`` (OpenAI's ``unsupported_parameter``), ``"json_object"`` (LM
+  Studio's answer to ``response_format`` ``json_object``), ``"json_schema"``.
+* ``think``: the answer comes after a thought: ``"whole"`` (``<think>…</think>`` in one chunk),
+  ``"split"`` (the tags split over chunks), ``"unclosed"`` (``<think>…`` never closed, the
+  stream ends at ``length``), ``"reasoning_content"`` (the thought in ``reasoning_content``
+  deltas, or in the message's ``reasoning_content`` field when not streaming).
+* ``slots``: at most this many chat requests are served at once; the others queue (Ollama,
+  llama.cpp). A client that disconnects frees its slot at once.
+* ``interrupt_running``: a new chat request ends the running ones at once, their streams
+  stopping without a finish reason (llama-cpp-python's server by default).
+* ``usage_chunk``: False sends no usage chunk even when asked (llama-cpp-python).
+* ``latency_for``: a function of the request body giving its latency, instead of ``latency``.
+
+``peak_active`` is the most chat requests the fake served at once; ``interrupted`` counts the
+requests cut by ``interrupt_running``; ``abandoned`` counts those the client closed early.
+
 Failures
 --------
 `fail_next` queues failures. Each chat call that reaches the server takes the first queued
@@ -50,6 +71,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import inspect
 import itertools
@@ -195,6 +217,17 @@ def _split_for_stream(text: str) -> list[str]:
     return ["".join(words[i : i + step]) for i in range(0, len(words), step)]
 
 
+def _split_tags(pieces: list[str]) -> list[str]:
+    """Re-split stream pieces so that every <think> and </think> tag spans two chunks."""
+    text = "".join(pieces)
+    cuts = sorted(
+        {m.start() + 3 for m in re.finditer(r"</?think>", text)}
+        | {sum(len(p) for p in pieces[:i]) for i in range(1, len(pieces))}
+    )
+    bounds = [0, *[c for c in cuts if 0 < c < len(text)], len(text)]
+    return [text[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+
+
 def _embedding_vector(text: str, dimensions: int) -> list[float]:
     """A deterministic unit vector of `dimensions` floats derived from SHA-256 of `text`."""
     raw = b""
@@ -241,6 +274,20 @@ class FakeLLM:
         self.stream_chunk_delay: float = stream_chunk_delay
         self.models: list[str] = list(models)
         self.embedding_dimensions: int = embedding_dimensions
+        self.unsupported: set[str] = set()
+        self.think: str | None = None
+        self.thought: str = "Let me think about what they asked. Hmm, maybe <b>tags</b>."
+        self.slots: int | None = None
+        self.interrupt_running: bool = False
+        self.usage_chunk: bool = True
+        self.latency_for: Callable[[dict[str, Any]], float] | None = None
+        self.active = 0
+        self.peak_active = 0
+        self.interrupted = 0
+        self.abandoned = 0
+        self._slot_lock = asyncio.Condition()
+        self._slot_users = 0
+        self._running: list[asyncio.Event] = []
 
         self.requests: list[RecordedCall] = []
         self.chat_calls: list[dict[str, Any]] = []
@@ -431,6 +478,49 @@ class FakeLLM:
             return False
         return True
 
+    async def _work(
+        self, request: web.Request, seconds: float, interrupt: asyncio.Event | None
+    ) -> str | None:
+        """Sleep like generating for `seconds`; say why it stopped early, or None.
+
+        Polls the connection, as a real server does between tokens, so a client that gave up
+        frees its slot at once; "interrupted" when a newer request cut this one.
+        """
+        deadline = time.monotonic() + seconds
+        while True:
+            if self._closing.is_set():
+                return "closing"
+            if interrupt is not None and interrupt.is_set():
+                return "interrupted"
+            if request.transport is None or request.transport.is_closing():
+                self.abandoned += 1
+                return "gone"
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            await asyncio.sleep(min(left, 0.01))
+
+    async def _take_slot(self, request: web.Request) -> bool:
+        """Wait for a free slot (`slots`); False when the client went away meanwhile."""
+        if self.slots is None:
+            return True
+        async with self._slot_lock:
+            while self._slot_users >= self.slots:
+                if request.transport is None or request.transport.is_closing():
+                    self.abandoned += 1
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slot_lock.wait(), timeout=0.01)
+            self._slot_users += 1
+        return True
+
+    async def _give_slot(self) -> None:
+        if self.slots is None:
+            return
+        async with self._slot_lock:
+            self._slot_users -= 1
+            self._slot_lock.notify_all()
+
     def _next_id(self, prefix: str) -> str:
         return f"{prefix}-fake{next(self._ids)}"
 
@@ -539,13 +629,69 @@ class FakeLLM:
         self.chat_calls.append(body)
         async with self._chat_arrived:
             self._chat_arrived.notify_all()
+        refusal = self._unsupported_response(body)
+        if refusal is not None:
+            return refusal
+        if self.interrupt_running:
+            for running in self._running:
+                running.set()
+        if not await self._take_slot(request):
+            return self._drop(request)
+        interrupt = asyncio.Event()
+        self._running.append(interrupt)
+        self.active += 1
+        self.peak_active = max(self.peak_active, self.active)
+        try:
+            return await self._serve_chat(request, body, interrupt)
+        finally:
+            self.active -= 1
+            self._running.remove(interrupt)
+            await self._give_slot()
+
+    def _unsupported_response(self, body: dict[str, Any]) -> web.Response | None:
+        """The 400 a server answers to a parameter it does not take (see `unsupported`)."""
+        for name in ("max_tokens", "max_completion_tokens"):
+            if name in self.unsupported and name in body:
+                other = "max_completion_tokens" if name == "max_tokens" else "max_tokens"
+                return self._error(
+                    400,
+                    f"Unsupported parameter: '{name}' is not supported with this model. "
+                    f"Use '{other}' instead.",
+                    "invalid_request_error",
+                    code="unsupported_parameter",
+                    param=name,
+                )
+        response_format = body.get("response_format")
+        kind = response_format.get("type") if isinstance(response_format, dict) else None
+        if kind == "json_object" and "json_object" in self.unsupported:
+            # LM Studio's answer: a bare string under "error".
+            return web.json_response(
+                {"error": "'response_format.type' must be 'json_schema' or 'text'"}, status=400
+            )
+        if kind == "json_schema" and "json_schema" in self.unsupported:
+            return self._error(
+                400,
+                "response_format of type json_schema is not supported",
+                "invalid_request_error",
+                param="response_format",
+            )
+        return None
+
+    async def _serve_chat(
+        self, request: web.Request, body: dict[str, Any], interrupt: asyncio.Event
+    ) -> web.StreamResponse:
         json_mode = _is_json_mode(body)
         failure = self._take_failure(json_mode)
         kind = failure.kind if failure else None
         options = failure.options if failure else {}
 
-        if await self._sleep(self.latency):
+        latency = self.latency if self.latency_for is None else self.latency_for(body)
+        stopped = await self._work(request, latency, interrupt)
+        if stopped in ("closing", "gone"):
             return self._drop(request)
+        if stopped == "interrupted":
+            self.interrupted += 1
+            return await self._interrupted_answer(request, body)
         if failure is not None:
             error = self._failure_response(failure, body)
             if error is not None:
@@ -576,6 +722,13 @@ class FakeLLM:
             finish_reason = "length"
         if kind == "no_finish":
             finish_reason = None
+        thought = ""
+        if self.think in ("whole", "split"):
+            text = f"<think>{self.thought}</think>\n\n{text}"
+        elif self.think == "unclosed":
+            text, finish_reason = f"<think>{self.thought} and more thinking", "length"
+        elif self.think == "reasoning_content":
+            thought = self.thought
 
         prompt_tokens = sum(
             approx_tokens(message_text(m)) for m in body["messages"] if isinstance(m, dict)
@@ -597,7 +750,7 @@ class FakeLLM:
         # For "stream_cut": how many content chunks to send before dropping (-1: half).
         cut_after: int | None = int(options.get("after", -1)) if kind == "stream_cut" else None
         if body.get("stream"):
-            return await self._stream_answer(request, body, answer, cut_after)
+            return await self._stream_answer(request, body, answer, cut_after, thought, interrupt)
         payload = {
             "id": answer.completion_id,
             "object": "chat.completion",
@@ -607,7 +760,12 @@ class FakeLLM:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "message": {
+                        "role": "assistant",
+                        "content": text,
+                        "refusal": None,
+                        **({"reasoning_content": thought} if thought else {}),
+                    },
                     "logprobs": None,
                     "finish_reason": finish_reason,
                 }
@@ -638,11 +796,15 @@ class FakeLLM:
         body: dict[str, Any],
         answer: _Answer,
         cut_after: int | None,
+        thought: str = "",
+        interrupt: asyncio.Event | None = None,
     ) -> web.StreamResponse:
         """Send `answer` as SSE chunks; with `cut_after` set, drop the connection early."""
         stream_options = body.get("stream_options")
-        include_usage = isinstance(stream_options, dict) and bool(
-            stream_options.get("include_usage")
+        include_usage = (
+            isinstance(stream_options, dict)
+            and bool(stream_options.get("include_usage"))
+            and self.usage_chunk
         )
         created = int(time.time())
 
@@ -662,7 +824,13 @@ class FakeLLM:
             return data
 
         pieces = _split_for_stream(answer.text)
+        if self.think == "split":
+            pieces = _split_tags(pieces)
         events: list[dict[str, Any]] = [chunk({"role": "assistant", "content": ""}, None)]
+        events += [
+            chunk({"content": None, "reasoning_content": piece}, None)
+            for piece in _split_for_stream(thought)
+        ]
         events += [chunk({"content": piece}, None) for piece in pieces]
         if cut_after is not None:
             keep = max(1, len(pieces) // 2) if cut_after < 0 else cut_after
@@ -688,6 +856,12 @@ class FakeLLM:
             for index, event in enumerate(events):
                 if index and await self._sleep(self.stream_chunk_delay):
                     return self._drop(request)
+                if interrupt is not None and interrupt.is_set():
+                    # Cut by a newer request: the stream just ends, without a finish reason.
+                    self.interrupted += 1
+                    await response.write(b"data: [DONE]\n\n")
+                    await response.write_eof()
+                    return response
                 await response.write(f"data: {json.dumps(event)}\n\n".encode())
             if cut_after is not None:
                 return self._drop(request)
@@ -695,6 +869,35 @@ class FakeLLM:
             await response.write_eof()
         except ConnectionResetError:
             pass  # the client went away; nothing more to do
+        return response
+
+    async def _interrupted_answer(
+        self, request: web.Request, body: dict[str, Any]
+    ) -> web.StreamResponse:
+        """What a request cut before its first token gets: nothing, and no finish reason."""
+        completion_id, model = self._next_id("chatcmpl"), str(body.get("model", ""))
+        if not body.get("stream"):
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": ""},
+                "finish_reason": None,
+            }
+            return web.json_response(
+                {
+                    "id": completion_id,
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [choice],
+                }
+            )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        try:
+            await response.prepare(request)
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+        except ConnectionResetError:
+            pass
         return response
 
     async def _list_models(self, request: web.Request) -> web.Response:
