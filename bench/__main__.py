@@ -24,6 +24,7 @@ from pathlib import Path
 from bench import (
     conversation_cost,
     footprint,
+    one_slot,
     reply_path,
     startup,
     storage_speed,
@@ -48,6 +49,7 @@ class Benchmark:
 BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("1", "Reply-path overhead through the loopback Discord", reply_path.run),
     Benchmark("2", "Summarizing turns (LLM latency 200 ms)", summarizing_turns.run),
+    Benchmark("2b", "One-slot server: replies first, background calls of 4 s", one_slot.run),
     Benchmark("3, 4", "Tokens and LLM calls over a long conversation", conversation_cost.run),
     Benchmark("5", "Throughput: 100 sessions at once through the whole bot", throughput.run),
     Benchmark("6", "Storage at scale", storage_speed.run),
