@@ -18,7 +18,8 @@ from bot.config import Settings
 from bot.llm import LLMClient, check_model_server, parse_json_answer
 from bot.memory import THINKING, IncomingMessage, MemoryEngine, Outcome
 from storage.models import SessionKey
-from tests.conftest import Engines, SettingsFactory
+from tests.conftest import Bots, Engines, SettingsFactory
+from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM, message_text
 
 ALICE = SessionKey(guild_id=100, channel_id=10, user_id=1)
@@ -335,3 +336,39 @@ async def test_start_up_check_warns_about_a_url_without_scheme(
     settings = make_settings(openai_base_url=f"127.0.0.1:{fake_llm.port}/v1")
     [line] = await check_warnings(caplog, settings, fake_llm)
     assert "needs a scheme" in line
+
+
+# -- what the user sees, and MODEL_PARALLEL's default --------------------------------------
+
+
+async def test_discord_shows_thinking_then_the_answer(
+    bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM
+) -> None:
+    await bots.start()
+    fake_llm.think = "reasoning_content"
+    fake_llm.thought = "one two three four five six seven eight nine ten eleven twelve"
+    fake_llm.stream_chunk_delay = 0.05
+    d = fake_discord
+    await d.send_message(d.alice, d.CHANNEL_ID, "hi", mention_bot=True)
+    reply = await d.next_bot_message(d.CHANNEL_ID)
+    assert await d.final_text(reply, quiet=0.5) == "echo: hi"
+    assert reply.history[0] == "-# thinking…"
+    assert not any("seven" in text for text in reply.history)
+
+
+@pytest.mark.parametrize(
+    ("base_url", "parallel"),
+    [
+        ("", 8),  # OpenAI
+        ("https://api.openai.com/v1", 8),
+        ("http://localhost:11434/v1", 1),
+        ("http://127.0.0.1:8080/v1", 1),
+        ("http://192.168.1.20:1234/v1", 1),
+        ("https://openrouter.ai/api/v1", 4),
+    ],
+)
+def test_model_parallel_defaults_by_server(
+    make_settings: SettingsFactory, base_url: str, parallel: int
+) -> None:
+    assert make_settings(openai_base_url=base_url).model_parallel == parallel
+    assert make_settings(openai_base_url=base_url, model_parallel=3).model_parallel == 3
