@@ -90,18 +90,34 @@ class ModelScheduler:
         self._tickets.remove(ticket)
 
     def _waiting_of(self, user_id: int) -> int:
-        return sum(1 for t in self._tickets if t.user_id == user_id and not t.started)
+        return sum(1 for t in self._tickets if t.user_id == user_id and self._queued(t))
 
-    def _ahead(self, user_id: int, index: int, admitted_at: float = float("inf")) -> int:
-        """Replies served before the `index`-th waiting reply of `user_id` (admitted at
-        `admitted_at`): the running ones, and, users taking turns, every other user's waiting
-        replies of an earlier turn, and of the same turn when admitted earlier."""
+    @staticmethod
+    def _queued(ticket: Ticket) -> bool:
+        return not ticket.started and not ticket.overdue
+
+    def _turns(self) -> dict[int, list[float]]:
+        """Each user's queued replies, by admission time, oldest first."""
         turns: dict[int, list[float]] = {}
         for ticket in self._tickets:
-            if not ticket.started and ticket.user_id != user_id:
+            if self._queued(ticket):
                 turns.setdefault(ticket.user_id, []).append(ticket.admitted_at)
+        return turns
+
+    def _ahead(
+        self,
+        user_id: int,
+        index: int,
+        admitted_at: float = float("inf"),
+        turns: dict[int, list[float]] | None = None,
+    ) -> int:
+        """Replies served before the `index`-th queued reply of `user_id` (admitted at
+        `admitted_at`): the running ones, and, users taking turns, every other user's queued
+        replies of an earlier turn, and of the same turn when admitted earlier."""
         others = 0
-        for times in turns.values():
+        for user, times in (self._turns() if turns is None else turns).items():
+            if user == user_id:
+                continue
             others += min(len(times), index)
             if len(times) > index and times[index] < admitted_at:
                 others += 1
@@ -115,11 +131,12 @@ class ModelScheduler:
     def _prune(self) -> None:
         """Tell queued replies that can no longer be answered in time (the estimate changed)."""
         now = time.monotonic()
+        turns = self._turns()
         seen: Counter[int] = Counter()
-        for ticket in [t for t in self._tickets if not t.started and not t.overdue]:
+        for ticket in [t for t in self._tickets if self._queued(t)]:
             index = seen[ticket.user_id]
             seen[ticket.user_id] += 1
-            ahead = self._ahead(ticket.user_id, index, ticket.admitted_at)
+            ahead = self._ahead(ticket.user_id, index, ticket.admitted_at, turns)
             if ahead < self.parallel:
                 continue
             if now - ticket.admitted_at + self._answered_after(ahead) > self.deadline:

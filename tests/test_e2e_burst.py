@@ -18,9 +18,7 @@ PER_USER = 10
 FIRST_ID = 1_400_000_000_000_100_000
 
 
-async def test_burst_of_200_is_answered_by_the_model(
-    bots: Bots, fake_discord: FakeDiscord
-) -> None:
+async def test_burst_of_200_is_answered_by_the_model(bots: Bots, fake_discord: FakeDiscord) -> None:
     # The test's short deadline (10 s) is for failing fast elsewhere; production's is 120 s.
     await bots.start(reply_deadline_seconds=60)
     d = fake_discord
