@@ -60,13 +60,14 @@ async def test_server_over_budget_loses_background_work_first(
 
 async def test_busy_past_what_the_deadline_allows(engines: Engines, fake_llm: FakeLLM) -> None:
     """Messages queue while their expected wait fits in the deadline; only the rest are busy."""
-    engine = await engines.start(model_parallel=1, reply_deadline_seconds=1.8)
+    engine = await engines.start(model_parallel=1, reply_deadline_seconds=1.95)
     fake_llm.latency = 0.5
     assert (await say(engine, SessionKey(100, 10, 9))).outcome is Outcome.ANSWERED  # timed
     users = [SessionKey(100, 10, user) for user in range(10, 16)]
     results = await asyncio.gather(*(say(engine, key) for key in users))
     outcomes = [r.outcome for r in results]
-    # 0.5 s each, one at a time: answered after 0.5, 1.0, 1.5 s fit in 1.8 s; 2.0 s does not.
+    # 0.5 s each (up to 0.65 s on a busy machine), one at a time: answered after 0.5, 1.0,
+    # 1.5 s fit in 1.95 s; 2.0 s does not.
     assert outcomes.count(Outcome.ANSWERED) == 3
     assert outcomes.count(Outcome.REFUSED) == 3
     busy = [r for r in results if r.refusal]
