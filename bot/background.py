@@ -2,7 +2,9 @@
 
 A job reads its input from the database and writes its result with a compare-and-set on a
 watermark, so running one again is always safe; coalescing only saves calls. Scheduling a job
-that is already running marks it to run once more when it finishes.
+that is already running marks it to run once more when it finishes. Where several processes share
+the database, each attempt first claims a lease on its work (see `JobLeases`), so two processes
+never make the same model call; a process that dies leaves a lease that expires.
 """
 
 from __future__ import annotations
@@ -11,11 +13,37 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
 Job = Callable[[], Awaitable[None]]
 JobKey = tuple[str, int]
+
+
+class JobLeases(Protocol):
+    """Claims the right to run a job's work, fleet-wide."""
+
+    async def claim(self, kind: str, session_id: int) -> bool: ...
+
+    async def release(self, kind: str, session_id: int) -> None: ...
+
+    @property
+    def renew_every(self) -> float:
+        """How often a running job renews its claim (claiming again renews it)."""
+        ...
+
+
+class _NoLeases:
+    """One process alone: every claim succeeds."""
+
+    renew_every = 3600.0
+
+    async def claim(self, kind: str, session_id: int) -> bool:
+        return True
+
+    async def release(self, kind: str, session_id: int) -> None:
+        return None
 
 
 class RetryableJobError(Exception):
@@ -24,9 +52,14 @@ class RetryableJobError(Exception):
 
 class BackgroundJobs:
     def __init__(
-        self, concurrency: int, *, retry_delays: Sequence[float] = (2.0, 10.0, 30.0)
+        self,
+        concurrency: int,
+        *,
+        retry_delays: Sequence[float] = (2.0, 10.0, 30.0),
+        leases: JobLeases | None = None,
     ) -> None:
         self._slots = asyncio.Semaphore(concurrency)
+        self._leases = leases or _NoLeases()
         self._retry_delays = tuple(retry_delays)
         self._tasks: dict[JobKey, asyncio.Task[None]] = {}
         self._again: dict[JobKey, Job] = {}
@@ -94,6 +127,33 @@ class BackgroundJobs:
             task.cancel()
         await asyncio.gather(*still_running, return_exceptions=True)
 
+    async def _run_leased(self, key: JobKey, job: Job) -> bool:
+        """Run `job` under its lease; False when another process holds it (that process
+        does the work, and a sweep reschedules it if that process dies)."""
+        kind, session_id = key
+        if not await self._leases.claim(kind, session_id):
+            log.debug("%s job for session %s runs elsewhere", kind, session_id)
+            return False
+        renewer = asyncio.create_task(self._keep_lease(kind, session_id))
+        try:
+            await job()
+        finally:
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
+            await self._leases.release(kind, session_id)
+        return True
+
+    async def _keep_lease(self, kind: str, session_id: int) -> None:
+        """Renew the claim while the job runs (it may wait for the model a long time)."""
+        while True:
+            await asyncio.sleep(self._leases.renew_every)
+            try:
+                await self._leases.claim(kind, session_id)
+            except Exception as error:  # the lease then expires; the work's result is CAS-safe
+                log.warning(
+                    "Could not renew the %s lease of session %s: %s", kind, session_id, error
+                )
+
     def _fire_timer(self, key: JobKey, job: Job) -> None:
         self._timers.pop(key, None)
         self.schedule(key[0], key[1], job)
@@ -113,7 +173,8 @@ class BackgroundJobs:
         for attempt, delay in enumerate((*self._retry_delays, None), start=1):
             try:
                 async with self._slots:
-                    await job()
+                    if not await self._run_leased(key, job):
+                        return
                 self.completed += 1
                 return
             except (RetryableJobError, sqlite3.OperationalError) as error:

@@ -10,6 +10,8 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
+from typing import Any
 
 import aiosqlite
 import discord
@@ -27,10 +29,11 @@ log = logging.getLogger(__name__)
 EXPIRED_INTERACTION = 10062  # Discord's "Unknown interaction": answered after its deadline
 EXTENSIONS = ("cogs.chat", "cogs.memory", "cogs.facts")
 SYNC_FINGERPRINT_KEY = "command_sync_fingerprint"
+SYNC_CLAIM_SECONDS = 300.0
 SHUTDOWN_GRACE_SECONDS = 4.0  # hosts send SIGKILL ~10 s after SIGTERM
 
 
-class MemoryBot(commands.Bot):
+class MemoryBot(commands.AutoShardedBot):
     def __init__(self, settings: Settings, *, guild_ready_timeout: float = 2.0) -> None:
         # Only the events Mnemo uses: less gateway traffic, less to keep in memory.
         intents = discord.Intents(
@@ -45,12 +48,15 @@ class MemoryBot(commands.Bot):
             allowed_mentions=discord.AllowedMentions.none(),
             help_command=None,
             guild_ready_timeout=guild_ready_timeout,
+            **_shard_options(settings),
         )
         self.settings = settings
         self._storage: Storage | None = None
         self._llm: LLMClient | None = None
         self._engine: MemoryEngine | None = None
         self._shutdown: asyncio.Future[None] | None = None
+        self._identify_concurrency = 1  # Discord's max_concurrency, read in setup_hook
+        self._login_started = False
 
     @property
     def engine(self) -> MemoryEngine:
@@ -64,6 +70,10 @@ class MemoryBot(commands.Bot):
             raise RuntimeError("the bot is not set up yet")
         return self._storage
 
+    async def login(self, token: str) -> None:
+        self._login_started = True
+        await super().login(token)
+
     async def setup_hook(self) -> None:
         settings = self.settings
         tokenizer = await load_tokenizer(settings.chat_model, settings.tokenizer_encoding)
@@ -76,6 +86,7 @@ class MemoryBot(commands.Bot):
             reply_deadline=settings.reply_deadline_seconds,
         )
         await check_model_server(self._llm, settings)  # one warning line if it looks wrong
+        self._identify_concurrency = await self._read_identify_concurrency()
         self._engine = MemoryEngine(self._storage, self._llm, tokenizer, settings)
         await self._engine.start()
         for extension in EXTENSIONS:
@@ -88,6 +99,27 @@ class MemoryBot(commands.Bot):
             settings.chat_model,
             tokenizer.name,
         )
+
+    async def _read_identify_concurrency(self) -> int:
+        """Discord's `max_concurrency`: how many shards may IDENTIFY per 5 s."""
+        _, _, limit = await self.http.get_bot_gateway()
+        if limit["remaining"] < 50:
+            log.warning(
+                "Discord allows only %d more logins in the next %.0f h for this token;"
+                " past that it resets the token",
+                limit["remaining"],
+                limit["reset_after"] / 3_600_000,
+            )
+        return max(int(limit["max_concurrency"]), 1)
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """Pace logins across every process of the fleet: one IDENTIFY per 5 s in each of
+        Discord's `max_concurrency` buckets, claimed in the shared database (this replaces
+        discord.py's default 5 s sleep before a re-IDENTIFY, which paced one process only)."""
+        bucket = (shard_id or 0) % self._identify_concurrency
+        while (wait := await self.storage.fleet.claim_identify(bucket, now=time.time())) > 0:
+            log.debug("Shard %s waits %.1f s for its login slot", shard_id, wait)
+            await asyncio.sleep(wait)
 
     async def sync_commands(self) -> None:
         """Make the slash commands visible where users are.
@@ -105,6 +137,10 @@ class MemoryBot(commands.Bot):
         fingerprint = self.command_fingerprint()
         if await self.storage.state.get(SYNC_FINGERPRINT_KEY) == fingerprint:
             log.info("Slash commands unchanged since the last sync; not syncing")
+            return
+        # Processes of a fleet start together: one of them syncs, the others see its result.
+        if not await self.engine.fleet.claim_period("command-sync", SYNC_CLAIM_SECONDS):
+            log.info("Another process is syncing the slash commands")
             return
         synced = await self.tree.sync()
         await self.storage.state.set(SYNC_FINGERPRINT_KEY, fingerprint)
@@ -150,7 +186,9 @@ class MemoryBot(commands.Bot):
         disconnect, stop background work and close what setup_hook opened."""
         if self._engine is not None:
             await self._engine.drain(SHUTDOWN_GRACE_SECONDS)
-        await super().close()
+        if self._login_started:
+            # (The sharded client can only close what login set up.)
+            await super().close()
         if self._engine is not None:
             await self._engine.close(SHUTDOWN_GRACE_SECONDS)
         if self._llm is not None:
@@ -158,6 +196,16 @@ class MemoryBot(commands.Bot):
         if self._storage is not None:
             await self._storage.close()
         log.info("Mnemo stopped cleanly")
+
+
+def _shard_options(settings: Settings) -> dict[str, Any]:
+    """No SHARD_COUNT: discord.py asks Discord how many shards to run, and runs them all here."""
+    options: dict[str, Any] = {}
+    if settings.shard_count:
+        options["shard_count"] = settings.shard_count
+    if settings.shard_ids:
+        options["shard_ids"] = list(settings.shard_ids)
+    return options
 
 
 async def send_ephemeral(interaction: discord.Interaction, text: str) -> None:

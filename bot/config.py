@@ -56,6 +56,7 @@ class Settings:
     facts_batch_messages: int
     facts_idle_seconds: float
     background_concurrency: int
+    job_lease_seconds: float  # a background job's claim; a dead process's jobs move after it
     retention_days: int
     # Limits (0 = unlimited).
     user_messages_per_minute: int
@@ -67,6 +68,9 @@ class Settings:
     # Discord.
     message_content_intent: bool
     dev_guild_id: int  # slash commands sync to this server at start-up (0 = global)
+    # Sharding: SHARD_COUNT 0 = as many shards as Discord recommends, all in this process.
+    shard_count: int
+    shard_ids: tuple[int, ...]  # the shards this process runs (empty = all of them)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -96,6 +100,7 @@ class Settings:
             facts_batch_messages=reader.integer("FACTS_BATCH_MESSAGES", 10, minimum=1),
             facts_idle_seconds=reader.number("FACTS_IDLE_SECONDS", 300.0, minimum=0.0),
             background_concurrency=reader.integer("BACKGROUND_CONCURRENCY", 2, minimum=1),
+            job_lease_seconds=reader.number("JOB_LEASE_SECONDS", 60.0, minimum=1.0),
             retention_days=reader.integer("RETENTION_DAYS", 30, minimum=0),
             user_messages_per_minute=reader.integer("USER_MESSAGES_PER_MINUTE", 10, minimum=0),
             user_daily_tokens=reader.integer("USER_DAILY_TOKENS", 0, minimum=0),
@@ -104,8 +109,11 @@ class Settings:
             or default_parallel(base_url),
             message_content_intent=reader.boolean("MESSAGE_CONTENT_INTENT", True),
             dev_guild_id=reader.integer("DEV_GUILD_ID", 0, minimum=0),
+            shard_count=reader.integer("SHARD_COUNT", 0, minimum=0),
+            shard_ids=reader.integers("SHARD_IDS"),
         )
         settings._check_budgets()
+        settings._check_shards()
         return settings
 
     def _check_budgets(self) -> None:
@@ -114,6 +122,18 @@ class Settings:
             raise ConfigError(
                 "MAX_PROMPT_TOKENS must be larger than MAX_MESSAGE_TOKENS + SUMMARY_MAX_TOKENS"
                 f" + FACTS_MAX_TOKENS ({fixed}); see .env.example"
+            )
+
+    def _check_shards(self) -> None:
+        if not self.shard_ids:
+            return
+        if self.shard_count == 0:
+            raise ConfigError("SHARD_IDS needs SHARD_COUNT (the fleet's total); see .env.example")
+        wrong = [shard for shard in self.shard_ids if shard >= self.shard_count]
+        if wrong:
+            raise ConfigError(
+                f"SHARD_IDS must be below SHARD_COUNT ({self.shard_count}), got {wrong[0]};"
+                " see .env.example"
             )
 
 
@@ -156,6 +176,19 @@ class _Reader:
         if value < minimum:
             raise ConfigError(f"{name} must be at least {minimum}, got {value}; see .env.example")
         return value
+
+    def integers(self, name: str) -> tuple[int, ...]:
+        """A comma-separated list of whole numbers (ids, shard numbers); empty when unset."""
+        raw = self._env.get(name, "").strip()
+        try:
+            values = tuple(int(part) for part in raw.replace(" ", "").split(",") if part)
+        except ValueError:
+            raise ConfigError(
+                f"{name} must be whole numbers separated by commas, got {raw!r}; see .env.example"
+            ) from None
+        if any(value < 0 for value in values):
+            raise ConfigError(f"{name} must not hold negative numbers; see .env.example")
+        return values
 
     def number(self, name: str, default: float, *, minimum: float) -> float:
         raw = self._env.get(name, "").strip()

@@ -18,6 +18,7 @@ from functools import partial
 from bot.background import BackgroundJobs
 from bot.config import Settings
 from bot.facts import FactExtractor
+from bot.fleet import Fleet
 from bot.limits import Limits, Refusal
 from bot.llm import LLMClient, LLMError, StreamState, Usage
 from bot.ordering import KeyedLocks
@@ -42,6 +43,7 @@ class Status(str):
 THINKING = Status("thinking…")
 WINDOW_FETCH_BATCH = 64
 RETENTION_INTERVAL_SECONDS = 24 * 3600
+RETENTION_CHECK_SECONDS = 3600  # how often a process asks whether today's pass is due
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +107,14 @@ class MemoryEngine:
         self._order = KeyedLocks()
         self._in_flight: set[asyncio.Task[object]] = set()
         self._accepting = True
-        self._retention: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
         self.limits = Limits(settings, storage.usage, clock=clock)
         llm.set_parallel(settings.model_parallel)
         self._llm_slots = llm.scheduler  # every model call: replies first, background after
-        self.jobs = BackgroundJobs(settings.background_concurrency, retry_delays=job_retry_delays)
+        self.fleet = Fleet(storage.fleet, lease_seconds=settings.job_lease_seconds, clock=clock)
+        self.jobs = BackgroundJobs(
+            settings.background_concurrency, retry_delays=job_retry_delays, leases=self.fleet
+        )
         self.summarizer = Summarizer(storage, llm, tokenizer, settings, self.limits, clock=clock)
         self.facts = FactExtractor(storage, llm, tokenizer, settings, self.limits, clock=clock)
         self._prompt_limits = PromptLimits(
@@ -121,15 +126,33 @@ class MemoryEngine:
 
     async def start(self) -> None:
         """Re-schedule the background work that a stop or crash left undone."""
+        resumed = await self._schedule_lagging()
+        if resumed:
+            log.info("Resumed background work for %d sessions", resumed)
+        self._loops = [
+            asyncio.create_task(self._retention_loop(), name="mnemo-retention"),
+            asyncio.create_task(self._sweep_loop(), name="mnemo-sweep"),
+        ]
+
+    async def _schedule_lagging(self) -> int:
+        """Schedule every session's lagging background work (coalesced with what runs)."""
         lagging = await self.storage.sessions.lagging(self._settings.summary_trigger_tokens)
         for session_id, needs_summary, needs_facts in lagging:
             if needs_summary:
                 self._schedule_summary(session_id)
             if needs_facts:
                 self._schedule_facts(session_id)
-        if lagging:
-            log.info("Resumed background work for %d sessions", len(lagging))
-        self._retention = asyncio.create_task(self._retention_loop(), name="mnemo-retention")
+        return len(lagging)
+
+    async def _sweep_loop(self) -> None:
+        """Now and then, pick up work nobody holds: a job whose process died (its lease has
+        expired by then), or one that gave up its retries."""
+        while True:
+            await asyncio.sleep(self._settings.job_lease_seconds)
+            try:
+                await self._schedule_lagging()
+            except Exception:
+                log.exception("Background sweep failed; trying again later")
 
     async def drain(self, grace: float) -> None:
         """Take no new messages; give replies in flight `grace` seconds, then cancel them."""
@@ -142,9 +165,9 @@ class MemoryEngine:
 
     async def close(self, grace: float = 3.0) -> None:
         await self.drain(grace)
-        if self._retention is not None:
-            self._retention.cancel()
-            await asyncio.gather(self._retention, return_exceptions=True)
+        for loop_task in self._loops:
+            loop_task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
         await self.jobs.close(grace)
 
     async def reply(
@@ -356,12 +379,14 @@ class MemoryEngine:
         return deleted
 
     async def _retention_loop(self) -> None:
+        """One retention pass a day for the whole fleet: whichever process claims the day."""
         while True:
             try:
-                await self.purge_expired()
+                if await self.fleet.claim_period("retention", RETENTION_INTERVAL_SECONDS):
+                    await self.purge_expired()
             except Exception:
-                log.exception("Retention pass failed; trying again tomorrow")
-            await asyncio.sleep(RETENTION_INTERVAL_SECONDS)
+                log.exception("Retention pass failed; trying again later")
+            await asyncio.sleep(RETENTION_CHECK_SECONDS)
 
     async def _stop_jobs(self, session_ids: list[int]) -> None:
         # A job cancelled mid-call writes nothing; one that already finished its write is

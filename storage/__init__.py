@@ -6,6 +6,7 @@ from pathlib import Path
 
 from storage.database import Database
 from storage.facts import FactRepository
+from storage.fleet import FleetRepository
 from storage.messages import MessageRepository, SessionRepository
 from storage.state import BotStateRepository
 from storage.usage import UsageRepository
@@ -23,6 +24,7 @@ class Storage:
         self.users = UserDataRepository(db)
         self.state = BotStateRepository(db)
         self.usage = UsageRepository(db)
+        self.fleet = FleetRepository(db)
 
     @classmethod
     async def open(cls, path: Path) -> Storage:

@@ -67,6 +67,7 @@ class UserDataRepository:
             await tx.execute(
                 "DELETE FROM usage_daily WHERE scope = 'user' AND scope_id = ?", (user_id,)
             )
+            await tx.execute("DELETE FROM rate_windows WHERE user_id = ?", (user_id,))
         await self._db.checkpoint()
         return counts + DeletedCounts(facts=facts)
 

@@ -59,6 +59,7 @@ async def fill_user(storage: Storage, user_id: int, marker: str) -> None:
             now=3.0,
         )
         await storage.usage.add("2026-01-01", user_id=user_id, guild_id=key.guild_id, tokens=7)
+    await storage.fleet.count_message(user_id, window_start=60.0)
 
 
 async def tables(storage: Storage) -> list[str]:
@@ -80,7 +81,12 @@ async def rows_mentioning(storage: Storage, marker: str) -> dict[str, int]:
 
 async def rows_of_user(storage: Storage, user_id: int) -> int:
     count = 0
-    for table, column in (("sessions", "user_id"), ("messages", "user_id"), ("facts", "user_id")):
+    for table, column in (
+        ("sessions", "user_id"),
+        ("messages", "user_id"),
+        ("facts", "user_id"),
+        ("rate_windows", "user_id"),
+    ):
         row = await storage.db.fetch_one(
             f"SELECT COUNT(*) FROM {table} WHERE {column} = ?", (user_id,)
         )
@@ -106,7 +112,10 @@ async def test_every_table_is_known_to_deletion(storage: Storage) -> None:
         "bot_state",
         "fact_sources",
         "facts",
+        "identify_buckets",  # no user data: login slots per bucket
+        "leases",  # no user data: session ids and process names
         "messages",
+        "rate_windows",
         "sessions",
         "usage_daily",
     ]

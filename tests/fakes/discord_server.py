@@ -112,6 +112,12 @@ def utf16_len(text: str) -> int:
     return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
+def _guild_id_of(data: JSON) -> int | None:
+    """The guild an event belongs to (None for DMs and guild-less events)."""
+    guild_id = data.get("guild_id")
+    return int(guild_id) if guild_id else None
+
+
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -427,8 +433,15 @@ class FakeDiscord:
         heartbeat_interval_ms: int = 41250,
         interaction_deadline: float = 3.0,
         echo_bot_messages: bool = True,
+        shard_count: int = 1,
+        max_concurrency: int = 1,
     ) -> None:
         self.heartbeat_interval_ms = heartbeat_interval_ms
+        # Sharding as Discord does it: guild events go to shard (guild_id >> 22) % shard_count,
+        # DMs only to shard 0; at most `max_concurrency` IDENTIFYs per 5 s, in buckets of
+        # shard_id % max_concurrency (a faster IDENTIFY is recorded in `pacing_violations`).
+        self.shard_count = shard_count
+        self.max_concurrency = max_concurrency
         self.interaction_deadline = interaction_deadline
         self.echo_bot_messages = echo_bot_messages
 
@@ -450,6 +463,8 @@ class FakeDiscord:
         self.dispatched: list[tuple[str, JSON]] = []
         self.lost_dispatches: list[tuple[str, JSON]] = []
         self.identify_count = 0
+        self.identify_times: list[tuple[float, int]] = []  # (monotonic time, shard id)
+        self.pacing_violations: list[tuple[int, float]] = []  # (shard id, seconds since last)
         self.resume_count = 0
         self.global_commands: list[JSON] = []
         self.guild_commands: dict[int, list[JSON]] = {}
@@ -472,7 +487,7 @@ class FakeDiscord:
         self._command_ids: dict[tuple[int | None, str, int], int] = {}
         self._build_world()
 
-        self._session: _Session | None = None
+        self._sessions: dict[int, _Session] = {}  # by shard id (0 when unsharded)
         self._connections: set[_Connection] = set()
         self._gateway_lock = asyncio.Lock()
         self._pulse = asyncio.Event()
@@ -480,6 +495,11 @@ class FakeDiscord:
         self._port = 0
         self._saved_patches: tuple[str, yarl.URL] | None = None
         self._routes = self._build_routes()
+
+    @property
+    def _session(self) -> _Session | None:
+        """Shard 0's session: the only one of an unsharded bot."""
+        return self._sessions.get(0)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -746,11 +766,26 @@ class FakeDiscord:
         resumed (replay and RESUMED sent)."""
         await self.wait_for(lambda: True if self._live() else None, timeout, "a live gateway")
 
-    def _live(self) -> bool:
-        return self._connection() is not None
+    def _live(self, shard: int = 0) -> bool:
+        return self._connection(shard) is not None
 
-    def _connection(self) -> _Connection | None:
-        return self._session.conn if self._session is not None else None
+    def _connection(self, shard: int = 0) -> _Connection | None:
+        session = self._sessions.get(shard)
+        return session.conn if session is not None else None
+
+    def shard_of(self, guild_id: int | None) -> int:
+        """The shard that receives this guild's events (DMs: shard 0)."""
+        if guild_id is None:
+            return 0
+        return (guild_id >> 22) % self.shard_count
+
+    async def wait_shards_ready(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Wait until every shard has a live session."""
+        await self.wait_for(
+            lambda: True if all(self._live(s) for s in range(self.shard_count)) else None,
+            timeout,
+            f"all {self.shard_count} shards live",
+        )
 
     async def wait_identify(self, count: int, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until the bot has identified ``count`` times and that session is live."""
@@ -862,13 +897,20 @@ class FakeDiscord:
             self._on_connection_lost(conn)
         return ws
 
+    def _session_of(self, conn: _Connection) -> tuple[int, _Session] | None:
+        for shard, session in self._sessions.items():
+            if session.conn is conn:
+                return shard, session
+        return None
+
     def _on_connection_lost(self, conn: _Connection) -> None:
-        session = self._session
-        if session is None or session.conn is not conn:
+        found = self._session_of(conn)
+        if found is None:
             return
+        shard, session = found
         session.conn = None
         if not conn.closed_by_server and conn.ws.close_code in (1000, 1001):
-            self._session = None  # a clean close by the client ends the session on Discord
+            del self._sessions[shard]  # a clean close by the client ends the session
         self._notify()
 
     async def _on_gateway_message(self, conn: _Connection, msg: JSON) -> None:
@@ -876,8 +918,8 @@ class FakeDiscord:
         op, raw = msg.get("op"), msg.get("d")
         data: JSON = raw if isinstance(raw, dict) else {}
         if op == OP_HEARTBEAT:
-            if self._session is not None and self._session.conn is conn:
-                self._session.acked_seq = raw if isinstance(raw, int) else None
+            if (found := self._session_of(conn)) is not None:
+                found[1].acked_seq = raw if isinstance(raw, int) else None
             await conn.send({"op": OP_HEARTBEAT_ACK, "d": None, "s": None, "t": None})
         elif op == OP_IDENTIFY:
             await self._on_identify(conn, data)
@@ -887,26 +929,57 @@ class FakeDiscord:
             await self._on_request_members(data)
 
     async def _on_identify(self, conn: _Connection, data: JSON) -> None:
+        shard_id, refusal = self._identify_shard(data.get("shard"))
+        if refusal is not None:
+            conn.closed_by_server = True
+            await conn.ws.close(code=refusal[0], message=refusal[1].encode())
+            return
         async with self._gateway_lock:
-            self.identify_count += 1
+            self._record_identify(shard_id)
             self.identify_payloads.append(data)
             session = _Session(
                 secrets.token_hex(16), int(data.get("intents", 0)), data.get("shard")
             )
             session.conn = conn
-            self._session = session
+            self._sessions[shard_id] = session
             await self._send_dispatch(session, "READY", self._ready_payload(session), log=False)
             if session.intents & INTENT_GUILDS:
-                for guild_id in self._guilds:
+                for guild_id in self._guilds_of(shard_id):
                     payload = self._guild_create_payload(guild_id)
                     await self._send_dispatch(session, "GUILD_CREATE", payload, log=False)
         self._notify()
+
+    def _identify_shard(self, shard: Any) -> tuple[int, tuple[int, str] | None]:
+        """The shard an IDENTIFY asks for, or the close code Discord would answer with."""
+        if shard is None:
+            if self.shard_count > 1:
+                return 0, (4011, "Sharding required.")
+            return 0, None
+        shard_id, count = int(shard[0]), int(shard[1])
+        if count != self.shard_count or not 0 <= shard_id < count:
+            return 0, (4010, "Invalid shard.")
+        return shard_id, None
+
+    def _record_identify(self, shard_id: int) -> None:
+        now = time.monotonic()
+        bucket = shard_id % self.max_concurrency
+        earlier = [t for t, s in self.identify_times if s % self.max_concurrency == bucket]
+        if earlier and now - earlier[-1] < 5.0:
+            self.pacing_violations.append((shard_id, now - earlier[-1]))
+        self.identify_times.append((now, shard_id))
+        self.identify_count += 1
+
+    def _guilds_of(self, shard_id: int) -> list[int]:
+        return [gid for gid in self._guilds if self.shard_of(gid) == shard_id]
 
     def _ready_payload(self, session: _Session) -> JSON:
         ready: JSON = {
             "v": 10,
             "user": self._bot_user_payload(),
-            "guilds": [{"id": str(gid), "unavailable": True} for gid in self._guilds],
+            "guilds": [
+                {"id": str(gid), "unavailable": True}
+                for gid in self._guilds_of(session.shard[0] if session.shard else 0)
+            ],
             "session_id": session.id,
             "session_type": "normal",
             "resume_gateway_url": self.resume_gateway_url,
@@ -923,8 +996,10 @@ class FakeDiscord:
 
     async def _on_resume(self, conn: _Connection, data: JSON) -> None:
         async with self._gateway_lock:
-            session = self._session
-            if session is None or data.get("session_id") != session.id:
+            session = next(
+                (s for s in self._sessions.values() if s.id == data.get("session_id")), None
+            )
+            if session is None:
                 await conn.send({"op": OP_INVALID_SESSION, "d": False, "s": None, "t": None})
                 return
             self.resume_count += 1
@@ -971,7 +1046,7 @@ class FakeDiscord:
     async def _dispatch(self, event: str, data: JSON, *, intent: int = 0, log: bool = True) -> None:
         """Send an event to the bot's session (or queue it for a resume, or lose it)."""
         async with self._gateway_lock:
-            session = self._session
+            session = self._sessions.get(self.shard_of(_guild_id_of(data)))
             if session is None:
                 self.lost_dispatches.append((event, data))
                 return
@@ -998,6 +1073,7 @@ class FakeDiscord:
         replay: ReplayMode = "unacked",
         wait: bool = True,
         timeout: float = 5.0,  # noqa: ASYNC109
+        shard: int = 0,
     ) -> None:
         """Cut the websocket abruptly; discord.py reconnects and RESUMEs.
 
@@ -1006,7 +1082,7 @@ class FakeDiscord:
         again, as on Discord after a short drop), with ``"missed"`` only those after the resume
         sequence, with ``"none"`` nothing. ``wait`` waits for the resumed session.
         """
-        session = self._require_session()
+        session = self._require_session(shard)
         conn = session.conn
         assert conn is not None, "no live gateway connection"
         session.replay = replay
@@ -1018,7 +1094,7 @@ class FakeDiscord:
             await conn.ws.close(code=4000)
         if wait:
             await self.wait_for(
-                lambda: True if self._live() and self._connection() is not conn else None,
+                lambda: True if self._live(shard) and self._connection(shard) is not conn else None,
                 timeout,
                 "the bot to reconnect",
             )
@@ -1030,7 +1106,7 @@ class FakeDiscord:
         session = self._require_session()
         conn = session.conn
         if not resumable:
-            self._session = None
+            del self._sessions[0]
             self._notify()
         if conn is not None:
             conn.closed_by_server = True
@@ -1050,15 +1126,16 @@ class FakeDiscord:
         session = self._require_session()
         conn = session.conn
         if code in SESSION_ENDING_CLOSE_CODES:
-            self._session = None
+            del self._sessions[0]
             self._notify()
         if conn is not None:
             conn.closed_by_server = True
             await conn.ws.close(code=code, message=reason.encode())
 
-    def _require_session(self) -> _Session:
-        assert self._session is not None, "the bot has no gateway session"
-        return self._session
+    def _require_session(self, shard: int = 0) -> _Session:
+        session = self._sessions.get(shard)
+        assert session is not None, f"the bot has no gateway session on shard {shard}"
+        return session
 
     # ------------------------------------------------------------------ users act
 
@@ -1591,9 +1668,14 @@ class FakeDiscord:
         return _json(200, {"url": self.gateway_url.rstrip("/")})
 
     async def _get_gateway_bot(self, record: RecordedRequest) -> web.Response:
-        limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
+        limit = {
+            "total": 1000,
+            "remaining": 1000 - self.identify_count,
+            "reset_after": 0,
+            "max_concurrency": self.max_concurrency,
+        }
         url = self.gateway_url.rstrip("/")
-        return _json(200, {"url": url, "shards": 1, "session_start_limit": limit})
+        return _json(200, {"url": url, "shards": self.shard_count, "session_start_limit": limit})
 
     async def _get_application(self, record: RecordedRequest) -> web.Response:
         return _json(
