@@ -18,8 +18,9 @@ ALICE = SessionKey(guild_id=100, channel_id=10, user_id=1)
 async def test_a_summary_is_made_once_when_two_engines_are_due(
     engines: Engines, fake_llm: FakeLLM
 ) -> None:
-    first = await engines.start(**SMALL)
-    second = await engines.start(**SMALL)
+    # A server with room for background calls beside replies: none is aborted and rerun.
+    first = await engines.start(**SMALL, model_parallel=4)
+    second = await engines.start(**SMALL, model_parallel=4)
     release = asyncio.Event()
 
     async def responder(body: dict[str, Any]) -> str:
