@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.background import RetryableJobError
+from bot.batching import Batch, request_tokens, request_window, take_lines
 from bot.config import Settings
 from bot.limits import Limits
 from bot.llm import LLMClient, LLMError
@@ -28,6 +29,7 @@ MAX_BATCH_MESSAGES = 30
 MAX_FACTS_PER_BATCH = 20
 MAX_ATTRIBUTE_CHARS = 40
 MAX_VALUE_CHARS = 200
+EXTRACTION_OUTPUT_TOKENS = 800
 
 EXTRACTION_INSTRUCTIONS = """\
 You read messages a Discord user wrote and list durable facts they state about themself:
@@ -89,17 +91,18 @@ class FactExtractor:
         session = await self._storage.sessions.get(session_id)
         if session is None:
             return
-        batch = await self._storage.messages.oldest(
+        unread = await self._storage.messages.oldest(
             session_id, after_id=session.facts_through, limit=MAX_BATCH_MESSAGES, role="user"
         )
-        if not batch:
+        if not unread:
             return
         if not await self._limits.background_allowed(session.key):
             return  # the server is near its daily budget: replies come first
+        batch = self._batch(unread)
         facts: list[NewFact] = []
-        if any(message.content.strip() for message in batch):
-            payload = await self._ask_model(session, batch)
-            facts, rejected = validate_facts(payload, batch, session.user_id, self._tokenizer)
+        if any(message.content.strip() for message in batch.items):
+            payload = await self._ask_model(session, batch.lines)
+            facts, rejected = validate_facts(payload, batch.items, session.user_id, self._tokenizer)
             for rejection in rejected:
                 log.debug("Rejected fact %r: %s", rejection.fact, rejection.reason)
         saved = await self._storage.facts.save_extraction(
@@ -107,30 +110,45 @@ class FactExtractor:
             user_id=session.user_id,
             space_id=session.key.space_id,
             expected_through=session.facts_through,
-            new_through=batch[-1].id,
+            new_through=batch.items[-1].id,
             facts=facts,
             now=self._clock(),
         )
-        if saved and len(batch) == MAX_BATCH_MESSAGES:
+        if saved and (len(batch.items) < len(unread) or len(unread) == MAX_BATCH_MESSAGES):
             await self.run(session_id)  # more unread messages wait behind this batch
 
-    async def _ask_model(self, session: Session, batch: Sequence[StoredMessage]) -> Any:
-        lines = "\n".join(
-            f"[{m.id}] {self._tokenizer.truncate(m.content, self._settings.max_message_tokens)}"
-            for m in batch
-        )
-        prompt = [
+    def output_tokens(self) -> int:
+        """The answer reserved for an extraction: its usual size, less in a small window."""
+        return min(EXTRACTION_OUTPUT_TOKENS, request_window(self._settings) // 4)
+
+    def _prompt(self, lines: Sequence[str]) -> list[dict[str, str]]:
+        return [
             {"role": "system", "content": EXTRACTION_INSTRUCTIONS},
-            {"role": "user", "content": f"Messages from the user:\n{lines}"},
+            {"role": "user", "content": "Messages from the user:\n" + "\n".join(lines)},
         ]
+
+    def _batch(self, unread: Sequence[StoredMessage]) -> Batch[StoredMessage]:
+        """The oldest unread messages whose request, answer included, fits the window."""
+        room = request_window(self._settings) - self.output_tokens()
+        return take_lines(
+            unread,
+            lambda m, cap: f"[{m.id}] {self._tokenizer.truncate(m.content, cap)}",
+            lambda lines: request_tokens(self._tokenizer, self._prompt(lines)) <= room,
+            cap=self._settings.max_message_tokens,
+        )
+
+    async def _ask_model(self, session: Session, lines: Sequence[str]) -> Any:
+        prompt = self._prompt(lines)
         self.calls += 1
         try:
             payload, usage = await self._llm.complete_json(
-                self._settings.memory_model, prompt, max_tokens=800
+                self._settings.memory_model, prompt, max_tokens=self.output_tokens()
             )
         except LLMError as error:
             raise RetryableJobError(f"fact extraction failed: {error}") from error
-        await self._limits.charge(session.key, usage, lambda: self._tokenizer.count(lines) + 200)
+        await self._limits.charge(
+            session.key, usage, lambda: request_tokens(self._tokenizer, prompt) + 200
+        )
         if not isinstance(payload, dict) or not isinstance(payload.get("facts"), list):
             raise RetryableJobError("fact extraction returned JSON of the wrong shape")
         return payload
