@@ -42,39 +42,48 @@ class Batch(Generic[T]):
 def take_lines(
     items: Sequence[T],
     render: Callable[[T, int], str],
-    fits: Callable[[list[str]], bool],
+    prompt_tokens: Callable[[list[str]], int],
+    room: int,
     *,
     cap: int,
+    tokenizer: Tokenizer,
 ) -> Batch[T]:
     """The longest prefix of `items` whose lines (rendered with at most `cap` tokens of text
-    each) `fits`. An item too big even alone is cut to fit rather than skipped, so a batch is
-    never empty and the caller's watermark always moves past what it read."""
+    each) keep `prompt_tokens(lines)` within `room`. An item too big even alone is cut to fit
+    rather than skipped, so a batch is never empty and the caller's watermark always moves past
+    what it read."""
     taken: list[T] = []
     lines: list[str] = []
+    used = prompt_tokens([])
     for item in items:
         line = render(item, cap)
-        if fits([*lines, line]):
-            taken.append(item)
-            lines.append(line)
-            continue
-        if not taken:
-            taken.append(item)
-            lines.append(_cut_to_fit(item, render, fits, cap))
-        break
+        cost = tokenizer.count(line) + 1  # its newline; each line counted once, not the prompt
+        if used + cost > room:
+            break
+        taken.append(item)
+        lines.append(line)
+        used += cost
+    # The sum is an estimate (tokens can merge across lines): the whole prompt decides.
+    while len(lines) > 1 and prompt_tokens(lines) > room:
+        taken.pop()
+        lines.pop()
+    if items and (not lines or prompt_tokens(lines) > room):
+        taken, lines = [items[0]], [_cut_to_fit(items[0], render, prompt_tokens, room, cap)]
     return Batch(taken, lines)
 
 
 def _cut_to_fit(
     item: T,
     render: Callable[[T, int], str],
-    fits: Callable[[list[str]], bool],
+    prompt_tokens: Callable[[list[str]], int],
+    room: int,
     cap: int,
 ) -> str:
     """The item rendered with the largest text cap that fits (by bisection: counts are exact)."""
     low, high = 0, cap
     while low < high:
         middle = (low + high + 1) // 2
-        if fits([render(item, middle)]):
+        if prompt_tokens([render(item, middle)]) <= room:
             low = middle
         else:
             high = middle - 1

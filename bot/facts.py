@@ -129,8 +129,10 @@ class FactExtractor:
         return take_lines(
             unread,
             lambda m, cap: f"[{m.id}] {self._tokenizer.truncate(m.content, cap)}",
-            lambda lines: request_tokens(self._tokenizer, self._prompt(lines)) <= room,
+            lambda lines: request_tokens(self._tokenizer, self._prompt(lines)),
+            room,
             cap=self._settings.max_message_tokens,
+            tokenizer=self._tokenizer,
         )
 
     async def _ask_model(self, session: Session, lines: Sequence[str]) -> Any:

@@ -99,8 +99,10 @@ class Summarizer:
         return take_lines(
             pending[:keep_from],
             lambda m, cap: f"[{m.role}] {self._tokenizer.truncate(m.content, cap)}",
-            lambda lines: request_tokens(self._tokenizer, self._prompt(session, lines)) <= room,
+            lambda lines: request_tokens(self._tokenizer, self._prompt(session, lines)),
+            room,
             cap=self._settings.max_message_tokens,
+            tokenizer=self._tokenizer,
         )
 
     def _prompt(self, session: Session, lines: Sequence[str]) -> list[dict[str, str]]:
