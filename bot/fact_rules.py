@@ -276,7 +276,7 @@ _PRONOUN_STATEMENT = re.compile(
 )
 # "Carol works at…", "Alex is 31": a name (not a determiner or a sentence opener) then a verb.
 _NAME_SUBJECT = re.compile(
-    rf"^\W*(?!(?:I|I'm|The|This|That|Just|Thanks|Yesterday|Today|Hi|Hey|Hello|So|Also|Well"
+    rf"^\W*(?!(?:I|I'm|We|The|This|That|Just|Thanks|Yesterday|Today|Hi|Hey|Hello|So|Also|Well"
     rf"|Yes|No|Oh|Ok|Okay|Btw|And|But|Le|La|Les|Der|Die|Das|El|Los|Las|(?i:{_POSSESSIVE_MY}))\b)"
     rf"[A-Z][a-z]+(?:,?\s+[\w-]+){{0,3}}?,?\s+(?:{_THIRD_VERBS})\b"
 )
@@ -285,7 +285,8 @@ _MY_THING = re.compile(
     rf"\b(?:{_POSSESSIVE_MY})\s+(?!(?:[\w-]+\s+){{0,2}}(?:{_RELATIONS})\b)\w", re.IGNORECASE
 )
 _SPEAKER = re.compile(
-    r"\b(?:i|i'm|i’m|i've|i'd|i'll|im|myself|je|j'|j’|moi|ich|mich|mir|yo)\b"
+    r"\b(?:i|i'm|i’m|i've|i'd|i'll|im|myself|we|we're|we've|je|j'|j’|moi|nous|ich|mich|mir|wir"
+    r"|yo|nosotros|nosotras)\b"
     r"|\bme (?:llamo|gusta|encanta)\b|^\W*(?:trabajo|vivo|tengo|soy|estoy|hablo|estudio)\b",
     re.IGNORECASE,
 )
@@ -325,8 +326,19 @@ _RELATION_AT_START_OF_VALUE = re.compile(
 )
 
 
+# "my brother's name is Juan", "ma sœur s'appelle Léa": naming a relative is the speaker's
+# relationship. ("my brother is Juan" stays ambiguous with "my brother is Canadian": not kept.)
+_RELATIVE_NAMED = re.compile(
+    rf"\b(?:{_RELATIONS})(?:['’]s name is|\s+(?:is )?(?:called|named)|\s+heißt|\s+s'appelle"
+    r"|\s+se llama)\s*$",
+    re.IGNORECASE,
+)
+
+
 def _nearest_subject_is_third(prefix: str) -> bool:
     """Who the text before a value is about: the last subject named before it wins."""
+    if _RELATIVE_NAMED.search(prefix):
+        return False
     markers = [_Marker(m.start(), False) for m in _SPEAKER.finditer(prefix)]
     markers += [_Marker(m.start(), True) for m in _RELATION_SUBJECT.finditer(prefix)]
     markers += [_Marker(m.start(), True) for m in _RELATION_THEN_WHO.finditer(prefix)]

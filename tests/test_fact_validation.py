@@ -137,6 +137,9 @@ def judge(tokenizer: Tokenizer, source: str, attribute: str, value: str) -> str:
         ("My wife and I moved to Lyon.", "city", "Lyon"),
         ("Je développe un bot Discord.", "project", "un bot Discord"),
         ("My pronouns are she/her.", "pronouns", "she/her"),
+        ("We moved to Oslo, my wife and me.", "city", "Oslo"),
+        ("My brother's name is Juan.", "brother", "Juan"),
+        ("Ma sœur s'appelle Léa.", "soeur", "Léa"),
         ("I speak French, so answer me in French please.", "language", "French"),
     ],
 )
