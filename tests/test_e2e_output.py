@@ -10,6 +10,7 @@ from typing import Any
 import discord
 
 from bot.splitter import utf16_len
+from cogs.facts import paginate
 from tests.conftest import Bots
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
@@ -80,3 +81,12 @@ async def test_facts_show_pages_fit_whatever_the_facts_lengths(
     for number in range(24):  # every fact is on a page, whole
         assert f"hobby_collection_of_vintage_things_{number:04d}**:" in seen
         assert discord.utils.escape_markdown(long_value(number)) in seen
+
+
+def test_paginate_cuts_by_size_and_keeps_lines_whole() -> None:
+    lines = [f"• fact {n} " + "é😀" * (n * 7 % 100) for n in range(60)]
+    pages = paginate("**Title**", lines, 500)
+    assert all(utf16_len(page) <= 500 and page.startswith("**Title**\n") for page in pages)
+    assert [line for page in pages for line in page.split("\n")[1:]] == lines
+    [page] = paginate("**Title**", ["x" * 900], 500)  # a line too long for any page
+    assert utf16_len(page) <= 500 and page.endswith("x…")
