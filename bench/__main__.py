@@ -23,6 +23,7 @@ from pathlib import Path
 
 from bench import (
     conversation_cost,
+    fact_validation,
     footprint,
     one_slot,
     reply_path,
@@ -55,6 +56,9 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("6", "Storage at scale", storage_speed.run),
     Benchmark("7", "Footprint: memory and disk", footprint.run),
     Benchmark("7c", "Footprint: start-up to ready", startup.run),
+    Benchmark(
+        "8", "Fact validator: precision and recall on a labelled corpus", fact_validation.run
+    ),
 )
 
 

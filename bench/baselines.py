@@ -4,9 +4,13 @@
   what a bot without memory management costs.
 * `BlockingSummaryEngine` is Mnemo's own engine, except that a reply returns only after the
   summary and fact extraction it triggered have finished: memory work on the reply path.
+* `keyword_validator_keeps` is the fact validator as it was before benchmark 8 (commit
+  03edc2b): grounding, one keyword list for instructions, any "you"/"bot" for the bot.
 """
 
 from __future__ import annotations
+
+import re
 
 import aiohttp
 
@@ -70,3 +74,34 @@ class FullHistoryChat:
     def _add(self, role: str, content: str) -> None:
         self._messages.append({"role": role, "content": content})
         self._tokens += self._tokenizer.count(content) + MESSAGE_OVERHEAD_TOKENS
+
+
+_OLD_INSTRUCTION = re.compile(
+    r"\b(from now on|(?:always|never) (?:answer|respond|reply|say|add|include|use|call|mention"
+    r"|talk|write|speak|end|start)|ignore (?:all|any|the|previous|prior|above|your|earlier)"
+    r"|disregard|forget (?:everything|all|what|your)|you (?:must|should|will|have to|need to)"
+    r"|system prompt|instructions?|pretend|act as|(?:answer|respond|reply) (?:only|with|in)"
+    r"|make sure (?:you|to))\b",
+    re.IGNORECASE,
+)
+_OLD_ABOUT_THE_BOT = re.compile(r"\b(you|your|yours|assistant|bot|mnemo)\b", re.IGNORECASE)
+_OLD_WORD = re.compile(r"[\w'’-]{3,}")
+
+
+def keyword_validator_keeps(attribute: str, value: str, source: str) -> bool:
+    """Whether the validator before benchmark 8 kept this fact (its rules, for comparison)."""
+    words_cited = {w.casefold() for w in re.findall(r"[\w'’-]+", source)}
+    if any(n not in re.findall(r"\d+", source) for n in re.findall(r"\d+", value)):
+        return False
+    if any(w.casefold() not in words_cited for w in re.findall(r"\b[A-Z][\w'’-]*", value)):
+        return False
+    spaced = attribute.replace("_", " ")
+    if any(p.search(t) for p in (_OLD_INSTRUCTION, _OLD_ABOUT_THE_BOT) for t in (value, spaced)):
+        return False
+    value_words = {w.casefold() for w in _OLD_WORD.findall(value)}
+    sentences = [
+        s
+        for s in re.split(r"(?<=[.!?;\n])\s+", source)
+        if value_words & {w.casefold() for w in _OLD_WORD.findall(s)}
+    ]
+    return not (value_words and sentences and all(_OLD_INSTRUCTION.search(s) for s in sentences))

@@ -2,7 +2,8 @@
 
 The model proposes facts in JSON mode; code decides. A fact is kept only when it cites messages
 of this batch that the speaker wrote, when every number and capitalised word of its value is in
-the cited text, and when it is neither an instruction nor a statement about the bot.
+the cited text, and when it is not a secret, an instruction, a statement about the bot or about
+someone other than the speaker (see `bot.fact_rules`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.background import RetryableJobError
+from bot.batching import Batch, request_tokens, request_window, take_lines
 from bot.config import Settings
+from bot.fact_rules import (
+    about_the_bot,
+    instruction_reason,
+    secret_reason,
+    sentences_stating,
+    third_party_reason,
+)
 from bot.limits import Limits
 from bot.llm import LLMClient, LLMError
 from bot.prompt import quote
@@ -29,7 +38,7 @@ MAX_FACTS_PER_BATCH = 20
 MAX_ATTRIBUTE_CHARS = 40
 MAX_VALUE_CHARS = 200
 # Output cap of one extraction: 20 facts of a few words fit; a slow local model stays brief.
-EXTRACTION_MAX_TOKENS = 500
+EXTRACTION_OUTPUT_TOKENS = 500
 
 EXTRACTION_INSTRUCTIONS = """\
 You read messages a Discord user wrote and list durable facts they state about themself:
@@ -66,21 +75,8 @@ FACTS_SCHEMA = {
     "required": ["facts"],
     "additionalProperties": False,
 }
-
-# Directives aimed at the bot. "I always wake at 6" is a fact; "always answer in French" is not.
-_INSTRUCTION = re.compile(
-    r"\b(from now on|(?:always|never) (?:answer|respond|reply|say|add|include|use|call|mention"
-    r"|talk|write|speak|end|start)|ignore (?:all|any|the|previous|prior|above|your|earlier)"
-    r"|disregard|forget (?:everything|all|what|your)|you (?:must|should|will|have to|need to)"
-    r"|system prompt|instructions?|pretend|act as|(?:answer|respond|reply) (?:only|with|in)"
-    r"|make sure (?:you|to))\b",
-    re.IGNORECASE,
-)
-_ABOUT_THE_BOT = re.compile(r"\b(you|your|yours|assistant|bot|mnemo)\b", re.IGNORECASE)
 _NUMBER = re.compile(r"\d+")
 _CAPITALISED = re.compile(r"\b[A-Z][\w'’-]*")
-_SENTENCE_END = re.compile(r"(?<=[.!?;\n])\s+")
-_WORD = re.compile(r"[\w'’-]{3,}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,17 +109,18 @@ class FactExtractor:
         session = await self._storage.sessions.get(session_id)
         if session is None:
             return
-        batch = await self._storage.messages.oldest(
+        unread = await self._storage.messages.oldest(
             session_id, after_id=session.facts_through, limit=MAX_BATCH_MESSAGES, role="user"
         )
-        if not batch:
+        if not unread:
             return
         if not await self._limits.background_allowed(session.key):
             return  # the server is near its daily budget: replies come first
+        batch = self._batch(unread)
         facts: list[NewFact] = []
-        if any(message.content.strip() for message in batch):
-            payload = await self._ask_model(session, batch)
-            facts, rejected = validate_facts(payload, batch, session.user_id, self._tokenizer)
+        if any(message.content.strip() for message in batch.items):
+            payload = await self._ask_model(session, batch.lines)
+            facts, rejected = validate_facts(payload, batch.items, session.user_id, self._tokenizer)
             for rejection in rejected:
                 log.debug("Rejected fact %r: %s", rejection.fact, rejection.reason)
         saved = await self._storage.facts.save_extraction(
@@ -131,34 +128,51 @@ class FactExtractor:
             user_id=session.user_id,
             space_id=session.key.space_id,
             expected_through=session.facts_through,
-            new_through=batch[-1].id,
+            new_through=batch.items[-1].id,
             facts=facts,
             now=self._clock(),
         )
-        if saved and len(batch) == MAX_BATCH_MESSAGES:
+        if saved and (len(batch.items) < len(unread) or len(unread) == MAX_BATCH_MESSAGES):
             await self.run(session_id)  # more unread messages wait behind this batch
 
-    async def _ask_model(self, session: Session, batch: Sequence[StoredMessage]) -> Any:
-        lines = "\n".join(
-            f"[{m.id}] {self._tokenizer.truncate(m.content, self._settings.max_message_tokens)}"
-            for m in batch
-        )
-        prompt = [
+    def output_tokens(self) -> int:
+        """The answer reserved for an extraction: its usual size, less in a small window."""
+        return min(EXTRACTION_OUTPUT_TOKENS, request_window(self._settings) // 4)
+
+    def _prompt(self, lines: Sequence[str]) -> list[dict[str, str]]:
+        return [
             {"role": "system", "content": EXTRACTION_INSTRUCTIONS},
-            {"role": "user", "content": f"Messages from the user:\n{lines}"},
+            {"role": "user", "content": "Messages from the user:\n" + "\n".join(lines)},
         ]
+
+    def _batch(self, unread: Sequence[StoredMessage]) -> Batch[StoredMessage]:
+        """The oldest unread messages whose request, answer included, fits the window."""
+        room = request_window(self._settings) - self.output_tokens()
+        return take_lines(
+            unread,
+            lambda m, cap: f"[{m.id}] {self._tokenizer.truncate(m.content, cap)}",
+            lambda lines: request_tokens(self._tokenizer, self._prompt(lines)),
+            room,
+            cap=self._settings.max_message_tokens,
+            tokenizer=self._tokenizer,
+        )
+
+    async def _ask_model(self, session: Session, lines: Sequence[str]) -> Any:
+        prompt = self._prompt(lines)
         self.calls += 1
         try:
             payload, usage = await self._llm.complete_json(
                 self._settings.memory_model,
                 prompt,
-                max_tokens=EXTRACTION_MAX_TOKENS,
+                max_tokens=self.output_tokens(),
                 schema=FACTS_SCHEMA,
                 schema_name="facts",
             )
         except LLMError as error:
             raise RetryableJobError(f"fact extraction failed: {error}") from error
-        await self._limits.charge(session.key, usage, lambda: self._tokenizer.count(lines) + 200)
+        await self._limits.charge(
+            session.key, usage, lambda: request_tokens(self._tokenizer, prompt) + 200
+        )
         if not isinstance(payload, dict) or not isinstance(payload.get("facts"), list):
             raise RetryableJobError("fact extraction returned JSON of the wrong shape")
         return payload
@@ -209,14 +223,13 @@ def _check(
     if any(source.user_id != speaker_id or source.role != "user" for source in sources):
         return "cites a message that is not the speaker's own"
     cited_text = "\n".join(source.content for source in sources)
+    sentences = sentences_stating(value, cited_text)
+    if reason := secret_reason(attribute.replace("_", " "), value, sentences):
+        return reason  # first: a secret is refused whatever else is wrong with the fact
     if reason := _ungrounded(value, cited_text):
         return reason
-    if _INSTRUCTION.search(value) or _INSTRUCTION.search(attribute.replace("_", " ")):
-        return "instruction-shaped"
-    if _ABOUT_THE_BOT.search(value) or _ABOUT_THE_BOT.search(attribute.replace("_", " ")):
-        return "about the bot"
-    if _only_in_instructions(value, cited_text):
-        return "stated only inside an instruction"
+    if reason := _not_the_speakers_fact(attribute, value, sentences):
+        return reason
     tokens = tokenizer.count(f"- {attribute}: {quote(value)}")
     return NewFact(attribute, value, tokens, tuple(sorted(sources, key=lambda m: m.id)))
 
@@ -253,14 +266,12 @@ def _ungrounded(value: str, cited_text: str) -> str | None:
     return None
 
 
-def _only_in_instructions(value: str, cited_text: str) -> bool:
-    """True when every sentence that mentions the value is an instruction to the bot."""
-    value_words = {word.casefold() for word in _WORD.findall(value)}
-    if not value_words:
-        return False
-    sentences = [
-        sentence
-        for sentence in _SENTENCE_END.split(cited_text)
-        if value_words & {word.casefold() for word in _WORD.findall(sentence)}
-    ]
-    return bool(sentences) and all(_INSTRUCTION.search(sentence) for sentence in sentences)
+def _not_the_speakers_fact(attribute: str, value: str, sentences: list[str]) -> str | None:
+    """Why a grounded fact is still not the speaker's: an instruction, about the bot, or about
+    someone else (rules in `bot.fact_rules`)."""
+    spaced = attribute.replace("_", " ")
+    if reason := instruction_reason(spaced, value, sentences):
+        return reason
+    if about_the_bot(spaced, value):
+        return "about the bot"
+    return third_party_reason(attribute, value, sentences)

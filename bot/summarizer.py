@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from bot.background import RetryableJobError
+from bot.batching import Batch, request_tokens, request_window, take_lines
 from bot.config import Settings
 from bot.limits import Limits
 from bot.llm import LLMClient, LLMError
@@ -62,10 +63,11 @@ class Summarizer:
         pending = await self._storage.messages.oldest(
             session.id, after_id=session.summarized_through, limit=FOLD_FETCH_LIMIT
         )
-        to_fold = self.choose_fold(pending)
-        if not to_fold:
+        fold = self.choose_fold(session, pending)
+        if not fold.items:
             return False
-        summary = await self._summarize(session, to_fold)
+        summary = await self._summarize(session, fold.lines)
+        to_fold = fold.items
         saved = await self._storage.sessions.save_summary(
             session.id,
             expected_through=session.summarized_through,
@@ -78,9 +80,12 @@ class Summarizer:
             log.info("Summary of session %s was superseded or cleared; discarded", session.id)
         return saved
 
-    def choose_fold(self, pending: Sequence[StoredMessage]) -> list[StoredMessage]:
+    def choose_fold(
+        self, session: Session, pending: Sequence[StoredMessage]
+    ) -> Batch[StoredMessage]:
         """The oldest messages to fold: all but the newest `summary_keep_recent_tokens` worth
-        (at least the last exchange stays raw), and no more than one call can take."""
+        (at least the last exchange stays raw), and no more than one request can take, with
+        the current summary and the answer's reserve, in the window a reply may use."""
         keep_tokens, keep_from = 0, len(pending)
         while keep_from > 0:
             cost = pending[keep_from - 1].tokens
@@ -90,36 +95,31 @@ class Summarizer:
                 break
             keep_tokens += cost
             keep_from -= 1
-        input_budget = self._input_budget()
-        fold: list[StoredMessage] = []
-        used = 0
-        for message in pending[:keep_from]:
-            cost = min(message.tokens, self._settings.max_message_tokens)
-            if fold and used + cost > input_budget:
-                break
-            fold.append(message)
-            used += cost
-        return fold
-
-    def _input_budget(self) -> int:
-        settings = self._settings
-        return max(settings.max_prompt_tokens - 2 * settings.summary_max_tokens - 300, 500)
-
-    async def _summarize(self, session: Session, messages: Sequence[StoredMessage]) -> str:
-        cap = self._settings.summary_max_tokens
-        current = session.summary
-        transcript = "\n".join(
-            f"[{m.role}] {self._tokenizer.truncate(m.content, self._settings.max_message_tokens)}"
-            for m in messages
+        room = request_window(self._settings) - self._settings.summary_max_tokens
+        return take_lines(
+            pending[:keep_from],
+            lambda m, cap: f"[{m.role}] {self._tokenizer.truncate(m.content, cap)}",
+            lambda lines: request_tokens(self._tokenizer, self._prompt(session, lines)),
+            room,
+            cap=self._settings.max_message_tokens,
+            tokenizer=self._tokenizer,
         )
-        prompt = [
-            {"role": "system", "content": SUMMARY_INSTRUCTIONS.format(words=int(cap * 0.6))},
+
+    def _prompt(self, session: Session, lines: Sequence[str]) -> list[dict[str, str]]:
+        words = int(self._settings.summary_max_tokens * 0.6)
+        transcript = "\n".join(lines)
+        return [
+            {"role": "system", "content": SUMMARY_INSTRUCTIONS.format(words=words)},
             {
                 "role": "user",
-                "content": f"Current summary:\n<summary>\n{current or '(empty)'}\n</summary>\n\n"
-                f"New messages:\n<messages>\n{transcript}\n</messages>",
+                "content": f"Current summary:\n<summary>\n{session.summary or '(empty)'}\n"
+                f"</summary>\n\nNew messages:\n<messages>\n{transcript}\n</messages>",
             },
         ]
+
+    async def _summarize(self, session: Session, lines: Sequence[str]) -> str:
+        cap = self._settings.summary_max_tokens
+        prompt = self._prompt(session, lines)
         self.calls += 1
         try:
             text, _, usage = await self._llm.complete_text(
@@ -128,7 +128,7 @@ class Summarizer:
         except LLMError as error:
             raise RetryableJobError(f"summary call failed: {error}") from error
         await self._limits.charge(
-            session.key, usage, lambda: self._tokenizer.count(transcript) + cap
+            session.key, usage, lambda: request_tokens(self._tokenizer, prompt) + cap
         )
         if not text.strip():
             raise RetryableJobError("summary call returned nothing")

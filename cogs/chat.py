@@ -13,6 +13,7 @@ from discord.ext import commands
 
 from bot.memory import IncomingMessage, Outcome, ReplyResult
 from bot.replies import StreamedReply
+from bot.splitter import append_outside_code
 from bot.text import clean_text
 from storage.models import SessionKey
 
@@ -212,10 +213,10 @@ class Chat(commands.Cog):
             await reply.abandon()
             return
         if result.outcome is Outcome.ANSWERED:
-            note = (
-                "\n\n-# (the answer reached the reply length limit)" if result.cut_at_limit else ""
-            )
-            await reply.finish(result.text + note)
+            shown = result.text
+            if result.cut_at_limit:  # the note goes outside a code block the cut left open
+                shown = append_outside_code(shown, "-# (the answer reached the reply length limit)")
+            await reply.finish(shown)
             return
         if result.refusal is not None:
             when = datetime.fromtimestamp(result.refusal.resets_at, tz=UTC)

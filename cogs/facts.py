@@ -10,6 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.prompt import quote
+from bot.splitter import DISCORD_LIMIT, utf16_len
 from cogs.memory import CONFIRM_TIMEOUT_SECONDS, SERVERS_AND_DMS, confirm, timestamp
 from cogs.views import PagerView
 from storage.models import Fact, FactSource, space_of
@@ -19,7 +20,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FACTS_PER_PAGE = 8
+PAGE_TITLE = "**What I know about you here**"
+# A page is one message: Discord's 2000 UTF-16 units, less the pager's "Page n of m" line.
+PAGE_LIMIT = DISCORD_LIMIT - utf16_len(PagerView.footer(99_999, 99_999))
 
 
 class Facts(commands.Cog):
@@ -46,10 +49,7 @@ class Facts(commands.Cog):
         sources = await self.bot.storage.facts.sources([fact.id for fact in facts])
         stored = await self._stored_message_ids(sources)
         lines = [render_fact(fact, sources.get(fact.id, []), stored) for fact in facts]
-        pages = [
-            "**What I know about you here**\n" + "\n".join(lines[i : i + FACTS_PER_PAGE])
-            for i in range(0, len(lines), FACTS_PER_PAGE)
-        ]
+        pages = paginate(PAGE_TITLE, lines, PAGE_LIMIT)
         if len(pages) == 1:
             await interaction.response.send_message(pages[0], ephemeral=True)
             return
@@ -114,6 +114,30 @@ def render_fact(fact: Fact, sources: list[FactSource], stored: set[int]) -> str:
         url = f"https://discord.com/channels/{guild}/{live.channel_id}/{live.discord_message_id}"
         line += f", [source]({url})"
     return line + ")"
+
+
+def paginate(title: str, lines: list[str], limit: int) -> list[str]:
+    """Pages of whole lines under `title`, each at most `limit` UTF-16 units, cut by size (a fact
+    can be 40 + 200 characters before markdown escapes, a link and a timestamp)."""
+    pages: list[str] = []
+    page = title
+    for line in lines:
+        line = _within(line, limit - utf16_len(title) - 1)
+        if page != title and utf16_len(page) + 1 + utf16_len(line) > limit:
+            pages.append(page)
+            page = title
+        page += "\n" + line
+    pages.append(page)
+    return pages
+
+
+def _within(line: str, limit: int) -> str:
+    """A line too long for any page (never with today's limits on facts) is shortened."""
+    if utf16_len(line) <= limit:
+        return line
+    while utf16_len(line) > limit - 1:
+        line = line[: len(line) - max(1, (utf16_len(line) - limit + 2) // 2)]
+    return line + "…"
 
 
 async def setup(bot: MemoryBot) -> None:

@@ -80,7 +80,12 @@ class PagerView(OwnedView):
         await self._turn(interaction, 1)
 
     def page_text(self) -> str:
-        return f"{self.pages[self.index]}\n\n-# Page {self.index + 1} of {len(self.pages)}"
+        return self.pages[self.index] + self.footer(self.index + 1, len(self.pages))
+
+    @staticmethod
+    def footer(number: int, count: int) -> str:
+        """The line under a page; callers size their pages to leave room for it."""
+        return f"\n\n-# Page {number} of {count}"
 
     async def _turn(self, interaction: discord.Interaction, step: int) -> None:
         self.index = max(0, min(len(self.pages) - 1, self.index + step))

@@ -304,6 +304,37 @@ async def test_message_limits_are_enforced(fake_discord: FakeDiscord, ping_bot: 
     assert exactly.content == "😀" * 1000
 
 
+async def test_embed_limits_are_enforced(fake_discord: FakeDiscord, ping_bot: PingBot) -> None:
+    channel = ping_bot.get_channel(FakeDiscord.CHANNEL_ID)
+    assert isinstance(channel, discord.TextChannel)
+    too_big = [
+        discord.Embed(title="t" * 257),
+        discord.Embed(description="d" * 4097),
+        discord.Embed().add_field(name="n" * 257, value="v"),
+        discord.Embed().add_field(name="n", value="v" * 1025),
+        discord.Embed().set_footer(text="f" * 2049),
+        discord.Embed().set_author(name="a" * 257),
+        # Each text within its limit, 6002 characters in all: past the 6000 of a message.
+        discord.Embed(description="d" * 4000)
+        .add_field(name="n", value="v" * 1000)
+        .add_field(name="m", value="w" * 1000),
+    ]
+    for embed in too_big:
+        with pytest.raises(discord.HTTPException) as info:
+            await channel.send(embed=embed)
+        assert info.value.status == 400 and info.value.code == 50035, embed.to_dict()
+    many = discord.Embed()
+    for number in range(26):
+        many.add_field(name=str(number), value="v")
+    with pytest.raises(discord.HTTPException):
+        await channel.send(embed=many)
+    fits = discord.Embed(title="t" * 256, description="d" * 4096).add_field(
+        name="n" * 256, value="v" * 1024
+    )
+    sent = await channel.send(embed=fits)
+    assert sent.embeds[0].title == "t" * 256
+
+
 async def test_unknown_route_is_recorded(fake_discord: FakeDiscord, ping_bot: PingBot) -> None:
     with pytest.raises(discord.NotFound):
         await ping_bot.http.request(discord.http.Route("GET", "/no/such/route"))

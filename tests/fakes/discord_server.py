@@ -33,7 +33,9 @@ What Discord does and the fake does too
   MESSAGE_CONTENT intent, guild messages that do not mention the bot arrive with empty content.
 * The bot's own messages come back as MESSAGE_CREATE / MESSAGE_UPDATE / MESSAGE_DELETE (not the
   ephemeral ones), as on Discord; pass ``echo_bot_messages=False`` to turn that off.
-* REST: content over 2000 UTF-16 units → 400/50035; an empty message → 400/50006; a reply to an
+* REST: content over 2000 UTF-16 units → 400/50035; embeds past Discord's limits (10 per message,
+  6000 characters in all, title 256, description 4096, 25 fields, field name 256 and value 1024,
+  footer 2048, author name 256) → 400/50035; an empty message → 400/50006; a reply to an
   unknown message → 400/50035; the first interaction callback later than 3 s → 404/10062; a second
   one → 400/40060; webhook (follow-up) routes before the interaction is acknowledged → 404/10015;
   editing or deleting someone else's message → 403. Unknown routes → 404 ``{"code": 0}`` and are
@@ -147,6 +149,20 @@ def _embed_chars(embed: JSON) -> int:
         *(f.get("value") for f in fields),
     ]
     return sum(utf16_len(t) for t in texts if t)
+
+
+def _embed_texts(embed: JSON) -> list[tuple[list[str], str, int]]:
+    """Each text of an embed with its path in the body and Discord's limit for it."""
+    texts: list[tuple[list[str], str, int]] = [
+        (["title"], embed.get("title") or "", 256),
+        (["description"], embed.get("description") or "", 4096),
+        (["footer", "text"], (embed.get("footer") or {}).get("text") or "", 2048),
+        (["author", "name"], (embed.get("author") or {}).get("name") or "", 256),
+    ]
+    for number, item in enumerate(embed.get("fields") or []):
+        texts.append((["fields", str(number), "name"], item.get("name") or "", 256))
+        texts.append((["fields", str(number), "value"], item.get("value") or "", 1024))
+    return texts
 
 
 def _invalid_form(field_path: Sequence[str], code: str, message: str) -> web.Response:
@@ -1863,11 +1879,16 @@ class FakeDiscord:
             message = "Embed size exceeds maximum size of 6000"
             return _invalid_form([*prefix, "embeds"], "MAX_EMBED_SIZE_EXCEEDED", message)
         for index, embed in enumerate(embeds):
-            if len(embed.get("description") or "") > 4096:
-                path = [*prefix, "embeds", str(index), "description"]
-                return _invalid_form(
-                    path, "BASE_TYPE_MAX_LENGTH", "Must be 4096 or fewer in length."
-                )
+            for path, text, most in _embed_texts(embed):
+                if utf16_len(text) > most:
+                    return _invalid_form(
+                        [*prefix, "embeds", str(index), *path],
+                        "BASE_TYPE_MAX_LENGTH",
+                        f"Must be {most} or fewer in length.",
+                    )
+            if len(embed.get("fields") or []) > 25:
+                path = [*prefix, "embeds", str(index), "fields"]
+                return _invalid_form(path, "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
         if self._would_be_empty(body, files, existing):
             return _error(400, 50006, "Cannot send an empty message")
         return None
