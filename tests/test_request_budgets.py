@@ -73,7 +73,7 @@ async def test_a_message_bigger_than_the_budget_is_cut_and_passed(
     }
     engine = await engines.start(**settings)
     huge = code_file(1, 2000, tokenizer)
-    await chat(engine, ALICE, huge, "I live in Grenoble", "and I work at Initech")
+    await chat(engine, ALICE, huge, "I live in Grenoble", "and I work at Initech", "my cat is Tom")
     await engine.jobs.idle()
     assert max(sizes(fake_llm, tokenizer)) <= 2900 + 16
     extractions = fact_calls(fake_llm)
