@@ -67,6 +67,7 @@ class UserDataRepository:
             await tx.execute(
                 "DELETE FROM usage_daily WHERE scope = 'user' AND scope_id = ?", (user_id,)
             )
+            await tx.execute("DELETE FROM usage_members WHERE user_id = ?", (user_id,))
         await self._db.checkpoint()
         return counts + DeletedCounts(facts=facts)
 
@@ -76,6 +77,9 @@ class UserDataRepository:
             counts = await _delete_sessions(tx, "user_id = ? AND guild_id = ?", (user_id, guild_id))
             facts = await tx.execute(
                 "DELETE FROM facts WHERE user_id = ? AND space_id = ?", (user_id, guild_id)
+            )
+            await tx.execute(
+                "DELETE FROM usage_members WHERE user_id = ? AND guild_id = ?", (user_id, guild_id)
             )
         await self._db.checkpoint()
         return counts + DeletedCounts(facts=facts)
@@ -126,8 +130,12 @@ class UserDataRepository:
             by_fact.setdefault(source["fact_id"], []).append(
                 {k: source[k] for k in ("discord_message_id", "channel_id", "guild_id")}
             )
+        paused = await self._db.fetch_one(
+            "SELECT paused_at FROM memory_pauses WHERE user_id = ?", (user_id,)
+        )
         return {
             "user_id": user_id,
+            "memory_paused_since": paused["paused_at"] if paused else None,
             "sessions": [dict(row) for row in sessions],
             "messages": [dict(row) for row in messages],
             "facts": [{**dict(row), "sources": by_fact.get(row["id"], [])} for row in facts],
