@@ -121,16 +121,13 @@ class Settings:
         return settings
 
     def _check_budgets(self) -> None:
-        fixed = (
-            self.max_message_tokens
-            + self.summary_max_tokens
-            + self.facts_max_tokens
-            + self.persona_max_tokens
-        )
+        # The persona is not in this sum: the system section takes what the others leave, so
+        # a long persona is cut in the prompt rather than pushing the total over the budget.
+        fixed = self.max_message_tokens + self.summary_max_tokens + self.facts_max_tokens
         if fixed >= self.max_prompt_tokens:
             raise ConfigError(
                 "MAX_PROMPT_TOKENS must be larger than MAX_MESSAGE_TOKENS + SUMMARY_MAX_TOKENS"
-                f" + FACTS_MAX_TOKENS + PERSONA_MAX_TOKENS ({fixed}); see .env.example"
+                f" + FACTS_MAX_TOKENS ({fixed}); see .env.example"
             )
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from bot.access import ChannelView, Decision, OperatorPolicy, Place, decide, resolve
 from bot.config import Settings
@@ -21,6 +23,16 @@ from storage.guild_settings import ServerRules
 
 RULES_TTL_SECONDS = 30.0
 RULES_CACHE_MAX = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    """A server's model tokens (as the API reported them), for /mnemo-admin stats."""
+
+    today: int
+    last_30_days: int
+    top: list[tuple[int, int]]  # (user id, tokens) over 30 days, most first
+    budget: int  # SERVER_DAILY_TOKENS, 0: none
 
 
 class Controls:
@@ -34,6 +46,7 @@ class Controls:
         ttl: float = RULES_TTL_SECONDS,
     ) -> None:
         self._repo = storage.guild_settings
+        self._usage = storage.usage
         self._settings = settings
         self._tokenizer = tokenizer
         self._clock = clock
@@ -81,6 +94,16 @@ class Controls:
         if self._tokenizer.count(view.persona) <= cap:
             return view.persona
         return self._tokenizer.truncate(view.persona, cap)
+
+    async def usage(self, guild_id: int) -> UsageReport:
+        today = datetime.fromtimestamp(self._clock(), tz=UTC)
+        first = (today - timedelta(days=29)).strftime("%Y-%m-%d")
+        return UsageReport(
+            await self._usage.used(today.strftime("%Y-%m-%d"), "guild", guild_id),
+            await self._usage.guild_since(guild_id, first),
+            await self._usage.top_members(guild_id, first),
+            self._settings.server_daily_tokens,
+        )
 
     # -- checking what admins set -----------------------------------------------------------
 

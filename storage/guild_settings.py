@@ -160,9 +160,7 @@ class GuildSettingsRepository:
     # -- a user's memory pause --------------------------------------------------------------
 
     async def is_paused(self, user_id: int) -> bool:
-        row = await self._db.fetch_one(
-            "SELECT 1 FROM memory_pauses WHERE user_id = ?", (user_id,)
-        )
+        row = await self._db.fetch_one("SELECT 1 FROM memory_pauses WHERE user_id = ?", (user_id,))
         return row is not None
 
     async def set_paused(self, user_id: int, paused: bool, *, now: float) -> bool:
