@@ -19,7 +19,6 @@ from cogs.chat import NO_DMS, NOT_HERE
 from tests.conftest import Bots
 from tests.fakes.discord_server import ChannelRef, FakeDiscord, FakeUser, RoleRef
 from tests.fakes.llm_server import FakeLLM
-from tests.test_background_memory import is_summary_call
 
 Snapshot = dict[str, list[tuple[Any, ...]]]
 
