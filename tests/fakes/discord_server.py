@@ -22,8 +22,9 @@ public thread ``THREAD_ID`` under ``CHANNEL_ID``, the roles @everyone (id ``GUIL
 managed role ``BOT_ROLE_ID``, ``ADMIN_ROLE_ID`` (Manage Server) and ``MEMBER_ROLE_ID`` (no extra
 permissions; give it with :meth:`FakeDiscord.set_roles`), and a category ``CATEGORY_ID`` holding
 the channel ``CATEGORY_CHANNEL_ID``. Guild ``GUILD2_ID`` has channel ``GUILD2_CHANNEL_ID``.
-``alice``, ``bob``, ``admin`` (with the admin role), ``other_bot`` and ``owner`` (owner of both guilds and of the application) are members of both guilds. Each user
-has a deterministic DM channel, :meth:`FakeDiscord.dm_channel_id`.
+``alice``, ``bob``, ``admin`` (with the admin role), ``other_bot`` and ``owner`` (owner of both
+guilds and of the application) are members of both guilds. Each user has a deterministic DM
+channel, :meth:`FakeDiscord.dm_channel_id`.
 
 What Discord does and the fake does too
 ---------------------------------------
