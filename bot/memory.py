@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -36,6 +37,7 @@ ProgressCallback = Callable[[str], Awaitable[None]]
 WINDOW_FETCH_BATCH = 64
 RETENTION_INTERVAL_SECONDS = 24 * 3600
 UNSTORED_ID = 2**63 - 1  # the id a paused user's message would have: after every stored one
+UNSTORED_IDS_KEPT = 1000
 DEFAULT_VIEW = ChannelView()
 
 
@@ -105,6 +107,7 @@ class MemoryEngine:
         self._retention: asyncio.Task[None] | None = None
         self.limits = Limits(settings, storage.usage, clock=clock)
         self.controls = Controls(storage, settings, tokenizer, clock=clock)
+        self._unstored_ids: OrderedDict[int, None] = OrderedDict()  # paused users' messages
         self._llm_slots = asyncio.Semaphore(settings.llm_concurrency)
         self.jobs = BackgroundJobs(settings.background_concurrency, retry_delays=job_retry_delays)
         self.summarizer = Summarizer(storage, llm, tokenizer, settings, self.limits, clock=clock)
@@ -222,8 +225,16 @@ class MemoryEngine:
     async def _reply_unstored(
         self, incoming: IncomingMessage, on_progress: ProgressCallback | None
     ) -> ReplyResult:
-        """A paused user: answer from what is already stored, store and learn nothing."""
+        """A paused user: answer from what is already stored, store and learn nothing.
+
+        With no stored row to recognise a redelivered event by, recent ids are remembered in
+        memory only (ids, no text), so a replay after a gateway resume is answered once."""
         key = incoming.key
+        if incoming.discord_id in self._unstored_ids:
+            return ReplyResult(Outcome.DUPLICATE)
+        self._unstored_ids[incoming.discord_id] = None
+        if len(self._unstored_ids) > UNSTORED_IDS_KEPT:
+            self._unstored_ids.popitem(last=False)
         async with self._order.hold((key.channel_id, key.user_id)):
             session = await self.storage.sessions.find(key.channel_id, key.user_id)
             content = incoming.content

@@ -52,7 +52,7 @@ NEEDS_INTENT = (
     " in the Discord developer portal (Bot page) and set MESSAGE_CONTENT_INTENT=true, then try"
     " again. Nothing was changed."
 )
-Place = app_commands.AppCommandChannel | app_commands.AppCommandThread
+Where = app_commands.AppCommandChannel | app_commands.AppCommandThread
 LIST_LIMIT = 25  # ids shown per list in a view
 
 
@@ -112,7 +112,7 @@ class Admin(
     )
     @app_commands.choices(rule=RULE_CHOICES)
     async def access_channel(
-        self, interaction: discord.Interaction, channel: Place, rule: app_commands.Choice[str]
+        self, interaction: discord.Interaction, channel: Where, rule: app_commands.Choice[str]
     ) -> None:
         if (guild_id := await self._admin(interaction)) is None:
             return
@@ -209,7 +209,7 @@ class Admin(
     )
     @app_commands.choices(mode=MODE_CHOICES)
     async def answer_mode(
-        self, interaction: discord.Interaction, channel: Place, mode: app_commands.Choice[str]
+        self, interaction: discord.Interaction, channel: Where, mode: app_commands.Choice[str]
     ) -> None:
         if (guild_id := await self._admin(interaction)) is None:
             return
@@ -227,7 +227,7 @@ class Admin(
         channel="Only this channel or category (default: the whole server)",
     )
     async def threads(
-        self, interaction: discord.Interaction, enabled: bool, channel: Place | None = None
+        self, interaction: discord.Interaction, enabled: bool, channel: Where | None = None
     ) -> None:
         if (guild_id := await self._admin(interaction)) is None:
             return
@@ -260,7 +260,7 @@ class Admin(
         self,
         interaction: discord.Interaction,
         text: app_commands.Range[str, 1, 4000],
-        channel: Place | None = None,
+        channel: Where | None = None,
     ) -> None:
         if (guild_id := await self._admin(interaction)) is None:
             return
@@ -275,7 +275,7 @@ class Admin(
     @persona.command(name="show", description="The persona in force here")
     @app_commands.describe(channel="A channel or category (default: the whole server)")
     async def persona_show(
-        self, interaction: discord.Interaction, channel: Place | None = None
+        self, interaction: discord.Interaction, channel: Where | None = None
     ) -> None:
         if (guild_id := await self._admin(interaction, change=False)) is None:
             return
@@ -286,7 +286,7 @@ class Admin(
     @persona.command(name="reset", description="Back to the server's (or the bot's) persona")
     @app_commands.describe(channel="A channel or category (default: the whole server)")
     async def persona_reset(
-        self, interaction: discord.Interaction, channel: Place | None = None
+        self, interaction: discord.Interaction, channel: Where | None = None
     ) -> None:
         if (guild_id := await self._admin(interaction)) is None:
             return
@@ -300,7 +300,7 @@ class Admin(
         channel="Only this channel or category (default: the whole server)",
     )
     async def model_set(
-        self, interaction: discord.Interaction, name: str, channel: Place | None = None
+        self, interaction: discord.Interaction, name: str, channel: Where | None = None
     ) -> None:
         if (guild_id := await self._admin(interaction)) is None:
             return
@@ -323,7 +323,7 @@ class Admin(
     @model.command(name="show", description="The chat model in force here, and the choices")
     @app_commands.describe(channel="A channel or category (default: the whole server)")
     async def model_show(
-        self, interaction: discord.Interaction, channel: Place | None = None
+        self, interaction: discord.Interaction, channel: Where | None = None
     ) -> None:
         if (guild_id := await self._admin(interaction, change=False)) is None:
             return
@@ -334,7 +334,7 @@ class Admin(
     @model.command(name="reset", description="Back to the server's (or the bot's) model")
     @app_commands.describe(channel="A channel or category (default: the whole server)")
     async def model_reset(
-        self, interaction: discord.Interaction, channel: Place | None = None
+        self, interaction: discord.Interaction, channel: Where | None = None
     ) -> None:
         if (guild_id := await self._admin(interaction)) is None:
             return
@@ -343,18 +343,21 @@ class Admin(
         await self._answer(interaction, self.render_place(rules, channel))
 
     async def _set_here(
-        self, guild_id: int, channel: Place | None, name: str, value: str | None
+        self, guild_id: int, channel: Where | None, name: str, value: str | None
     ) -> ServerRules:
         if channel is None:
             return await self.controls.set_server(guild_id, name, value)
         return await self.controls.set_channel(guild_id, channel.id, name, value)
 
-    def render_place(self, rules: ServerRules, channel: Place | None) -> str:
+    def render_place(self, rules: ServerRules, channel: Where | None) -> str:
         """What is in force in one channel (or server-wide), and where each value comes from."""
         chain: tuple[int, ...] = ()
-        if channel is not None:
-            parent = getattr(channel, "parent_id", None)
-            chain = tuple(c for c in (channel.id, parent) if c)
+        if isinstance(channel, app_commands.AppCommandThread):
+            parent = self.bot.get_channel(channel.parent_id)
+            chain = (channel.id, channel.parent_id, getattr(parent, "category_id", None) or 0)
+        elif channel is not None:
+            chain = (channel.id, channel.category_id or 0)
+        chain = tuple(c for c in chain if c)
         view = resolve(rules, chain)
         settings = self.bot.settings
         where = f"<#{channel.id}>" if channel is not None else "this server"

@@ -347,9 +347,11 @@ async def test_paused_user_leaves_no_row_anywhere(
     before = await snapshot(bot)
     fake_llm.reset()
 
-    await d.send_message(d.alice, d.CHANNEL_ID, "PAUSED-SECRET one", mention_bot=True)
+    payload = await d.send_message(d.alice, d.CHANNEL_ID, "PAUSED-SECRET one", mention_bot=True)
     reply = await answered(d, d.CHANNEL_ID)
     assert reply == "echo: PAUSED-SECRET one\n-# memory paused"
+    await d.redeliver(payload)  # a replayed event is answered once, even with nothing stored
+    await d.expect_no_bot_message(d.CHANNEL_ID, wait=0.5)
     assert "BEFORE-PAUSE" in fake_llm.prompt_texts()[-1]  # answered from the existing window
     await d.send_message(d.alice, d.OTHER_CHANNEL_ID, "PAUSED-SECRET two " * 20, mention_bot=True)
     await answered(d, d.OTHER_CHANNEL_ID)
