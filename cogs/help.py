@@ -10,6 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.access import ChannelView, Decision, Place
+from storage.guild_settings import ServerRules
 
 if TYPE_CHECKING:
     from bot.client import MemoryBot
@@ -45,7 +46,10 @@ class Help(commands.Cog):
         place = place_of(interaction)
         decision, view = await controls.check(place)
         paused = await controls.is_paused(interaction.user.id)
-        parts = [INTRO, self.how_to_talk(interaction, decision, view), self.memory_here(view)]
+        parts = [INTRO, self.how_to_talk(interaction, decision, view)]
+        if interaction.guild_id is not None and controls.policy.guild_allowed(interaction.guild_id):
+            parts.append(where_allowed(await controls.rules(interaction.guild_id)))
+        parts.append(self.memory_here(view))
         if paused:
             parts.append("-# Your memory is paused: `/memory resume` to end it.")
         parts.append(YOUR_MEMORY)
@@ -78,6 +82,18 @@ class Help(commands.Cog):
             "**Memory here** · off: I answer from the recent conversation only and learn nothing"
             " (no summaries, no facts); older messages are deleted as the conversation moves on."
         )
+
+
+def where_allowed(rules: ServerRules) -> str:
+    """The channels this server allows (a category stands for its channels)."""
+    allowed = sorted(c for c, rule in rules.channels.items() if rule.access == "allow")
+    denied = sorted(c for c, rule in rules.channels.items() if rule.access == "deny")
+    text = "**Where** · " + (
+        "in " + ", ".join(f"<#{c}>" for c in allowed[:20]) if allowed else "in every channel"
+    )
+    if denied:
+        text += ", except " + ", ".join(f"<#{c}>" for c in denied[:20])
+    return text + " (and their threads)."
 
 
 def place_of(interaction: discord.Interaction) -> Place:

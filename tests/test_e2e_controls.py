@@ -14,7 +14,7 @@ import pytest
 from discord import AppCommandOptionType, app_commands
 
 from bot.client import MemoryBot
-from cogs.admin import NEEDS_INTENT, NEEDS_MANAGE_SERVER
+from cogs.admin import NEEDS_INTENT, NEEDS_MANAGE_SERVER, SERVER_NOT_ALLOWED
 from cogs.chat import NO_DMS, NOT_HERE
 from tests.conftest import Bots
 from tests.fakes.discord_server import ChannelRef, FakeDiscord, FakeUser, RoleRef
@@ -44,6 +44,7 @@ async def admin(
     group: str | None = None,
     user: FakeUser | None = None,
     channel_id: int | None = None,
+    guild_id: int | None = None,
 ) -> str:
     interaction = await d.slash(
         user or d.admin,
@@ -52,6 +53,7 @@ async def admin(
         options,
         group=group,
         channel_id=channel_id,
+        guild_id=guild_id,
     )
     response = await interaction.response()
     assert response["data"]["flags"] & 64, "admin answers are ephemeral"
@@ -88,6 +90,10 @@ async def test_denied_server_channel_role_member_get_no_call_and_leave_no_row(
         await d.expect_no_bot_message(channel, wait=0.3)
     assert fake_llm.chat_calls == []
     assert await snapshot(bot) == before  # not one row written
+
+    in_ignored = await admin(d, "memory", {"enabled": False}, user=d.owner, guild_id=d.GUILD2_ID)
+    assert in_ignored == SERVER_NOT_ALLOWED
+    assert await snapshot(bot) == before
 
     await d.send_message(d.owner, d.CHANNEL_ID, "allowed", mention_bot=True)
     assert await answered(d, d.CHANNEL_ID) == "echo: allowed"
@@ -454,6 +460,7 @@ async def test_help_says_how_to_talk_here(bots: Bots, fake_discord: FakeDiscord)
     await bots.start()
     await admin(d, "answer-mode", {"channel": ChannelRef(d.OTHER_CHANNEL_ID), "mode": "always"})
     await admin(d, "memory", {"enabled": False})
+    await admin(d, "channel", {"channel": ChannelRef(d.THREAD_ID), "rule": "deny"}, group="access")
 
     async def help_text(user: FakeUser, **where: Any) -> str:
         interaction = await d.slash(user, "help", **where)
@@ -464,6 +471,7 @@ async def test_help_says_how_to_talk_here(bots: Bots, fake_discord: FakeDiscord)
     member = await help_text(d.bob)
     assert "mention me" in member and "/memory pause" in member and "/memory export" in member
     assert "Memory here** · off" in member and "Admin commands" not in member
+    assert f"in every channel, except <#{d.THREAD_ID}>" in member
     assert "just write" in await help_text(d.bob, channel_id=d.OTHER_CHANNEL_ID)
     assert "Admin commands" in await help_text(d.admin)
     assert "our DMs" in await help_text(d.bob, dm=True)
