@@ -27,7 +27,7 @@ from storage import Storage
 log = logging.getLogger(__name__)
 
 EXPIRED_INTERACTION = 10062  # Discord's "Unknown interaction": answered after its deadline
-EXTENSIONS = ("cogs.chat", "cogs.memory", "cogs.facts")
+EXTENSIONS = ("cogs.chat", "cogs.memory", "cogs.facts", "cogs.admin", "cogs.help")
 SYNC_FINGERPRINT_KEY = "command_sync_fingerprint"
 SYNC_CLAIM_SECONDS = 300.0
 SHUTDOWN_GRACE_SECONDS = 4.0  # hosts send SIGKILL ~10 s after SIGTERM

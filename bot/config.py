@@ -71,17 +71,26 @@ class Settings:
     # Sharding: SHARD_COUNT 0 = as many shards as Discord recommends, all in this process.
     shard_count: int
     shard_ids: tuple[int, ...]  # the shards this process runs (empty = all of them)
+    # Access and controls (bot/access.py). Empty id sets mean "no restriction".
+    allowed_guild_ids: frozenset[int]
+    allowed_channel_ids: frozenset[int]
+    allowed_role_ids: frozenset[int]
+    blocked_user_ids: frozenset[int]
+    allow_dms: bool
+    allowed_chat_models: tuple[str, ...]  # always includes chat_model, first
+    persona_max_tokens: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from `env` (default: os.environ), validating every value."""
         reader = _Reader(os.environ if env is None else env)
         base_url = reader.text("OPENAI_BASE_URL", "") or None
+        chat_model = reader.text("CHAT_MODEL", "gpt-4o")
         settings = cls(
             discord_token=reader.required("DISCORD_TOKEN"),
             openai_api_key=_api_key(reader, base_url),
             openai_base_url=base_url,
-            chat_model=reader.text("CHAT_MODEL", "gpt-4o"),
+            chat_model=chat_model,
             memory_model=reader.text("MEMORY_MODEL", "gpt-4o-mini"),
             database_path=_database_path(reader.text("DATABASE_URL", "sqlite:///data/mnemo.db")),
             system_prompt=reader.text("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT),
@@ -111,12 +120,21 @@ class Settings:
             dev_guild_id=reader.integer("DEV_GUILD_ID", 0, minimum=0),
             shard_count=reader.integer("SHARD_COUNT", 0, minimum=0),
             shard_ids=reader.integers("SHARD_IDS"),
+            allowed_guild_ids=reader.ids("ALLOWED_GUILD_IDS"),
+            allowed_channel_ids=reader.ids("ALLOWED_CHANNEL_IDS"),
+            allowed_role_ids=reader.ids("ALLOWED_ROLE_IDS"),
+            blocked_user_ids=reader.ids("BLOCKED_USER_IDS"),
+            allow_dms=reader.boolean("ALLOW_DMS", True),
+            allowed_chat_models=_chat_models(chat_model, reader.text("ALLOWED_CHAT_MODELS", "")),
+            persona_max_tokens=reader.integer("PERSONA_MAX_TOKENS", 500, minimum=20),
         )
         settings._check_budgets()
         settings._check_shards()
         return settings
 
     def _check_budgets(self) -> None:
+        # The persona is not in this sum: the system section takes what the others leave, so
+        # a long persona is cut in the prompt rather than pushing the total over the budget.
         fixed = self.max_message_tokens + self.summary_max_tokens + self.facts_max_tokens
         if fixed >= self.max_prompt_tokens:
             raise ConfigError(
@@ -163,6 +181,19 @@ class _Reader:
             return False
         raise ConfigError(f"{name} must be true or false, got {raw!r}; see .env.example")
 
+    def ids(self, name: str) -> frozenset[int]:
+        """A comma- or space-separated list of Discord ids (snowflakes); empty: none."""
+        raw = self._env.get(name, "").replace(",", " ").split()
+        found = set()
+        for item in raw:
+            if not item.isdigit() or int(item) <= 0:
+                raise ConfigError(
+                    f"{name} must be Discord ids separated by commas, got {item!r};"
+                    " see .env.example"
+                )
+            found.add(int(item))
+        return frozenset(found)
+
     def integer(self, name: str, default: int, *, minimum: int) -> int:
         raw = self._env.get(name, "").strip()
         if not raw:
@@ -178,7 +209,7 @@ class _Reader:
         return value
 
     def integers(self, name: str) -> tuple[int, ...]:
-        """A comma-separated list of whole numbers (ids, shard numbers); empty when unset."""
+        """A comma-separated list of whole numbers (shard numbers); empty when unset."""
         raw = self._env.get(name, "").strip()
         try:
             values = tuple(int(part) for part in raw.replace(" ", "").split(",") if part)
@@ -226,6 +257,16 @@ def _api_key(reader: _Reader, base_url: str | None) -> str:
         return reader.required("OPENAI_API_KEY")
     # Local servers (Ollama, vLLM, llama.cpp) accept any key, but the SDK insists on one.
     return reader.text("OPENAI_API_KEY", "not-needed")
+
+
+def _chat_models(default: str, listed: str) -> tuple[str, ...]:
+    """The models admins may choose: CHAT_MODEL first (always allowed), then the list."""
+    models = [default]
+    for name in listed.split(","):
+        name = name.strip()
+        if name and name not in models:
+            models.append(name)
+    return tuple(models)
 
 
 def _database_path(url: str) -> Path:

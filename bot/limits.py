@@ -76,13 +76,27 @@ class Limits:
         return await self._server_used_share(key.guild_id, self._day()) < BACKGROUND_BUDGET_SHARE
 
     async def charge(
-        self, key: SessionKey, usage: Usage | None, estimate: Callable[[], int]
+        self,
+        key: SessionKey,
+        usage: Usage | None,
+        estimate: Callable[[], int],
+        *,
+        private: bool = False,
     ) -> None:
         """Add a call's tokens to today's totals: the API's figure, else our estimate (only
-        computed then, since counting a long transcript is not free)."""
+        computed then, since counting a long transcript is not free).
+
+        `private` (the user paused their memory): the server's total still counts, and the
+        user's own counter only when a per-user budget needs it; no per-member statistics.
+        """
         tokens = usage.prompt_tokens + usage.completion_tokens if usage else estimate()
         await self._usage.add(
-            self._day(), user_id=key.user_id, guild_id=key.guild_id, tokens=tokens
+            self._day(),
+            user_id=key.user_id,
+            guild_id=key.guild_id,
+            tokens=tokens,
+            per_user=not private or self._settings.user_daily_tokens > 0,
+            per_member=not private,
         )
 
     async def _server_used_share(self, guild_id: int | None, day: str) -> float:

@@ -10,13 +10,16 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from functools import partial
 
+from bot.access import ChannelView
 from bot.background import BackgroundJobs
 from bot.config import Settings
+from bot.controls import Controls
 from bot.facts import FactExtractor
 from bot.fleet import Fleet
 from bot.limits import Limits, Refusal
@@ -27,7 +30,7 @@ from bot.scheduler import Overdue, Ticket
 from bot.summarizer import Summarizer
 from bot.tokens import Tokenizer
 from storage import Storage
-from storage.models import Session, SessionKey, StoredMessage
+from storage.models import Session, SessionKey, StoredMessage, space_of
 from storage.users import DeletedCounts
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,9 @@ THINKING = Status("thinking…")
 WINDOW_FETCH_BATCH = 64
 RETENTION_INTERVAL_SECONDS = 24 * 3600
 RETENTION_CHECK_SECONDS = 3600  # how often a process asks whether today's pass is due
+UNSTORED_ID = 2**63 - 1  # the id a paused user's message would have: after every stored one
+UNSTORED_IDS_KEPT = 1000
+DEFAULT_VIEW = ChannelView()
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,7 @@ class IncomingMessage:
     discord_id: int
     content: str
     author_name: str
+    view: ChannelView = DEFAULT_VIEW  # this place's persona, model and memory setting
 
 
 class Outcome(Enum):
@@ -86,6 +93,7 @@ class ReplyResult:
     usage: Usage | None = None
     refusal: Refusal | None = None
     cut_at_limit: bool = False  # the model stopped at MAX_REPLY_TOKENS
+    paused: bool = False  # the user's memory is paused: nothing of this turn was stored
 
 
 class MemoryEngine:
@@ -109,6 +117,8 @@ class MemoryEngine:
         self._accepting = True
         self._loops: list[asyncio.Task[None]] = []
         self.limits = Limits(settings, storage.usage, clock=clock)
+        self.controls = Controls(storage, settings, tokenizer, clock=clock)
+        self._unstored_ids: OrderedDict[int, None] = OrderedDict()  # paused users' messages
         llm.set_parallel(settings.model_parallel)
         self._llm_slots = llm.scheduler  # every model call: replies first, background after
         self.fleet = Fleet(storage.fleet, lease_seconds=settings.job_lease_seconds, clock=clock)
@@ -183,6 +193,8 @@ class MemoryEngine:
         self._in_flight.add(task)
         ticket = self._llm_slots.enter(incoming.key.user_id)
         try:
+            if await self.controls.is_paused(incoming.key.user_id):
+                return await self._reply_unstored(incoming, on_progress, ticket)
             return await self._reply_in_order(incoming, on_progress, ticket)
         finally:
             self._llm_slots.leave(ticket)
@@ -225,16 +237,17 @@ class MemoryEngine:
                 await on_progress("")  # accepted: the caller may show "typing"
             session = await self.storage.sessions.get(stored.session_id)
             assert session is not None
-            prompt = await self.build_prompt(session, stored, incoming.author_name)
+            view = incoming.view
+            prompt = await self.build_prompt(session, stored, incoming.author_name, view=view)
             try:
                 async with self._llm_slots.reply(ticket):
-                    result = await self._answer(prompt, on_progress)
+                    result = await self._answer(prompt, on_progress, view)
                     if result.error is not None and result.error.kind == "context_length":
                         # The server's context is smaller than our budget: trim harder, once.
                         prompt = await self.build_prompt(
-                            session, stored, incoming.author_name, budget_share=0.5
+                            session, stored, incoming.author_name, budget_share=0.5, view=view
                         )
-                        result = await self._answer(prompt, on_progress)
+                        result = await self._answer(prompt, on_progress, view)
             except Overdue:
                 # The queue grew slower than estimated at admission: say so now, not late.
                 self._after_turn(session)
@@ -252,23 +265,82 @@ class MemoryEngine:
                     discord_id=None,
                     now=self._clock(),
                 )
-            self._after_turn(session)
+            if view.memory:
+                self._after_turn(session)
+            else:
+                await self._keep_only_window(session)
             return result
+
+    async def _reply_unstored(
+        self, incoming: IncomingMessage, on_progress: ProgressCallback | None, ticket: Ticket
+    ) -> ReplyResult:
+        """A paused user: answer from what is already stored, store and learn nothing.
+
+        With no stored row to recognise a redelivered event by, recent ids are remembered in
+        memory only (ids, no text), so a replay after a gateway resume is answered once."""
+        key = incoming.key
+        if incoming.discord_id in self._unstored_ids:
+            return ReplyResult(Outcome.DUPLICATE)
+        self._unstored_ids[incoming.discord_id] = None
+        if len(self._unstored_ids) > UNSTORED_IDS_KEPT:
+            self._unstored_ids.popitem(last=False)
+        async with self._order.hold((key.channel_id, key.user_id)):
+            session = await self.storage.sessions.find(key.channel_id, key.user_id)
+            content = incoming.content
+            transient = StoredMessage(
+                UNSTORED_ID,
+                session.id if session else 0,
+                incoming.discord_id,
+                key.guild_id,
+                key.channel_id,
+                key.user_id,
+                "user",
+                content,
+                self._tokenizer.count(content),
+                self._clock(),
+            )
+            if on_progress is not None:
+                await on_progress("")
+            view = incoming.view
+            prompt = await self.build_prompt(session, transient, incoming.author_name, view=view)
+            try:
+                async with self._llm_slots.reply(ticket):
+                    result = await self._answer(prompt, on_progress, view)
+            except Overdue:
+                return ReplyResult(Outcome.REFUSED, refusal=self._busy(0.0))
+            await self.limits.charge(
+                key,
+                result.usage,
+                lambda: prompt.tokens + self._tokenizer.count(result.text),
+                private=True,
+            )
+            return dataclasses.replace(result, paused=True)
+
+    async def _keep_only_window(self, session: Session) -> None:
+        """Memory off: keep only the newest messages any prompt's window could still use."""
+        await self.storage.messages.delete_beyond_recent(
+            session.id,
+            keep_tokens=self._settings.max_prompt_tokens,
+            message_cap=self._settings.max_message_tokens,
+        )
 
     async def build_prompt(
         self,
-        session: Session,
+        session: Session | None,
         new_message: StoredMessage,
         author_name: str,
         *,
         budget_share: float = 1.0,
+        view: ChannelView = DEFAULT_VIEW,
     ) -> Prompt:
         """The prompt for `new_message`, from this session and this user's facts in this space.
 
         `budget_share` < 1 shrinks every section's cap, for a server whose context turned out
-        smaller than MAX_PROMPT_TOKENS.
+        smaller than MAX_PROMPT_TOKENS. With memory off (`view.memory`), only the window: no
+        facts, no summary. `session` is None for a paused user who never talked here.
         """
-        facts = await self.storage.facts.current(session.user_id, session.key.space_id)
+        space = space_of(new_message.guild_id)
+        facts = await self.storage.facts.current(new_message.user_id, space) if view.memory else []
         limits = self._prompt_limits
         if budget_share < 1.0:
             limits = PromptLimits(
@@ -276,12 +348,16 @@ class MemoryEngine:
             )
         builder = PromptBuilder(self._tokenizer, limits)
         builder.fixed_sections(
-            system_prompt=self._system_prompt(author_name),
+            system_prompt=self._system_prompt(author_name, view),
             facts=facts,
-            summary=session.summary,
+            summary=session.summary if session is not None and view.memory else "",
             new_message=new_message.content,
         )
-        window = await self._window(session, before_id=new_message.id, budget=builder.window_budget)
+        window = []
+        if session is not None:
+            window = await self._window(
+                session, before_id=new_message.id, budget=builder.window_budget
+            )
         return builder.finish(window)
 
     async def _window(
@@ -395,16 +471,22 @@ class MemoryEngine:
         tasks = [task for sid in session_ids for task in self.jobs.cancel_session(sid)]
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _system_prompt(self, author_name: str) -> str:
+    def _system_prompt(self, author_name: str, view: ChannelView = DEFAULT_VIEW) -> str:
         name = " ".join(author_name.split())[:64] or "someone"
-        return f"{self._settings.system_prompt}\n\nYou are talking with the Discord user {name}."
+        persona = self.controls.persona_for(view)
+        return f"{persona}\n\nYou are talking with the Discord user {name}."
 
-    async def _answer(self, prompt: Prompt, on_progress: ProgressCallback | None) -> ReplyResult:
+    async def _answer(
+        self,
+        prompt: Prompt,
+        on_progress: ProgressCallback | None,
+        view: ChannelView = DEFAULT_VIEW,
+    ) -> ReplyResult:
         state = StreamState()
         shown = ""
         try:
             async for _ in self.llm.stream_chat(
-                self._settings.chat_model,
+                self.controls.model_for(view),
                 prompt.messages,
                 max_tokens=self._settings.max_reply_tokens,
                 state=state,
@@ -443,7 +525,7 @@ class MemoryEngine:
             "facts-idle",
             session.id,
             self._settings.facts_idle_seconds,
-            partial(self.facts.run, session.id),
+            partial(self._learn, session.id, self.facts.run),
         )
 
     async def _schedule_due_work(self, session_id: int) -> None:
@@ -457,7 +539,20 @@ class MemoryEngine:
             self._schedule_facts(session_id)
 
     def _schedule_summary(self, session_id: int) -> None:
-        self.jobs.schedule("summary", session_id, partial(self.summarizer.run, session_id))
+        self.jobs.schedule(
+            "summary", session_id, partial(self._learn, session_id, self.summarizer.run)
+        )
 
     def _schedule_facts(self, session_id: int) -> None:
-        self.jobs.schedule("facts", session_id, partial(self.facts.run, session_id))
+        self.jobs.schedule("facts", session_id, partial(self._learn, session_id, self.facts.run))
+
+    async def _learn(self, session_id: int, job: Callable[[int], Awaitable[object]]) -> None:
+        """Run a summary or extraction job unless its server turned memory off."""
+        session = await self.storage.sessions.get(session_id)
+        if session is None:
+            return
+        if session.guild_id is not None:
+            rules = await self.controls.rules(session.guild_id)
+            if not rules.memory:
+                return
+        await job(session_id)

@@ -24,9 +24,17 @@ TYPING_REFRESH_SECONDS = 8.0
 
 
 class StreamedReply:
-    def __init__(self, source: discord.Message, *, edit_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        source: discord.Message,
+        *,
+        edit_interval: float = 1.0,
+        channel: discord.Thread | None = None,
+    ) -> None:
         self._source = source
-        self._channel = source.channel
+        # `channel`: answer in a thread opened from `source` (then not as a reply to it).
+        self._channel = channel or source.channel
+        self._in_source_channel = channel is None
         self._edit_interval = edit_interval
         self._sent: list[discord.Message] = []
         self._shown: list[str] = []
@@ -136,7 +144,11 @@ class StreamedReply:
             )
 
     async def _send(self, content: str, *, first: bool) -> discord.Message:
-        reference = self._source.to_reference(fail_if_not_exists=False) if first else None
+        reference = (
+            self._source.to_reference(fail_if_not_exists=False)
+            if first and self._in_source_channel
+            else None
+        )
         return await self._channel.send(
             content,
             reference=reference,  # type: ignore[arg-type]

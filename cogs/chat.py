@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,7 @@ import aiosqlite
 import discord
 from discord.ext import commands
 
+from bot.access import ChannelView, Decision, Place
 from bot.memory import IncomingMessage, Outcome, ReplyResult
 from bot.replies import StreamedReply
 from bot.splitter import append_outside_code
@@ -68,29 +70,46 @@ TEXT_EXTENSIONS = frozenset(
 )
 STORAGE_ERROR = "I couldn't save this (the database is unavailable). Please try again soon."
 INTERNAL_ERROR = "Something went wrong on my side. Please try again."
+NOT_HERE = "I'm not available to you here."
+NO_DMS = "I don't answer direct messages. Talk to me in a server we share."
+PAUSED_NOTE = "\n-# memory paused"
+NOTICE_INTERVAL_SECONDS = 600.0  # one notice per person and channel per 10 minutes
 
 
 class Chat(commands.Cog):
     def __init__(self, bot: MemoryBot) -> None:
         self.bot = bot
+        self._noticed: dict[tuple[int, int], float] = {}
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
-        if not self.is_addressed(message):
+        if not self._from_a_person(message):
+            return
+        # Access is decided before anything is read, stored or sent to a model.
+        decision, view = await self.bot.engine.controls.check(place_of(message))
+        mentioned = self.is_addressed(message)
+        if not (mentioned or self._always_here(message, view)):
+            return
+        if not decision.allowed:
+            await self._refuse(message, decision)
             return
         text, unreadable = await self.model_text(message)
         if not text:
-            await self._greet(message, unreadable)
+            if mentioned:  # in an always-answer channel, an image alone gets no greeting
+                await self._greet(message, unreadable)
             return
+        thread = await self._open_thread(message, text) if mentioned and view.threads else None
+        channel = thread or message.channel
         incoming = IncomingMessage(
             key=SessionKey(
-                message.guild.id if message.guild else None, message.channel.id, message.author.id
+                message.guild.id if message.guild else None, channel.id, message.author.id
             ),
             discord_id=message.id,
             content=text,
             author_name=message.author.display_name,
+            view=view,
         )
-        reply = StreamedReply(message)
+        reply = StreamedReply(message, channel=thread)
         try:
             result = await self.bot.engine.reply(incoming, reply.progress)
         except aiosqlite.Error as error:
@@ -107,7 +126,7 @@ class Chat(commands.Cog):
     @commands.Cog.listener()
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         message = payload.message
-        if "content" not in payload.data or not self.is_addressed(message):
+        if "content" not in payload.data or not await self._addressed_or_always(message):
             return  # only messages that were for the bot can be stored (and read attachments)
         # Only messages already stored change; unknown ids are ignored by the engine.
         text, _ = await self.model_text(message)
@@ -122,12 +141,62 @@ class Chat(commands.Cog):
         for message_id in payload.message_ids:
             await self.bot.engine.message_deleted(message_id)
 
+    def _from_a_person(self, message: discord.Message) -> bool:
+        """Not a bot, a webhook, the bot itself, or a system message."""
+        if self.bot.user is None or message.author.bot or message.webhook_id is not None:
+            return False
+        return message.type in _CHAT_TYPES
+
+    def _always_here(self, message: discord.Message, view: ChannelView) -> bool:
+        """Every message is for the bot in an always-answer channel, and in a thread the bot
+        opened for a conversation. Both need the message text, so the Message Content intent."""
+        if message.guild is None or not self.bot.settings.message_content_intent:
+            return False
+        if view.answer_mode == "always":
+            return True
+        me = self.bot.user
+        channel = message.channel
+        return isinstance(channel, discord.Thread) and me is not None and channel.owner_id == me.id
+
+    async def _addressed_or_always(self, message: discord.Message) -> bool:
+        if self.is_addressed(message):
+            return True
+        if not self._from_a_person(message) or message.guild is None:
+            return False
+        _, view = await self.bot.engine.controls.check(place_of(message))
+        return self._always_here(message, view)
+
+    async def _refuse(self, message: discord.Message, decision: Decision) -> None:
+        """Silence, or a short notice at most every NOTICE_INTERVAL_SECONDS per person."""
+        log.debug("Not answering message %s: %s", message.id, decision.reason)
+        if not decision.notice:
+            return
+        key = (message.channel.id, message.author.id)
+        now = time.monotonic()
+        if self._noticed.get(key, float("-inf")) > now - NOTICE_INTERVAL_SECONDS:
+            return
+        if len(self._noticed) > 10_000:
+            self._noticed.clear()
+        self._noticed[key] = now
+        notice = NO_DMS if message.guild is None and not self.bot.settings.allow_dms else NOT_HERE
+        await StreamedReply(message).finish(notice)
+
+    async def _open_thread(self, message: discord.Message, text: str) -> discord.Thread | None:
+        """Thread-per-conversation: a mention in a channel opens a thread from the message,
+        and the conversation (its own session) goes on there."""
+        if message.guild is None or not isinstance(message.channel, discord.TextChannel):
+            return None  # already in a thread, or a channel type without threads
+        name = " ".join(text.split())[:80] or f"Mnemo and {message.author.display_name}"
+        try:
+            return await message.create_thread(name=name, auto_archive_duration=1440)
+        except discord.HTTPException as error:
+            log.warning("Could not open a thread in %s: %s", message.channel.id, error)
+            return None  # answer in the channel instead
+
     def is_addressed(self, message: discord.Message) -> bool:
         """A DM, a mention of the bot's user or managed role, or a reply to the bot."""
         me = self.bot.user
-        if me is None or message.author.bot or message.webhook_id is not None:
-            return False
-        if message.type not in _CHAT_TYPES:
+        if me is None or not self._from_a_person(message):
             return False
         if message.guild is None:
             return True
@@ -216,7 +285,7 @@ class Chat(commands.Cog):
             shown = result.text
             if result.cut_at_limit:  # the note goes outside a code block the cut left open
                 shown = append_outside_code(shown, "-# (the answer reached the reply length limit)")
-            await reply.finish(shown)
+            await reply.finish(shown + (PAUSED_NOTE if result.paused else ""))
             return
         if result.refusal is not None:
             when = datetime.fromtimestamp(result.refusal.resets_at, tz=UTC)
@@ -227,6 +296,24 @@ class Chat(commands.Cog):
         assert result.error is not None
         # What arrived is shown, marked as interrupted; it was not stored as an answer.
         await reply.finish(with_notice(result.text, result.error.user_message))
+
+
+def place_of(message: discord.Message) -> Place:
+    """The ids access and controls are decided on."""
+    channel = message.channel
+    if message.guild is None:
+        return Place(message.author.id, None, channel.id)
+    parent_id = channel.parent_id if isinstance(channel, discord.Thread) else None
+    category_id = getattr(channel, "category_id", None)
+    roles = getattr(message.author, "roles", [])
+    return Place(
+        message.author.id,
+        message.guild.id,
+        channel.id,
+        parent_id,
+        category_id,
+        frozenset(role.id for role in roles),
+    )
 
 
 def with_notice(shown: str, notice: str) -> str:

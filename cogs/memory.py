@@ -1,4 +1,4 @@
-"""/memory show · clear · export, and the server admins' /mnemo-admin forget · stats."""
+"""/memory show · clear · export · pause · resume (the server admins' commands: cogs/admin.py)."""
 
 from __future__ import annotations
 
@@ -67,13 +67,6 @@ class Memory(commands.Cog):
         description="See, export or erase what Mnemo remembers about you",
         allowed_contexts=SERVERS_AND_DMS,
     )
-    admin = app_commands.Group(
-        name="mnemo-admin",
-        description="Server admins: erase a member's data, see usage counts",
-        guild_only=True,
-        allowed_contexts=app_commands.AppCommandContext(guild=True),
-        default_permissions=discord.Permissions(manage_guild=True),
-    )
 
     def __init__(self, bot: MemoryBot) -> None:
         self.bot = bot
@@ -85,6 +78,11 @@ class Memory(commands.Cog):
             session_key(interaction), interaction.user.display_name
         )
         embed = discord.Embed(title="Your memory in this conversation")
+        if await self.bot.engine.controls.is_paused(interaction.user.id):
+            embed.title = "Your memory in this conversation (paused)"
+            embed.set_footer(
+                text="Memory paused: nothing you say is stored or learned. /memory resume ends it."
+            )
         updated = timestamp(report.summary_updated_at) if report.summary_updated_at else "never"
         embed.description = (
             f"**Summary** (updated {updated}):\n{report.summary[:3500]}"
@@ -144,41 +142,26 @@ class Memory(commands.Cog):
             ephemeral=True,
         )
 
-    @admin.command(name="forget", description="Erase a member's data in this server only")
-    @app_commands.describe(member="The member whose messages, summaries and facts to erase")
-    async def forget_member(self, interaction: discord.Interaction, member: discord.User) -> None:
-        if not is_server_admin(interaction):
-            await interaction.response.send_message(
-                "You need the Manage Server permission for this.", ephemeral=True
-            )
-            return
-        guild_id = interaction.guild_id
-        assert guild_id is not None
-        question = f"Erase everything Mnemo learned from {member.mention} in this server?"
-        if not await confirm(interaction, question, "Erase", wait_seconds=self.confirm_timeout):
-            return
-        counts = await self.bot.engine.forget_member(member.id, guild_id)
-        log.info(
-            "Admin %s erased member %s's data in guild %s", interaction.user.id, member.id, guild_id
-        )
-        await interaction.edit_original_response(
-            content=f"Done. Deleted {describe_deleted(counts)} of {member.mention} in this server.",
-            view=None,
+    @memory.command(name="pause", description="Stop Mnemo storing or learning what you say")
+    async def pause(self, interaction: discord.Interaction) -> None:
+        changed = await self.bot.engine.controls.set_paused(interaction.user.id, True)
+        await interaction.response.send_message(
+            ("Memory paused." if changed else "Your memory was already paused.")
+            + " From now on nothing you say to Mnemo is stored or learned, in any server or DM,"
+            " until `/memory resume`. Answers use only what was stored before, and each one"
+            " says `memory paused`. (Model token counts for daily budgets still add up, with"
+            " no content.)",
+            ephemeral=True,
         )
 
-    @admin.command(name="stats", description="This server's usage counts (no content)")
-    async def stats(self, interaction: discord.Interaction) -> None:
-        if not is_server_admin(interaction):
-            await interaction.response.send_message(
-                "You need the Manage Server permission for this.", ephemeral=True
-            )
-            return
-        assert interaction.guild_id is not None
-        stats = await self.bot.storage.users.guild_stats(interaction.guild_id)
+    @memory.command(name="resume", description="Let Mnemo remember what you say again")
+    async def resume(self, interaction: discord.Interaction) -> None:
+        changed = await self.bot.engine.controls.set_paused(interaction.user.id, False)
         await interaction.response.send_message(
-            f"**Mnemo in this server**\nConversations: {stats.sessions} "
-            f"({stats.members} members)\nMessages stored: {stats.messages}\n"
-            f"Facts in force: {stats.facts}\nTokens stored: {stats.tokens}",
+            "Memory resumed: what you say from now on is remembered again. What you said while"
+            " paused was never stored and cannot be recovered."
+            if changed
+            else "Your memory was not paused: Mnemo remembers as usual.",
             ephemeral=True,
         )
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from storage.database import Database
 from storage.facts import FactRepository
 from storage.fleet import FleetRepository
+from storage.guild_settings import GuildSettingsRepository
 from storage.messages import MessageRepository, SessionRepository
 from storage.state import BotStateRepository
 from storage.usage import UsageRepository
@@ -25,6 +26,7 @@ class Storage:
         self.state = BotStateRepository(db)
         self.usage = UsageRepository(db)
         self.fleet = FleetRepository(db)
+        self.guild_settings = GuildSettingsRepository(db)
 
     @classmethod
     async def open(cls, path: Path) -> Storage:

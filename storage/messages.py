@@ -187,6 +187,21 @@ class MessageRepository:
             await self._db.checkpoint()
         return deleted
 
+    async def delete_beyond_recent(
+        self, session_id: int, *, keep_tokens: int, message_cap: int
+    ) -> int:
+        """Keep only the newest messages of a session that fit in `keep_tokens` (each counted
+        at most `message_cap`, as a prompt would); delete the older ones. For servers with
+        memory off, whose messages are kept only as long as a window can use them."""
+        async with self._db.transaction() as tx:
+            return await tx.execute(
+                "DELETE FROM messages WHERE session_id = ? AND id < (SELECT MIN(id) FROM"
+                " (SELECT id, SUM(CASE WHEN tokens > ? THEN ? ELSE tokens END)"
+                " OVER (ORDER BY id DESC) AS running FROM messages WHERE session_id = ?) recent"
+                " WHERE running <= ?)",
+                (session_id, message_cap, message_cap, session_id, keep_tokens),
+            )
+
 
 @dataclass(frozen=True, slots=True)
 class MessageDeletion:

@@ -1,4 +1,5 @@
-"""Daily token usage per user and per server, for the budgets in bot/limits.py."""
+"""Daily token usage per user, per server and per member of a server, for the budgets in
+bot/limits.py and for /mnemo-admin stats."""
 
 from __future__ import annotations
 
@@ -9,17 +10,35 @@ class UsageRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def add(self, day: str, *, user_id: int, guild_id: int | None, tokens: int) -> None:
-        rows = [(day, "user", user_id, tokens)]
+    async def add(
+        self,
+        day: str,
+        *,
+        user_id: int,
+        guild_id: int | None,
+        tokens: int,
+        per_user: bool = True,
+        per_member: bool = True,
+    ) -> None:
+        rows = [(day, "user", user_id, tokens)] if per_user else []
         if guild_id is not None:
             rows.append((day, "guild", guild_id, tokens))
+        if not rows:
+            return
         async with self._db.transaction() as tx:
             await tx.executemany(
                 "INSERT INTO usage_daily (day, scope, scope_id, tokens) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (day, scope, scope_id)"
-                " DO UPDATE SET tokens = tokens + excluded.tokens",
+                " DO UPDATE SET tokens = usage_daily.tokens + excluded.tokens",
                 rows,
             )
+            if guild_id is not None and per_member:
+                await tx.execute(
+                    "INSERT INTO usage_members (day, guild_id, user_id, tokens)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (guild_id, day, user_id)"
+                    " DO UPDATE SET tokens = usage_members.tokens + excluded.tokens",
+                    (day, guild_id, user_id, tokens),
+                )
 
     async def used(self, day: str, scope: str, scope_id: int) -> int:
         row = await self._db.fetch_one(
@@ -27,3 +46,24 @@ class UsageRepository:
             (day, scope, scope_id),
         )
         return int(row[0]) if row else 0
+
+    async def guild_since(self, guild_id: int, first_day: str) -> int:
+        """A server's tokens from `first_day` (YYYY-MM-DD, UTC) through today."""
+        row = await self._db.fetch_one(
+            "SELECT COALESCE(SUM(tokens), 0) FROM usage_daily"
+            " WHERE scope = 'guild' AND scope_id = ? AND day >= ?",
+            (guild_id, first_day),
+        )
+        return int(row[0]) if row else 0
+
+    async def top_members(
+        self, guild_id: int, first_day: str, *, limit: int = 5
+    ) -> list[tuple[int, int]]:
+        """(user id, tokens) of the server's heaviest users since `first_day`, most first."""
+        rows = await self._db.fetch_all(
+            "SELECT user_id, SUM(tokens) AS total FROM usage_members"
+            " WHERE guild_id = ? AND day >= ? GROUP BY user_id"
+            " ORDER BY total DESC, user_id LIMIT ?",
+            (guild_id, first_day, limit),
+        )
+        return [(int(row["user_id"]), int(row["total"])) for row in rows]

@@ -68,6 +68,7 @@ class UserDataRepository:
                 "DELETE FROM usage_daily WHERE scope = 'user' AND scope_id = ?", (user_id,)
             )
             await tx.execute("DELETE FROM rate_windows WHERE user_id = ?", (user_id,))
+            await tx.execute("DELETE FROM usage_members WHERE user_id = ?", (user_id,))
         await self._db.checkpoint()
         return counts + DeletedCounts(facts=facts)
 
@@ -77,6 +78,9 @@ class UserDataRepository:
             counts = await _delete_sessions(tx, "user_id = ? AND guild_id = ?", (user_id, guild_id))
             facts = await tx.execute(
                 "DELETE FROM facts WHERE user_id = ? AND space_id = ?", (user_id, guild_id)
+            )
+            await tx.execute(
+                "DELETE FROM usage_members WHERE user_id = ? AND guild_id = ?", (user_id, guild_id)
             )
         await self._db.checkpoint()
         return counts + DeletedCounts(facts=facts)
@@ -127,8 +131,12 @@ class UserDataRepository:
             by_fact.setdefault(source["fact_id"], []).append(
                 {k: source[k] for k in ("discord_message_id", "channel_id", "guild_id")}
             )
+        paused = await self._db.fetch_one(
+            "SELECT paused_at FROM memory_pauses WHERE user_id = ?", (user_id,)
+        )
         return {
             "user_id": user_id,
+            "memory_paused_since": paused["paused_at"] if paused else None,
             "sessions": [dict(row) for row in sessions],
             "messages": [dict(row) for row in messages],
             "facts": [{**dict(row), "sources": by_fact.get(row["id"], [])} for row in facts],

@@ -128,3 +128,30 @@ def test_readme_documents_every_setting() -> None:
     listed = set(re.findall(r"^([A-Z_]+)=", example, re.MULTILINE))
     documented = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, re.MULTILINE))
     assert listed == documented
+
+
+def test_access_lists_and_models() -> None:
+    settings = Settings.from_env(
+        {
+            **BASE,
+            "ALLOWED_GUILD_IDS": "123456789012345678, 234567890123456789",
+            "BLOCKED_USER_IDS": "42",
+            "ALLOW_DMS": "false",
+            "CHAT_MODEL": "big",
+            "ALLOWED_CHAT_MODELS": "small, big,other",
+        }
+    )
+    assert settings.allowed_guild_ids == {123456789012345678, 234567890123456789}
+    assert settings.allowed_channel_ids == frozenset()
+    assert settings.blocked_user_ids == {42}
+    assert settings.allow_dms is False
+    assert settings.allowed_chat_models == ("big", "small", "other")
+    defaults = Settings.from_env(BASE)
+    assert defaults.allow_dms is True
+    assert defaults.allowed_chat_models == ("gpt-4o",)
+
+
+@pytest.mark.parametrize("value", ["12,abc", "-5", "1.5", "0"])
+def test_bad_id_lists_name_the_variable(value: str) -> None:
+    with pytest.raises(ConfigError, match="ALLOWED_ROLE_IDS"):
+        Settings.from_env({**BASE, "ALLOWED_ROLE_IDS": value})

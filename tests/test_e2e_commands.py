@@ -62,7 +62,7 @@ def facts_responder(body: dict[str, Any]) -> str:
 async def test_commands_are_synced_globally_once(bots: Bots, fake_discord: FakeDiscord) -> None:
     bot = await bots.start()
     names = {command["name"] for command in fake_discord.global_commands}
-    assert names == {"memory", "facts", "mnemo-admin"}
+    assert names == {"memory", "facts", "mnemo-admin", "help"}
     puts = [r for r in fake_discord.requests if r.method == "PUT"]
     assert len(puts) == 1
     await bots.stop(bot)
@@ -73,7 +73,7 @@ async def test_commands_are_synced_globally_once(bots: Bots, fake_discord: FakeD
 async def test_dev_guild_sync(bots: Bots, fake_discord: FakeDiscord) -> None:
     await bots.start(dev_guild_id=fake_discord.GUILD_ID)
     names = {c["name"] for c in fake_discord.guild_commands[fake_discord.GUILD_ID]}
-    assert names == {"memory", "facts", "mnemo-admin"}
+    assert names == {"memory", "facts", "mnemo-admin", "help"}
     assert fake_discord.global_commands == []
 
 

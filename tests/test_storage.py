@@ -57,8 +57,8 @@ async def test_survives_restart(db_path: Path) -> None:
         assert session is not None
         newest = await reopened.messages.newest(session.id, after_id=0)
         assert [m.content for m in newest] == ["remember the blue door"]
-        newest_migration = max(version for version, _, _ in _migrations())
-        assert await reopened.db.schema_version() == newest_migration  # not re-applied
+        latest = max(version for version, _, _ in _migrations())
+        assert await reopened.db.schema_version() == latest  # migrations not re-applied
     finally:
         await reopened.close()
 

@@ -86,6 +86,7 @@ async def rows_of_user(storage: Storage, user_id: int) -> int:
         ("messages", "user_id"),
         ("facts", "user_id"),
         ("rate_windows", "user_id"),
+        ("usage_members", "user_id"),
     ):
         row = await storage.db.fetch_one(
             f"SELECT COUNT(*) FROM {table} WHERE {column} = ?", (user_id,)
@@ -108,17 +109,34 @@ def file_contains(path: Path, marker: str) -> bool:
 
 async def test_every_table_is_known_to_deletion(storage: Storage) -> None:
     # A new table holding user data must be added to delete_user_data and to this test.
+    # Not user data: bot_state; the servers' own settings (server_settings, channel_settings,
+    # role_rules, blocked_members: a server's moderation record); memory_pauses, a user's
+    # choice that erasure keeps (test_erasure_keeps_the_pause).
     assert sorted(await tables(storage)) == [
+        "blocked_members",
         "bot_state",
+        "channel_settings",
         "fact_sources",
         "facts",
         "identify_buckets",  # no user data: login slots per bucket
         "leases",  # no user data: session ids and process names
+        "memory_pauses",
         "messages",
         "rate_windows",
+        "role_rules",
+        "server_settings",
         "sessions",
         "usage_daily",
+        "usage_members",
     ]
+
+
+async def test_erasure_keeps_the_pause(storage: Storage) -> None:
+    await fill_user(storage, ALICE, "ALICE-MARKER")
+    await storage.guild_settings.set_paused(ALICE, True, now=5.0)
+    await storage.users.delete_user_data(ALICE)
+    assert await storage.guild_settings.is_paused(ALICE)  # erasing must not resume remembering
+    assert (await storage.users.export(ALICE))["memory_paused_since"] == 5.0
 
 
 async def test_delete_everywhere_leaves_nothing_and_keeps_others(
@@ -142,6 +160,10 @@ async def test_admin_forget_is_limited_to_one_server(storage: Storage) -> None:
     await fill_user(storage, BOB, "BOB-MARKER")
     counts = await storage.users.delete_member_in_guild(ALICE, GUILD_A)
     assert (counts.messages, counts.summaries, counts.facts) == (4, 2, 2)
+    rows = await storage.db.fetch_all(
+        "SELECT guild_id FROM usage_members WHERE user_id = ?", (ALICE,)
+    )
+    assert [row[0] for row in rows] == [GUILD_B]
     export = await storage.users.export(ALICE)
     assert {m["guild_id"] for m in export["messages"]} == {GUILD_B, None}
     assert {f["space_id"] for f in export["facts"]} == {GUILD_B, 0}

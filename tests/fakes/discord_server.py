@@ -19,10 +19,12 @@ The world
 ---------
 Guild ``GUILD_ID`` ("Test Server") has text channels ``CHANNEL_ID`` and ``OTHER_CHANNEL_ID``, a
 public thread ``THREAD_ID`` under ``CHANNEL_ID``, the roles @everyone (id ``GUILD_ID``), the bot's
-managed role ``BOT_ROLE_ID`` and ``ADMIN_ROLE_ID`` (Manage Server). Guild ``GUILD2_ID`` has
-channel ``GUILD2_CHANNEL_ID``. ``alice``, ``bob``, ``admin`` (with the admin role), ``other_bot``
-and ``owner`` (owner of both guilds and of the application) are members of both guilds. Each user
-has a deterministic DM channel, :meth:`FakeDiscord.dm_channel_id`.
+managed role ``BOT_ROLE_ID``, ``ADMIN_ROLE_ID`` (Manage Server) and ``MEMBER_ROLE_ID`` (no extra
+permissions; give it with :meth:`FakeDiscord.set_roles`), and a category ``CATEGORY_ID`` holding
+the channel ``CATEGORY_CHANNEL_ID``. Guild ``GUILD2_ID`` has channel ``GUILD2_CHANNEL_ID``.
+``alice``, ``bob``, ``admin`` (with the admin role), ``other_bot`` and ``owner`` (owner of both
+guilds and of the application) are members of both guilds. Each user has a deterministic DM
+channel, :meth:`FakeDiscord.dm_channel_id`.
 
 What Discord does and the fake does too
 ---------------------------------------
@@ -46,6 +48,10 @@ What Discord does and the fake does too
   discord.py 2.5+, so views sent in an interaction response are filed under the right message id.
 * Attachments (the users' and the bot's) are served at their ``url``, so ``Attachment.read()``
   works.
+* Starting a thread from a message (``POST …/messages/{id}/threads``) creates a public thread
+  with the message's id, owned by the bot, and dispatches THREAD_CREATE.
+* Slash command options of type channel and role: pass :class:`ChannelRef` / :class:`RoleRef`;
+  they arrive with ``resolved`` data as Discord sends it.
 """
 
 from __future__ import annotations
@@ -182,6 +188,20 @@ class _Snowflakes:
         candidate = (int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22
         self._last = max(candidate, self._last + 1)
         return self._last
+
+
+@dataclass(frozen=True)
+class ChannelRef:
+    """A channel (or category, or thread) as a slash command option value."""
+
+    id: int
+
+
+@dataclass(frozen=True)
+class RoleRef:
+    """A role as a slash command option value."""
+
+    id: int
 
 
 @dataclass(frozen=True)
@@ -438,6 +458,9 @@ class FakeDiscord:
     THREAD_ID: ClassVar[int] = 1_200_000_000_000_000_013
     BOT_ROLE_ID: ClassVar[int] = 1_200_000_000_000_000_021
     ADMIN_ROLE_ID: ClassVar[int] = 1_200_000_000_000_000_022
+    MEMBER_ROLE_ID: ClassVar[int] = 1_200_000_000_000_000_023
+    CATEGORY_ID: ClassVar[int] = 1_200_000_000_000_000_031
+    CATEGORY_CHANNEL_ID: ClassVar[int] = 1_200_000_000_000_000_032
     GUILD2_ID: ClassVar[int] = 1_300_000_000_000_000_001
     GUILD2_CHANNEL_ID: ClassVar[int] = 1_300_000_000_000_000_011
     GUILD2_BOT_ROLE_ID: ClassVar[int] = 1_300_000_000_000_000_021
@@ -590,9 +613,14 @@ class FakeDiscord:
 
     def _build_world(self) -> None:
         admin_role = self._role(self.ADMIN_ROLE_ID, "Admin", MANAGE_GUILD, position=2)
-        self._add_guild(self.GUILD_ID, "Test Server", self.BOT_ROLE_ID, [admin_role])
+        member_role = self._role(self.MEMBER_ROLE_ID, "Regulars", 0, position=3)
+        self._add_guild(self.GUILD_ID, "Test Server", self.BOT_ROLE_ID, [admin_role, member_role])
         self._add_text_channel(self.GUILD_ID, self.CHANNEL_ID, "general", 0)
         self._add_text_channel(self.GUILD_ID, self.OTHER_CHANNEL_ID, "random", 1)
+        self._add_text_channel(self.GUILD_ID, self.CATEGORY_ID, "projects", 2)
+        self._channels[self.CATEGORY_ID]["type"] = 4
+        self._add_text_channel(self.GUILD_ID, self.CATEGORY_CHANNEL_ID, "project-a", 3)
+        self._channels[self.CATEGORY_CHANNEL_ID]["parent_id"] = str(self.CATEGORY_ID)
         self._add_thread(self.GUILD_ID, self.THREAD_ID, self.CHANNEL_ID, "a thread")
         self._add_guild(self.GUILD2_ID, "Second Server", self.GUILD2_BOT_ROLE_ID, [])
         self._add_text_channel(self.GUILD2_ID, self.GUILD2_CHANNEL_ID, "lobby", 0)
@@ -645,13 +673,15 @@ class FakeDiscord:
         }
         self._channel_guild[channel_id] = guild_id
 
-    def _add_thread(self, guild_id: int, thread_id: int, parent_id: int, name: str) -> None:
+    def _add_thread(
+        self, guild_id: int, thread_id: int, parent_id: int, name: str, owner_id: int = 0
+    ) -> None:
         self._channels[thread_id] = {
             "id": str(thread_id),
             "type": 11,
             "guild_id": str(guild_id),
             "parent_id": str(parent_id),
-            "owner_id": str(self.alice.id),
+            "owner_id": str(owner_id or self.alice.id),
             "name": name,
             "last_message_id": None,
             "rate_limit_per_user": 0,
@@ -679,6 +709,10 @@ class FakeDiscord:
             "flags": 0,
         }
         self._channel_guild[channel_id] = None
+
+    def set_roles(self, guild_id: int, user: FakeUser, role_ids: Sequence[int]) -> None:
+        """Give ``user`` these roles in ``guild_id`` (seen in their next messages and commands)."""
+        self._member_roles[(guild_id, user.id)] = list(role_ids)
 
     def permissions(self, guild_id: int, user_id: int) -> int:
         """A member's guild permissions (no channel overwrites exist in the fake)."""
@@ -1443,6 +1477,10 @@ class FakeDiscord:
     def _option_type(value: Any) -> int:
         if isinstance(value, FakeUser):
             return 6
+        if isinstance(value, ChannelRef):
+            return 7
+        if isinstance(value, RoleRef):
+            return 8
         if isinstance(value, bool):
             return 5
         if isinstance(value, int):
@@ -1462,6 +1500,15 @@ class FakeDiscord:
                     member = self._member_payload(guild_id, value, with_user=False)
                     member["permissions"] = str(self.permissions(guild_id, value.id))
                     resolved.setdefault("members", {})[str(value.id)] = member
+                value = str(value.id)
+            elif isinstance(value, ChannelRef):
+                channel = {**self._channels[value.id], "permissions": str(ALL_PERMISSIONS)}
+                resolved.setdefault("channels", {})[str(value.id)] = channel
+                value = str(value.id)
+            elif isinstance(value, RoleRef):
+                assert guild_id is not None, "a role option needs a guild"
+                role = next(r for r in self._roles[guild_id] if int(r["id"]) == value.id)
+                resolved.setdefault("roles", {})[str(value.id)] = role
                 value = str(value.id)
             result.append({"type": kind, "name": name, "value": value})
         return result, resolved
@@ -1575,6 +1622,11 @@ class FakeDiscord:
             ("GET", "/channels/{channel_id}/messages/{message_id}", self._get_message),
             ("PATCH", "/channels/{channel_id}/messages/{message_id}", self._edit_message),
             ("DELETE", "/channels/{channel_id}/messages/{message_id}", self._delete_message),
+            (
+                "POST",
+                "/channels/{channel_id}/messages/{message_id}/threads",
+                self._start_thread,
+            ),
             ("POST", "/channels/{channel_id}/typing", self._no_content),
             (
                 "PUT",
@@ -1812,6 +1864,26 @@ class FakeDiscord:
         message = self._new_bot_message(cid, body, record.files)
         await self._echo("MESSAGE_CREATE", message)
         return _json(200, self._message_payload(message))
+
+    async def _start_thread(
+        self, record: RecordedRequest, channel_id: str, message_id: str
+    ) -> web.Response:
+        """A public thread from a message: it takes the message's id, as on Discord."""
+        cid, mid = int(channel_id), int(message_id)
+        guild_id = self.guild_of(cid)
+        if guild_id is None or self._channels[cid]["type"] != 0:
+            return _error(400, 50024, "Cannot execute action on this channel type")
+        if self._find_message(cid, mid) is None:
+            return _error(404, 10008, "Unknown Message")
+        if mid in self._channels:
+            return _error(400, 160004, "A thread has already been created for this message")
+        name = str((record.json or {}).get("name") or "")
+        if not 1 <= len(name) <= 100:
+            return _invalid_form(["name"], "BASE_TYPE_BAD_LENGTH", "Must be 1-100 in length.")
+        self._add_thread(guild_id, mid, cid, name, owner_id=self.BOT_USER_ID)
+        thread = self._channels[mid]
+        await self._dispatch("THREAD_CREATE", {**thread, "newly_created": True})
+        return _json(201, thread)
 
     async def _get_message(
         self, record: RecordedRequest, channel_id: str, message_id: str
