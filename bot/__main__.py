@@ -10,7 +10,7 @@ import sys
 import discord
 from dotenv import find_dotenv, load_dotenv
 
-from bot.client import MemoryBot
+from bot.client import create_bot
 from bot.config import ConfigError, Settings
 
 log = logging.getLogger("bot")
@@ -44,7 +44,7 @@ def main() -> int:
 
 
 async def run(settings: Settings) -> int:
-    bot = MemoryBot(settings)
+    bot = create_bot(settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         # Hosts send SIGTERM and kill ~10 s later: shut down gracefully well within that.

@@ -33,7 +33,7 @@ SYNC_CLAIM_SECONDS = 300.0
 SHUTDOWN_GRACE_SECONDS = 4.0  # hosts send SIGKILL ~10 s after SIGTERM
 
 
-class MemoryBot(commands.AutoShardedBot):
+class MemoryBot(commands.Bot):
     def __init__(self, settings: Settings, *, guild_ready_timeout: float = 2.0) -> None:
         # Only the events Mnemo uses: less gateway traffic, less to keep in memory.
         intents = discord.Intents(
@@ -199,13 +199,27 @@ class MemoryBot(commands.AutoShardedBot):
 
 
 def _shard_options(settings: Settings) -> dict[str, Any]:
-    """No SHARD_COUNT: discord.py asks Discord how many shards to run, and runs them all here."""
+    """The shards to run (only the sharded client takes them)."""
     options: dict[str, Any] = {}
     if settings.shard_count:
         options["shard_count"] = settings.shard_count
     if settings.shard_ids:
         options["shard_ids"] = list(settings.shard_ids)
     return options
+
+
+class ShardedMemoryBot(MemoryBot, commands.AutoShardedBot):
+    """The same bot over the shards SHARD_COUNT/SHARD_IDS name, all in this process.
+
+    Only with SHARD_COUNT set: one unsharded connection is what a bot in fewer than 2,500
+    servers needs, and discord.py's plain client handles a fatal close more reliably.
+    """
+
+
+def create_bot(settings: Settings, **options: Any) -> MemoryBot:
+    """The bot for these settings: sharded when SHARD_COUNT is set."""
+    cls = ShardedMemoryBot if settings.shard_count else MemoryBot
+    return cls(settings, **options)
 
 
 async def send_ephemeral(interaction: discord.Interaction, text: str) -> None:

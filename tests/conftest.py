@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.client import MemoryBot
+from bot.client import MemoryBot, create_bot
 from bot.config import Settings
 from bot.llm import LLMClient
 from bot.memory import MemoryEngine
@@ -142,7 +142,7 @@ class Bots:
     async def start(self, **overrides: object) -> MemoryBot:
         overrides = {"facts_idle_seconds": 3600, **overrides}
         settings = self._make_settings(openai_base_url=self._llm.base_url, **overrides)
-        bot = MemoryBot(settings, guild_ready_timeout=0.1)
+        bot = create_bot(settings, guild_ready_timeout=0.1)
         identified = self._discord.identify_count
         task = asyncio.create_task(bot.start(settings.discord_token))
         self._running[bot] = task
