@@ -110,6 +110,7 @@ class FactExtractor:
             new_through=batch[-1].id,
             facts=facts,
             now=self._clock(),
+            fence=session.fence,  # nothing lands once the user's memory was erased
         )
         if saved and len(batch) == MAX_BATCH_MESSAGES:
             await self.run(session_id)  # more unread messages wait behind this batch

@@ -21,16 +21,20 @@ from bot.facts import FactExtractor
 from bot.limits import Limits, Refusal
 from bot.llm import LLMClient, LLMError, StreamState, Usage
 from bot.ordering import KeyedLocks
+from bot.pending import UnstoredChanges
 from bot.prompt import Prompt, PromptBuilder, PromptLimits
 from bot.summarizer import Summarizer
 from bot.tokens import Tokenizer
 from storage import Storage
+from storage.erasures import ErasedMeanwhile
 from storage.models import Session, SessionKey, StoredMessage
 from storage.users import DeletedCounts
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str], Awaitable[None]]
+# Shows a finished answer to the user; False when it could not be delivered (e.g. a 403).
+DeliverCallback = Callable[["ReplyResult"], Awaitable[bool]]
 WINDOW_FETCH_BATCH = 64
 RETENTION_INTERVAL_SECONDS = 24 * 3600
 
@@ -51,6 +55,8 @@ class Outcome(Enum):
     STOPPING = "stopping"  # the bot is shutting down and takes no new messages
     REFUSED = "refused"  # a limit: rate, daily budget, or the reply queue is full
     FAILED = "failed"
+    ERASED = "erased"  # the user's memory was erased while the message waited or was answered
+    DELETED = "deleted"  # the user deleted the message before its turn came
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +81,7 @@ class ReplyResult:
     usage: Usage | None = None
     refusal: Refusal | None = None
     cut_at_limit: bool = False  # the model stopped at MAX_REPLY_TOKENS
+    delivered: bool = False  # the `deliver` callback showed the answer
 
 
 class MemoryEngine:
@@ -95,6 +102,11 @@ class MemoryEngine:
         self._clock = clock
         self._order = KeyedLocks()
         self._in_flight: set[asyncio.Task[object]] = set()
+        self._waiting: set[int] = set()  # Discord ids of messages taken but not yet stored
+        self._unstored = UnstoredChanges(
+            settings.reply_deadline_seconds
+            * (settings.llm_concurrency + settings.llm_queue_limit + 1)
+        )
         self._accepting = True
         self._retention: asyncio.Task[None] | None = None
         self.limits = Limits(settings, storage.usage, clock=clock)
@@ -138,20 +150,36 @@ class MemoryEngine:
         await self.jobs.close(grace)
 
     async def reply(
-        self, incoming: IncomingMessage, on_progress: ProgressCallback | None = None
+        self,
+        incoming: IncomingMessage,
+        on_progress: ProgressCallback | None = None,
+        deliver: DeliverCallback | None = None,
     ) -> ReplyResult:
-        """Store the message, stream an answer (reporting the text so far), store the answer."""
+        """Store the message, stream an answer (reporting the text so far), deliver it through
+        `deliver` and store it once delivered.
+
+        Every write of the turn is fenced by the erasure fence read now, as the message
+        arrives: an erasure confirmed while it waits or is answered leaves nothing of it.
+        """
         task = asyncio.current_task()
         if not self._accepting or task is None:
             return ReplyResult(Outcome.STOPPING)
+        fence = await self.storage.erasures.fence(incoming.key)
         refusal = await self._admit(incoming.key)
         if refusal is not None:
             return ReplyResult(Outcome.REFUSED, refusal=refusal)
         self._in_flight.add(task)
+        self._waiting.add(incoming.discord_id)
         try:
-            return await self._reply_in_order(incoming, on_progress)
+            return await self._reply_in_order(incoming, fence, on_progress, deliver)
         finally:
+            self._waiting.discard(incoming.discord_id)
             self._in_flight.discard(task)
+
+    async def knows(self, discord_id: int) -> bool:
+        """Whether a message is stored or waiting for its turn: only then is an edit of it
+        worth reading (and its attachments worth downloading)."""
+        return discord_id in self._waiting or await self.storage.messages.exists(discord_id)
 
     async def _admit(self, key: SessionKey) -> Refusal | None:
         """Rate and budget limits, and a bounded queue of replies in flight."""
@@ -164,19 +192,16 @@ class MemoryEngine:
         return self.limits.check_rate(key.user_id) or await self.limits.check_budget(key)
 
     async def _reply_in_order(
-        self, incoming: IncomingMessage, on_progress: ProgressCallback | None
+        self,
+        incoming: IncomingMessage,
+        fence: int,
+        on_progress: ProgressCallback | None,
+        deliver: DeliverCallback | None,
     ) -> ReplyResult:
         async with self._order.hold((incoming.key.channel_id, incoming.key.user_id)):
-            stored = await self.storage.messages.add(
-                incoming.key,
-                role="user",
-                content=incoming.content,
-                tokens=self._tokenizer.count(incoming.content),
-                discord_id=incoming.discord_id,
-                now=self._clock(),
-            )
-            if stored is None:
-                return ReplyResult(Outcome.DUPLICATE)
+            stored = await self._store_incoming(incoming, fence)
+            if isinstance(stored, Outcome):
+                return ReplyResult(stored)
             if on_progress is not None:
                 await on_progress("")  # accepted: the caller may show "typing"
             session = await self.storage.sessions.get(stored.session_id)
@@ -195,16 +220,72 @@ class MemoryEngine:
                 incoming.key, result.usage, lambda: prompt.tokens + answer_tokens
             )
             if result.outcome is Outcome.ANSWERED:
-                await self.storage.messages.add(
-                    incoming.key,
-                    role="assistant",
-                    content=result.text,
-                    tokens=answer_tokens,
-                    discord_id=None,
-                    now=self._clock(),
-                )
+                if await self.storage.erasures.fence(incoming.key) != fence:
+                    # Erased while it was generated: the answer drew on erased memory.
+                    return ReplyResult(Outcome.ERASED, prompt=prompt, usage=result.usage)
+                result = await self._deliver_and_store(incoming, result, fence, deliver)
             self._after_turn(session)
             return result
+
+    async def _store_incoming(
+        self, incoming: IncomingMessage, fence: int
+    ) -> StoredMessage | Outcome:
+        """Store the user's message as it is now (edited or deleted while it waited)."""
+        change = self._unstored.take(incoming.discord_id)
+        if change is not None and change.deleted:
+            return Outcome.DELETED
+        content = change.content if change is not None and change.content else incoming.content
+        try:
+            stored = await self.storage.messages.add(
+                incoming.key,
+                role="user",
+                content=content,
+                tokens=self._tokenizer.count(content),
+                discord_id=incoming.discord_id,
+                now=self._clock(),
+                fence=fence,
+            )
+        except ErasedMeanwhile:
+            return Outcome.ERASED
+        self._waiting.discard(incoming.discord_id)
+        if stored is None:
+            return Outcome.DUPLICATE
+        # A change that arrived while the row was being written (no await since).
+        late = self._unstored.take(incoming.discord_id)
+        if late is not None and late.deleted:
+            await self.message_deleted(incoming.discord_id)
+            return Outcome.DELETED
+        if late is not None and late.content:
+            await self.message_edited(incoming.discord_id, late.content)
+            [stored] = await self.storage.messages.by_ids([stored.id])
+        return stored
+
+    async def _deliver_and_store(
+        self,
+        incoming: IncomingMessage,
+        result: ReplyResult,
+        fence: int,
+        deliver: DeliverCallback | None,
+    ) -> ReplyResult:
+        """Show the answer, then store it: an answer the user never saw is not memory."""
+        if deliver is not None:
+            if not await deliver(result):
+                log.info("Answer to message %s was not delivered; not stored", incoming.discord_id)
+                return result
+            result = dataclasses.replace(result, delivered=True)
+        try:
+            await self.storage.messages.add(
+                incoming.key,
+                role="assistant",
+                content=result.text,
+                tokens=self._tokenizer.count(result.text),
+                discord_id=None,
+                now=self._clock(),
+                fence=fence,
+            )
+        except ErasedMeanwhile:
+            log.info("Memory of user %s erased as an answer was delivered", incoming.key.user_id)
+        return result
 
     async def build_prompt(
         self,
@@ -286,12 +367,14 @@ class MemoryEngine:
         )
 
     async def clear_conversation(self, key: SessionKey) -> DeletedCounts:
-        """Delete one conversation's messages and summary, and stop its background jobs."""
-        async with self._order.hold((key.channel_id, key.user_id)):
-            session = await self.storage.sessions.find(key.channel_id, key.user_id)
-            if session is not None:
-                await self._stop_jobs([session.id])
-            return await self.storage.users.clear_session(key.channel_id, key.user_id)
+        """Delete one conversation's messages and summary, and stop its background jobs.
+
+        Does not wait for an answer in flight: the erasure fence discards it instead.
+        """
+        session = await self.storage.sessions.find(key.channel_id, key.user_id)
+        if session is not None:
+            await self._stop_jobs([session.id])
+        return await self.storage.users.clear_session(key.channel_id, key.user_id)
 
     async def forget_user(self, user_id: int) -> DeletedCounts:
         """Delete everything of the user everywhere; nothing derived is written back after."""
@@ -304,16 +387,37 @@ class MemoryEngine:
         return await self.storage.users.delete_member_in_guild(user_id, guild_id)
 
     async def message_edited(self, discord_id: int, new_content: str) -> bool:
-        """The user edited a stored message: store the new text and its token count."""
-        edited = await self.storage.messages.edit(
+        """The user edited a message: store the new text (or remember it for a message still
+        waiting for its turn), and learn again from it: facts drawn from the old text are
+        withdrawn and the new text is read for facts; a summary that held it is rebuilt."""
+        was_waiting = discord_id in self._waiting
+        edit = await self.storage.messages.edit(
             discord_id, new_content, self._tokenizer.count(new_content)
         )
-        return edited is not None
+        if edit is None and discord_id in self._waiting:
+            self._unstored.edited(discord_id, new_content)
+            return True
+        if edit is None and was_waiting:  # stored while we looked
+            edit = await self.storage.messages.edit(
+                discord_id, new_content, self._tokenizer.count(new_content)
+            )
+        if edit is None:
+            return False
+        if edit.summary_reset:
+            self._schedule_summary(edit.session_id)
+        if edit.facts_reread:
+            self._schedule_facts(edit.session_id)
+        return True
 
     async def message_deleted(self, discord_id: int) -> bool:
-        """The user deleted a stored message: delete it and what was derived from it alone."""
+        """The user deleted a message: delete it and what was derived from it alone. One not
+        stored (yet) is remembered, so that it is never answered if it is still waiting."""
+        was_waiting = discord_id in self._waiting
         deletion = await self.storage.messages.delete_by_discord_id(discord_id)
+        if deletion is None and was_waiting and discord_id not in self._waiting:
+            deletion = await self.storage.messages.delete_by_discord_id(discord_id)
         if deletion is None:
+            self._unstored.deleted(discord_id)
             return False
         if deletion.summary_reset:
             self._schedule_summary(deletion.session_id)  # rebuilt from what remains

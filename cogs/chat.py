@@ -67,6 +67,9 @@ TEXT_EXTENSIONS = frozenset(
 )
 STORAGE_ERROR = "I couldn't save this (the database is unavailable). Please try again soon."
 INTERNAL_ERROR = "Something went wrong on my side. Please try again."
+ERASED_NOTICE = (
+    "🗑️ Your memory was erased while I was working on this message, so I dropped my answer."
+)
 
 
 class Chat(commands.Cog):
@@ -89,28 +92,39 @@ class Chat(commands.Cog):
             content=text,
             author_name=message.author.display_name,
         )
-        reply = StreamedReply(message)
-        try:
-            result = await self.bot.engine.reply(incoming, reply.progress)
-        except aiosqlite.Error as error:
-            # Locked by another process past the busy timeout, disk full, read-only file...
-            log.error("Database error while handling message %s: %s", message.id, error)
-            await reply.finish(with_notice(reply.text, STORAGE_ERROR))
-            return
-        except Exception:
-            log.exception("Failed to handle message %s", message.id)
-            await reply.finish(with_notice(reply.text, INTERNAL_ERROR))
-            return
-        await self._show(reply, result)
+        # The reply's tasks (typing, rendering) end with this block, even when the handler is
+        # cancelled at shutdown or fails.
+        async with StreamedReply(message) as reply:
+
+            async def deliver(result: ReplyResult) -> bool:
+                await reply.finish(answer_text(result))
+                return reply.delivered
+
+            try:
+                result = await self.bot.engine.reply(incoming, reply.progress, deliver)
+            except aiosqlite.Error as error:
+                # Locked by another process past the busy timeout, disk full, read-only file...
+                log.error("Database error while handling message %s: %s", message.id, error)
+                await reply.finish(with_notice(reply.text, STORAGE_ERROR))
+                return
+            except Exception:
+                log.exception("Failed to handle message %s", message.id)
+                await reply.finish(with_notice(reply.text, INTERNAL_ERROR))
+                return
+            await self._show(reply, result)
 
     @commands.Cog.listener()
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         message = payload.message
-        if "content" not in payload.data or not self.is_addressed(message):
-            return  # only messages that were for the bot can be stored (and read attachments)
-        # Only messages already stored change; unknown ids are ignored by the engine.
+        if "content" not in payload.data or message.author.bot:
+            return
+        # Whether or not the new text still addresses the bot, a stored (or waiting) message
+        # takes it; a message never stored is not read, and its attachments not downloaded.
+        if not await self.bot.engine.knows(message.id):
+            return
         text, _ = await self.model_text(message)
-        await self.bot.engine.message_edited(message.id, text)
+        if text:
+            await self.bot.engine.message_edited(message.id, text)
 
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
@@ -208,16 +222,20 @@ class Chat(commands.Cog):
         await reply.finish(f"Hi {message.author.display_name}! What would you like to talk about?")
 
     async def _show(self, reply: StreamedReply, result: ReplyResult) -> None:
-        if result.outcome in (Outcome.DUPLICATE, Outcome.STOPPING):
+        if result.outcome in (Outcome.DUPLICATE, Outcome.STOPPING, Outcome.DELETED):
             await reply.abandon()
             return
         if result.outcome is Outcome.ANSWERED:
-            note = (
-                "\n\n-# (the answer reached the reply length limit)" if result.cut_at_limit else ""
-            )
-            await reply.finish(result.text + note)
+            if not result.delivered:
+                await reply.finish(answer_text(result))  # an engine without a deliver step
+            return
+        if result.outcome is Outcome.ERASED:
+            await reply.finish(ERASED_NOTICE)
             return
         if result.refusal is not None:
+            if not result.refusal.notify:
+                await reply.abandon()  # told once in this limit window already
+                return
             when = datetime.fromtimestamp(result.refusal.resets_at, tz=UTC)
             await reply.finish(
                 f"⏳ {result.refusal.message} Try again {discord.utils.format_dt(when, 'R')}."
@@ -226,6 +244,11 @@ class Chat(commands.Cog):
         assert result.error is not None
         # What arrived is shown, marked as interrupted; it was not stored as an answer.
         await reply.finish(with_notice(result.text, result.error.user_message))
+
+
+def answer_text(result: ReplyResult) -> str:
+    note = "\n\n-# (the answer reached the reply length limit)" if result.cut_at_limit else ""
+    return result.text + note
 
 
 def with_notice(shown: str, notice: str) -> str:

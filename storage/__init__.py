@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from storage.database import Database
+from storage.erasures import ErasureRepository
 from storage.facts import FactRepository
 from storage.messages import MessageRepository, SessionRepository
 from storage.state import BotStateRepository
@@ -23,6 +24,7 @@ class Storage:
         self.users = UserDataRepository(db)
         self.state = BotStateRepository(db)
         self.usage = UsageRepository(db)
+        self.erasures = ErasureRepository(db)
 
     @classmethod
     async def open(cls, path: Path) -> Storage:

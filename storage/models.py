@@ -40,6 +40,7 @@ class Session:
     summary_updated_at: float | None
     summarized_through: int
     facts_through: int
+    fence: int = 0  # the erasure fence when this record was read (see storage.erasures)
 
     @property
     def key(self) -> SessionKey:
