@@ -164,17 +164,20 @@ class MemoryEngine:
         task = asyncio.current_task()
         if not self._accepting or task is None:
             return ReplyResult(Outcome.STOPPING)
-        fence = await self.storage.erasures.fence(incoming.key)
-        refusal = await self._admit(incoming.key)
-        if refusal is not None:
-            return ReplyResult(Outcome.REFUSED, refusal=refusal)
-        self._in_flight.add(task)
+        # Waiting from now on, before any await: an edit or deletion may arrive at any time.
         self._waiting.add(incoming.discord_id)
         try:
-            return await self._reply_in_order(incoming, fence, on_progress, deliver)
+            fence = await self.storage.erasures.fence(incoming.key)
+            refusal = await self._admit(incoming.key)
+            if refusal is not None:
+                return ReplyResult(Outcome.REFUSED, refusal=refusal)
+            self._in_flight.add(task)
+            try:
+                return await self._reply_in_order(incoming, fence, on_progress, deliver)
+            finally:
+                self._in_flight.discard(task)
         finally:
             self._waiting.discard(incoming.discord_id)
-            self._in_flight.discard(task)
 
     async def knows(self, discord_id: int) -> bool:
         """Whether a message is stored or waiting for its turn: only then is an edit of it
