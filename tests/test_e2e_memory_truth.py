@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from bot.client import MemoryBot
-from cogs.chat import ERASED_NOTICE
 from tests.conftest import Bots, settled
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM, message_text
@@ -72,12 +71,12 @@ async def test_erasure_while_an_answer_is_in_flight_or_queued_leaves_nothing(
     gate.release.set()
     await eventually(lambda: no_reply_in_flight(bot), "the answers in flight to end")
 
-    # The answer in flight is replaced by a notice; the queued message never reached the model.
-    texts = [m.content for m in await settled(d, d.CHANNEL_ID)]
-    assert texts[-2:] == [ERASED_NOTICE, ERASED_NOTICE]
-    assert not any("MARKER-queued" in text for text in fake_llm.prompt_texts())
     assert await stored(bot, d.alice) == []  # no late write recreated a session or message
     assert await bot.storage.sessions.find(d.CHANNEL_ID, d.alice.id) is None
+    # The answer in flight is replaced by a notice; the queued message never reached the model.
+    assert not any("MARKER-queued" in text for text in fake_llm.prompt_texts())
+    texts = [m.content for m in await settled(d, d.CHANNEL_ID)]
+    assert [text.startswith("🗑️ Your memory was erased") for text in texts[-2:]] == [True, True]
 
     for _ in texts[-2:]:
         await d.next_bot_message(d.CHANNEL_ID)  # past the notices
