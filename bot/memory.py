@@ -406,9 +406,9 @@ class MemoryEngine:
             )
         if edit is None:
             return False
-        if edit.summary_reset:
+        if edit.changed:
+            # Rebuilt or read again; work in flight on the old text lands nothing (revision).
             self._schedule_summary(edit.session_id)
-        if edit.facts_reread:
             self._schedule_facts(edit.session_id)
         return True
 
@@ -422,8 +422,9 @@ class MemoryEngine:
         if deletion is None:
             self._unstored.deleted(discord_id)
             return False
-        if deletion.summary_reset:
-            self._schedule_summary(deletion.session_id)  # rebuilt from what remains
+        # Rebuilt from what remains; work in flight that read the message lands nothing.
+        self._schedule_summary(deletion.session_id)
+        self._schedule_facts(deletion.session_id)
         return True
 
     async def purge_expired(self) -> int:

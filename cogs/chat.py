@@ -212,14 +212,16 @@ class Chat(commands.Cog):
         return _CHANNEL_MENTION.sub(channel_name, text)
 
     async def _greet(self, message: discord.Message, unreadable: list[str]) -> None:
-        reply = StreamedReply(message)
-        if unreadable:
+        async with StreamedReply(message) as reply:
+            if unreadable:
+                await reply.finish(
+                    f"I can only read text, and text files up to {ATTACHMENT_MAX_BYTES // 1000}"
+                    f" KB; I couldn't read {', '.join(unreadable)}."
+                )
+                return
             await reply.finish(
-                f"I can only read text, and text files up to {ATTACHMENT_MAX_BYTES // 1000} KB;"
-                f" I couldn't read {', '.join(unreadable)}."
+                f"Hi {message.author.display_name}! What would you like to talk about?"
             )
-            return
-        await reply.finish(f"Hi {message.author.display_name}! What would you like to talk about?")
 
     async def _show(self, reply: StreamedReply, result: ReplyResult) -> None:
         if result.outcome in (Outcome.DUPLICATE, Outcome.STOPPING, Outcome.DELETED):

@@ -24,12 +24,14 @@ FENCE_SQL = (
     " OR (scope = 'channel' AND scope_id = ?)))"
 )
 
-# The same for the row of `sessions` in the enclosing query (no parameters).
+# The fence of background work on the row of `sessions` in the enclosing query (no parameters):
+# the erasure fence plus the session's revision, which every edit or deletion of one of its
+# messages advances. A summary or facts read before either must not land.
 SESSION_FENCE_SQL = (
-    "(SELECT COALESCE(SUM(e.generation), 0) FROM user_erasures e"
+    "(sessions.revision + (SELECT COALESCE(SUM(e.generation), 0) FROM user_erasures e"
     " WHERE e.user_id = sessions.user_id AND (e.scope = 'user'"
     " OR (e.scope = 'guild' AND e.scope_id = COALESCE(sessions.guild_id, 0))"
-    " OR (e.scope = 'channel' AND e.scope_id = sessions.channel_id)))"
+    " OR (e.scope = 'channel' AND e.scope_id = sessions.channel_id))))"
 )
 
 

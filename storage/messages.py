@@ -187,6 +187,7 @@ class MessageRepository:
                 )
             if row["summarized"]:
                 await _reset_summary(tx, row["session_id"])
+            await _revise(tx, row["session_id"])
         await self._db.checkpoint()  # the old text must leave the file
         return MessageEdit(
             row["session_id"],
@@ -226,6 +227,7 @@ class MessageRepository:
             await tx.execute("DELETE FROM messages WHERE id = ?", (row["id"],))
             if row["summarized"]:
                 await _reset_summary(tx, row["session_id"])
+            await _revise(tx, row["session_id"])
         await self._db.checkpoint()
         return MessageDeletion(row["session_id"], bool(row["summarized"]), facts)
 
@@ -336,6 +338,11 @@ async def _reset_summary(tx: Transaction, session_id: int) -> None:
         " summary_updated_at = NULL, summarized_through = 0 WHERE id = ?",
         (session_id,),
     )
+
+
+async def _revise(tx: Transaction, session_id: int) -> None:
+    """A message of the session changed: background work that read it before lands nothing."""
+    await tx.execute("UPDATE sessions SET revision = revision + 1 WHERE id = ?", (session_id,))
 
 
 def _message(row: Row) -> StoredMessage:

@@ -13,3 +13,8 @@ CREATE TABLE user_erasures (
     generation  BIGINT  NOT NULL,
     PRIMARY KEY (user_id, scope, scope_id)
 );
+
+-- A session's revision grows with every edit or deletion of one of its messages. Background work
+-- that read the session before compares it (with the erasure fence) when it writes, so a summary
+-- or facts drawn from text that changed meanwhile never land.
+ALTER TABLE sessions ADD COLUMN revision BIGINT NOT NULL DEFAULT 0;
