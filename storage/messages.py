@@ -23,15 +23,16 @@ _SESSION_COLUMNS = (
     " summarized_through, facts_through, " + SESSION_FENCE_SQL + " AS fence"
 )
 
-# A message into its (channel, user) session, only while the session's erasure fence is the one
-# the caller read; ignored when its Discord id is already stored.
-INSERT_INTO_SESSION = (
+# A message into its (channel, user) session; ignored when its Discord id is already stored.
+_INSERT_INTO_SESSION = (
     "INSERT INTO messages (session_id, discord_id, guild_id, channel_id, user_id,"
     " role, content, tokens, created_at)"
-    " SELECT id, ?, ?, ?, ?, ?, ?, ?, ? FROM sessions WHERE channel_id = ? AND user_id = ?"
-    f" AND {FENCE_SQL} = ?"
+    " SELECT id, ?, ?, ?, ?, ?, ?, ?, ? FROM sessions WHERE channel_id = ? AND user_id = ?{}"
     " ON CONFLICT (discord_id) DO NOTHING RETURNING id, session_id"
 )
+INSERT_INTO_SESSION = _INSERT_INTO_SESSION.format("")
+# The same, only while the session's erasure fence is the one the caller read.
+INSERT_INTO_FENCED_SESSION = _INSERT_INTO_SESSION.format(f" AND {FENCE_SQL} = ?")
 
 
 class MessageRepository:
@@ -58,14 +59,19 @@ class MessageRepository:
         caller answers each message once.
         """
         values = (discord_id, key.guild_id, key.channel_id, key.user_id, role, content, tokens, now)
-        if fence is not None:
-            # Fast path, one statement: the session usually exists already.
+        # Fast path, one statement: the session usually exists already.
+        if fence is None:
             row = await self._db.write_one(
-                INSERT_INTO_SESSION,
+                INSERT_INTO_SESSION, (*values, key.channel_id, key.user_id)
+            )
+        else:
+            row = await self._db.write_one(
+                INSERT_INTO_FENCED_SESSION,
                 (*values, key.channel_id, key.user_id, *fence_params(key), fence),
             )
-            if row is not None:
-                return StoredMessage(row["id"], row["session_id"], *values)
+        if row is not None:
+            return StoredMessage(row["id"], row["session_id"], *values)
+        # No row: a new session, a redelivered message, or (fenced) an erasure since.
         row = await self._add_with_new_session(key, values, now, fence)
         if row is None:
             return None
@@ -83,10 +89,7 @@ class MessageRepository:
                 " VALUES (?, ?, ?, ?) ON CONFLICT (channel_id, user_id) DO NOTHING",
                 (key.guild_id, key.channel_id, key.user_id, now),
             )
-            return await tx.fetch_one(
-                INSERT_INTO_SESSION,
-                (*values, key.channel_id, key.user_id, *fence_params(key), current),
-            )
+            return await tx.fetch_one(INSERT_INTO_SESSION, (*values, key.channel_id, key.user_id))
 
     async def newest(
         self, session_id: int, *, after_id: int, before_id: int | None = None, limit: int = 64
