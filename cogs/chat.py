@@ -228,9 +228,7 @@ class Chat(commands.Cog):
             await reply.abandon()
             return
         if result.outcome is Outcome.ANSWERED:
-            if not result.delivered:
-                await reply.finish(answer_text(result))  # an engine without a deliver step
-            return
+            return  # shown by `deliver` (or refused by Discord, and then not stored)
         if result.outcome is Outcome.ERASED:
             await reply.finish(ERASED_NOTICE)
             return

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from bot.memory import IncomingMessage, MemoryEngine
+from bot.pending import LateChange, UnstoredChanges
 from storage.models import SessionKey
 from tests.conftest import Engines
 from tests.fakes.llm_server import FakeLLM, message_text
@@ -147,3 +148,20 @@ async def test_a_deletion_during_a_summary_in_flight_wins(
     session = await engine.storage.sessions.find(10, 1)
     assert session is not None and session.summary  # rebuilt from what remains
     assert "MARKER-1 " not in session.summary
+
+
+def test_changes_of_unstored_messages_are_remembered_in_bounded_memory() -> None:
+    now = [0.0]
+    changes = UnstoredChanges(ttl=60.0, max_entries=3, clock=lambda: now[0])
+    changes.deleted(1)
+    changes.edited(1, "an edit after the deletion")  # a deletion is final
+    changes.edited(2, "first edit")
+    changes.edited(2, "second edit")
+    assert changes.take(1) == LateChange(deleted=True)
+    assert changes.take(2) == LateChange(content="second edit")
+    assert changes.take(2) is None  # taken once
+    for discord_id in range(10, 20):
+        changes.deleted(discord_id)
+    assert len(changes) == 3  # the oldest are dropped past the cap
+    now[0] = 61.0
+    assert changes.take(19) is None and len(changes) == 0  # and all expire after the ttl
