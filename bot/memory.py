@@ -103,6 +103,9 @@ class MemoryEngine:
         self._order = KeyedLocks()
         self._in_flight: set[asyncio.Task[object]] = set()
         self._waiting: set[int] = set()  # Discord ids of messages taken but not yet stored
+        # The session key of each turn in hand, and an event set when an erasure in this process
+        # covers it: its text stops showing at once (the database fence decides what is stored).
+        self._turns: dict[int, tuple[SessionKey, asyncio.Event]] = {}
         self._unstored = UnstoredChanges(
             settings.reply_deadline_seconds
             * (settings.llm_concurrency + settings.llm_queue_limit + 1)
@@ -166,6 +169,10 @@ class MemoryEngine:
             return ReplyResult(Outcome.STOPPING)
         # Waiting from now on, before any await: an edit or deletion may arrive at any time.
         self._waiting.add(incoming.discord_id)
+        erased = asyncio.Event()
+        self._turns[incoming.discord_id] = (incoming.key, erased)
+        if on_progress is not None:
+            on_progress = _unless(erased, on_progress)
         try:
             fence = await self.storage.erasures.fence(incoming.key)
             refusal = await self._admit(incoming.key)
@@ -178,6 +185,7 @@ class MemoryEngine:
                 self._in_flight.discard(task)
         finally:
             self._waiting.discard(incoming.discord_id)
+            self._turns.pop(incoming.discord_id, None)
 
     async def knows(self, discord_id: int) -> bool:
         """Whether a message is stored or waiting for its turn: only then is an edit of it
@@ -377,17 +385,29 @@ class MemoryEngine:
         session = await self.storage.sessions.find(key.channel_id, key.user_id)
         if session is not None:
             await self._stop_jobs([session.id])
-        return await self.storage.users.clear_session(key.channel_id, key.user_id)
+        counts = await self.storage.users.clear_session(key.channel_id, key.user_id)
+        self._turns_erased(lambda k: (k.user_id, k.channel_id) == (key.user_id, key.channel_id))
+        return counts
 
     async def forget_user(self, user_id: int) -> DeletedCounts:
         """Delete everything of the user everywhere; nothing derived is written back after."""
         await self._stop_jobs(await self.storage.users.session_ids(user_id))
-        return await self.storage.users.delete_user_data(user_id)
+        counts = await self.storage.users.delete_user_data(user_id)
+        self._turns_erased(lambda k: k.user_id == user_id)
+        return counts
 
     async def forget_member(self, user_id: int, guild_id: int) -> DeletedCounts:
         """Delete what the user said in one server (an admin's request), nothing elsewhere."""
         await self._stop_jobs(await self.storage.users.session_ids(user_id, guild_id=guild_id))
-        return await self.storage.users.delete_member_in_guild(user_id, guild_id)
+        counts = await self.storage.users.delete_member_in_guild(user_id, guild_id)
+        self._turns_erased(lambda k: (k.user_id, k.guild_id) == (user_id, guild_id))
+        return counts
+
+    def _turns_erased(self, covered: Callable[[SessionKey], bool]) -> None:
+        """Stop showing the text of turns in hand that an erasure just covered."""
+        for key, erased in self._turns.values():
+            if covered(key):
+                erased.set()
 
     async def message_edited(self, discord_id: int, new_content: str) -> bool:
         """The user edited a message: store the new text (or remember it for a message still
@@ -506,3 +526,13 @@ class MemoryEngine:
 
     def _schedule_facts(self, session_id: int) -> None:
         self.jobs.schedule("facts", session_id, partial(self.facts.run, session_id))
+
+
+def _unless(erased: asyncio.Event, on_progress: ProgressCallback) -> ProgressCallback:
+    """`on_progress`, silenced once the turn's memory is erased: no more of the answer shows."""
+
+    async def progress(text: str) -> None:
+        if not erased.is_set():
+            await on_progress(text)
+
+    return progress

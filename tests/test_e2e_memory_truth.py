@@ -77,6 +77,8 @@ async def test_erasure_while_an_answer_is_in_flight_or_queued_leaves_nothing(
     assert not any("MARKER-queued" in text for text in fake_llm.prompt_texts())
     texts = [m.content for m in await settled(d, d.CHANNEL_ID)]
     assert [text.startswith("🗑️ Your memory was erased") for text in texts[-2:]] == [True, True]
+    shown = [text for m in d.bot_messages(d.CHANNEL_ID) for text in m.history]
+    assert not any("MARKER-in-flight" in text for text in shown)  # not even for a moment
 
     for _ in texts[-2:]:
         await d.next_bot_message(d.CHANNEL_ID)  # past the notices
