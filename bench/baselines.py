@@ -17,7 +17,13 @@ import aiohttp
 from bench.harness import AUTHOR_NAME
 from bot.config import Settings
 from bot.llm import ChatMessage
-from bot.memory import IncomingMessage, MemoryEngine, ProgressCallback, ReplyResult
+from bot.memory import (
+    DeliverCallback,
+    IncomingMessage,
+    MemoryEngine,
+    ProgressCallback,
+    ReplyResult,
+)
 from bot.tokens import MESSAGE_OVERHEAD_TOKENS, REPLY_PRIMING_TOKENS, Tokenizer
 
 AUTHOR_LINE = f"You are talking with the Discord user {AUTHOR_NAME}."  # as the engine words it
@@ -27,9 +33,12 @@ class BlockingSummaryEngine(MemoryEngine):
     """Awaits the background work a turn scheduled before handing back the reply."""
 
     async def reply(
-        self, incoming: IncomingMessage, on_progress: ProgressCallback | None = None
+        self,
+        incoming: IncomingMessage,
+        on_progress: ProgressCallback | None = None,
+        deliver: DeliverCallback | None = None,
     ) -> ReplyResult:
-        result = await super().reply(incoming, on_progress)
+        result = await super().reply(incoming, on_progress, deliver)
         await self.jobs.idle()  # the due-work check, then the summary and extraction it starts
         return result
 

@@ -32,7 +32,8 @@ from bench.harness import bench_tokenizer
 from bench.profiling import Profiled, profile
 from storage import Storage
 from storage.database import BUSY_TIMEOUT_MS
-from storage.messages import INSERT_INTO_SESSION
+from storage.erasures import fence_params
+from storage.messages import INSERT_INTO_FENCED_SESSION
 from storage.models import SessionKey
 
 INSERT_GOAL = Goal(20_000, at_most=False)
@@ -43,7 +44,7 @@ PROFILE_OPS = 2_000
 GROUP_COMMIT = 32  # messages per transaction in the group-commit floor
 
 # The repository's own statement, so that the floor runs exactly what `add` runs.
-REPOSITORY_INSERT = INSERT_INTO_SESSION
+REPOSITORY_INSERT = INSERT_INTO_FENCED_SESSION
 MESSAGE_INSERT = (
     "INSERT INTO messages (session_id, discord_id, guild_id, channel_id, user_id,"
     " role, content, tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -191,6 +192,7 @@ async def _repo_inserts(
             tokens=tokens,
             discord_id=next(ids),
             now=time.time(),
+            fence=0,  # as the engine writes: fenced (these users were never erased)
         )
     return len(plan) / (time.perf_counter() - started)
 
@@ -225,7 +227,8 @@ def _raw_add(
     text, tokens = message
     key = session_key(index)
     values = (discord_id, *_key_tuple(key), "user", text, tokens, time.time())
-    if conn.execute(REPOSITORY_INSERT, (*values, key.channel_id, key.user_id)).fetchone() is None:
+    params = (*values, key.channel_id, key.user_id, *fence_params(key), 0)  # never erased
+    if conn.execute(REPOSITORY_INSERT, params).fetchone() is None:
         raise BenchError(f"raw insert into session {index} stored nothing")
 
 

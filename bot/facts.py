@@ -131,6 +131,7 @@ class FactExtractor:
             new_through=batch.items[-1].id,
             facts=facts,
             now=self._clock(),
+            fence=session.fence,  # nothing lands once the user's memory was erased
         )
         if saved and (len(batch.items) < len(unread) or len(unread) == MAX_BATCH_MESSAGES):
             await self.run(session_id)  # more unread messages wait behind this batch

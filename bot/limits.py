@@ -28,6 +28,7 @@ class Refusal:
 
     message: str
     resets_at: float
+    notify: bool = True  # False: the user was already told in this limit window
 
 
 class Limits:
@@ -42,6 +43,7 @@ class Limits:
         self._usage = usage
         self._clock = clock
         self._recent: dict[int, deque[float]] = {}
+        self._told_until: dict[int, float] = {}  # user -> end of the window they were told of
 
     def check_rate(self, user_id: int) -> Refusal | None:
         """Count this message against the user's per-minute rate; refuse past the limit."""
@@ -53,13 +55,21 @@ class Limits:
         while recent and recent[0] <= now - RATE_WINDOW_SECONDS:
             recent.popleft()
         if len(recent) >= limit:
+            resets_at = recent[0] + RATE_WINDOW_SECONDS
+            # One notice per window: a notice per refused message would itself flood the
+            # channel (and Discord's per-channel rate limit holds up everyone's answers).
+            told = self._told_until.get(user_id, 0.0) > now
+            if not told:
+                self._told_until[user_id] = resets_at
             return Refusal(
                 f"You're sending messages faster than I can keep up with ({limit} a minute).",
-                recent[0] + RATE_WINDOW_SECONDS,
+                resets_at,
+                notify=not told,
             )
         recent.append(now)
         if len(self._recent) > 10_000:  # forget idle users now and then
             self._recent = {uid: q for uid, q in self._recent.items() if q and q[-1] > now - 60}
+            self._told_until = {u: t for u, t in self._told_until.items() if t > now}
         return None
 
     async def check_budget(self, key: SessionKey) -> Refusal | None:

@@ -25,11 +25,13 @@ from bot.fleet import Fleet
 from bot.limits import Limits, Refusal
 from bot.llm import LLMClient, LLMError, StreamState, Usage
 from bot.ordering import KeyedLocks
+from bot.pending import UnstoredChanges
 from bot.prompt import Prompt, PromptBuilder, PromptLimits
 from bot.scheduler import Overdue, Ticket
 from bot.summarizer import Summarizer
 from bot.tokens import Tokenizer
 from storage import Storage
+from storage.erasures import ErasedMeanwhile
 from storage.models import Session, SessionKey, StoredMessage, space_of
 from storage.users import DeletedCounts
 
@@ -44,6 +46,8 @@ class Status(str):
 
 
 THINKING = Status("thinking…")
+# Shows a finished answer to the user; False when it could not be delivered (e.g. a 403).
+DeliverCallback = Callable[["ReplyResult"], Awaitable[bool]]
 WINDOW_FETCH_BATCH = 64
 RETENTION_INTERVAL_SECONDS = 24 * 3600
 RETENTION_CHECK_SECONDS = 3600  # how often a process asks whether today's pass is due
@@ -69,6 +73,8 @@ class Outcome(Enum):
     STOPPING = "stopping"  # the bot is shutting down and takes no new messages
     REFUSED = "refused"  # a limit: rate, daily budget, or the reply queue is full
     FAILED = "failed"
+    ERASED = "erased"  # the user's memory was erased while the message waited or was answered
+    DELETED = "deleted"  # the user deleted the message before its turn came
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +100,7 @@ class ReplyResult:
     refusal: Refusal | None = None
     cut_at_limit: bool = False  # the model stopped at MAX_REPLY_TOKENS
     paused: bool = False  # the user's memory is paused: nothing of this turn was stored
+    delivered: bool = False  # the `deliver` callback showed the answer
 
 
 class MemoryEngine:
@@ -114,6 +121,13 @@ class MemoryEngine:
         self._clock = clock
         self._order = KeyedLocks()
         self._in_flight: set[asyncio.Task[object]] = set()
+        self._waiting: set[int] = set()  # Discord ids of messages taken but not yet stored
+        # The session key of each turn in hand, and an event set when an erasure in this process
+        # covers it: its text stops showing at once (the database fence decides what is stored).
+        self._turns: dict[int, tuple[SessionKey, asyncio.Event]] = {}
+        # A message is admitted only if it can be answered within the reply deadline, and
+        # its answer takes up to another: changes are remembered a little longer than that.
+        self._unstored = UnstoredChanges(2 * settings.reply_deadline_seconds + 60)
         self._accepting = True
         self._loops: list[asyncio.Task[None]] = []
         self.limits = Limits(settings, storage.usage, clock=clock)
@@ -181,24 +195,48 @@ class MemoryEngine:
         await self.jobs.close(grace)
 
     async def reply(
-        self, incoming: IncomingMessage, on_progress: ProgressCallback | None = None
+        self,
+        incoming: IncomingMessage,
+        on_progress: ProgressCallback | None = None,
+        deliver: DeliverCallback | None = None,
     ) -> ReplyResult:
-        """Store the message, stream an answer (reporting the text so far), store the answer."""
+        """Store the message, stream an answer (reporting the text so far), deliver it through
+        `deliver` and store it once delivered.
+
+        Every write of the turn is fenced by the erasure fence read now, as the message
+        arrives: an erasure confirmed while it waits or is answered leaves nothing of it.
+        """
         task = asyncio.current_task()
         if not self._accepting or task is None:
             return ReplyResult(Outcome.STOPPING)
-        refusal = await self._admit(incoming.key)
-        if refusal is not None:
-            return ReplyResult(Outcome.REFUSED, refusal=refusal)
-        self._in_flight.add(task)
-        ticket = self._llm_slots.enter(incoming.key.user_id)
+        # Waiting from now on, before any await: an edit or deletion may arrive at any time.
+        self._waiting.add(incoming.discord_id)
+        erased = asyncio.Event()
+        self._turns[incoming.discord_id] = (incoming.key, erased)
+        if on_progress is not None:
+            on_progress = _unless(erased, on_progress)
         try:
-            if await self.controls.is_paused(incoming.key.user_id):
-                return await self._reply_unstored(incoming, on_progress, ticket)
-            return await self._reply_in_order(incoming, on_progress, ticket)
+            fence = await self.storage.erasures.fence(incoming.key)
+            refusal = await self._admit(incoming.key)
+            if refusal is not None:
+                return ReplyResult(Outcome.REFUSED, refusal=refusal)
+            self._in_flight.add(task)
+            ticket = self._llm_slots.enter(incoming.key.user_id)
+            try:
+                if await self.controls.is_paused(incoming.key.user_id):
+                    return await self._reply_unstored(incoming, on_progress, deliver, ticket)
+                return await self._reply_in_order(incoming, fence, on_progress, deliver, ticket)
+            finally:
+                self._llm_slots.leave(ticket)
+                self._in_flight.discard(task)
         finally:
-            self._llm_slots.leave(ticket)
-            self._in_flight.discard(task)
+            self._waiting.discard(incoming.discord_id)
+            self._turns.pop(incoming.discord_id, None)
+
+    async def knows(self, discord_id: int) -> bool:
+        """Whether a message is stored or waiting for its turn: only then is an edit of it
+        worth reading (and its attachments worth downloading)."""
+        return discord_id in self._waiting or await self.storage.messages.exists(discord_id)
 
     async def _admit(self, key: SessionKey) -> Refusal | None:
         """Rate and budget limits, and a queue as long as can be answered within the deadline.
@@ -218,21 +256,19 @@ class MemoryEngine:
         )
 
     async def _reply_in_order(
-        self, incoming: IncomingMessage, on_progress: ProgressCallback | None, ticket: Ticket
+        self,
+        incoming: IncomingMessage,
+        fence: int,
+        on_progress: ProgressCallback | None,
+        deliver: DeliverCallback | None,
+        ticket: Ticket,
     ) -> ReplyResult:
         async with self._order.hold((incoming.key.channel_id, incoming.key.user_id)):
             if ticket.overdue:  # queued behind this user's earlier messages for too long
                 return ReplyResult(Outcome.REFUSED, refusal=self._busy(0.0))
-            stored = await self.storage.messages.add(
-                incoming.key,
-                role="user",
-                content=incoming.content,
-                tokens=self._tokenizer.count(incoming.content),
-                discord_id=incoming.discord_id,
-                now=self._clock(),
-            )
-            if stored is None:
-                return ReplyResult(Outcome.DUPLICATE)
+            stored = await self._store_incoming(incoming, fence)
+            if isinstance(stored, Outcome):
+                return ReplyResult(stored)
             if on_progress is not None:
                 await on_progress("")  # accepted: the caller may show "typing"
             session = await self.storage.sessions.get(stored.session_id)
@@ -257,22 +293,82 @@ class MemoryEngine:
                 incoming.key, result.usage, lambda: prompt.tokens + answer_tokens
             )
             if result.outcome is Outcome.ANSWERED:
-                await self.storage.messages.add(
-                    incoming.key,
-                    role="assistant",
-                    content=result.text,
-                    tokens=answer_tokens,
-                    discord_id=None,
-                    now=self._clock(),
-                )
+                if await self.storage.erasures.fence(incoming.key) != fence:
+                    # Erased while it was generated: the answer drew on erased memory.
+                    return ReplyResult(Outcome.ERASED, prompt=prompt, usage=result.usage)
+                result = await self._deliver_and_store(incoming, result, fence, deliver)
             if view.memory:
                 self._after_turn(session)
             else:
                 await self._keep_only_window(session)
             return result
 
+    async def _store_incoming(
+        self, incoming: IncomingMessage, fence: int
+    ) -> StoredMessage | Outcome:
+        """Store the user's message as it is now (edited or deleted while it waited)."""
+        change = self._unstored.take(incoming.discord_id)
+        if change is not None and change.deleted:
+            return Outcome.DELETED
+        content = change.content if change is not None and change.content else incoming.content
+        try:
+            stored = await self.storage.messages.add(
+                incoming.key,
+                role="user",
+                content=content,
+                tokens=self._tokenizer.count(content),
+                discord_id=incoming.discord_id,
+                now=self._clock(),
+                fence=fence,
+            )
+        except ErasedMeanwhile:
+            return Outcome.ERASED
+        self._waiting.discard(incoming.discord_id)
+        if stored is None:
+            return Outcome.DUPLICATE
+        # A change that arrived while the row was being written (no await since).
+        late = self._unstored.take(incoming.discord_id)
+        if late is not None and late.deleted:
+            await self.message_deleted(incoming.discord_id)
+            return Outcome.DELETED
+        if late is not None and late.content:
+            await self.message_edited(incoming.discord_id, late.content)
+            [stored] = await self.storage.messages.by_ids([stored.id])
+        return stored
+
+    async def _deliver_and_store(
+        self,
+        incoming: IncomingMessage,
+        result: ReplyResult,
+        fence: int,
+        deliver: DeliverCallback | None,
+    ) -> ReplyResult:
+        """Show the answer, then store it: an answer the user never saw is not memory."""
+        if deliver is not None:
+            if not await deliver(result):
+                log.info("Answer to message %s was not delivered; not stored", incoming.discord_id)
+                return result
+            result = dataclasses.replace(result, delivered=True)
+        try:
+            await self.storage.messages.add(
+                incoming.key,
+                role="assistant",
+                content=result.text,
+                tokens=self._tokenizer.count(result.text),
+                discord_id=None,
+                now=self._clock(),
+                fence=fence,
+            )
+        except ErasedMeanwhile:
+            log.info("Memory of user %s erased as an answer was delivered", incoming.key.user_id)
+        return result
+
     async def _reply_unstored(
-        self, incoming: IncomingMessage, on_progress: ProgressCallback | None, ticket: Ticket
+        self,
+        incoming: IncomingMessage,
+        on_progress: ProgressCallback | None,
+        deliver: DeliverCallback | None,
+        ticket: Ticket,
     ) -> ReplyResult:
         """A paused user: answer from what is already stored, store and learn nothing.
 
@@ -314,7 +410,10 @@ class MemoryEngine:
                 lambda: prompt.tokens + self._tokenizer.count(result.text),
                 private=True,
             )
-            return dataclasses.replace(result, paused=True)
+            result = dataclasses.replace(result, paused=True)
+            if result.outcome is Outcome.ANSWERED and deliver is not None:
+                result = dataclasses.replace(result, delivered=await deliver(result))
+            return result
 
     async def _keep_only_window(self, session: Session) -> None:
         """Memory off: keep only the newest messages any prompt's window could still use."""
@@ -411,37 +510,73 @@ class MemoryEngine:
         )
 
     async def clear_conversation(self, key: SessionKey) -> DeletedCounts:
-        """Delete one conversation's messages and summary, and stop its background jobs."""
-        async with self._order.hold((key.channel_id, key.user_id)):
-            session = await self.storage.sessions.find(key.channel_id, key.user_id)
-            if session is not None:
-                await self._stop_jobs([session.id])
-            return await self.storage.users.clear_session(key.channel_id, key.user_id)
+        """Delete one conversation's messages and summary, and stop its background jobs.
+
+        Does not wait for an answer in flight: the erasure fence discards it instead.
+        """
+        session = await self.storage.sessions.find(key.channel_id, key.user_id)
+        if session is not None:
+            await self._stop_jobs([session.id])
+        counts = await self.storage.users.clear_session(key.channel_id, key.user_id)
+        self._turns_erased(lambda k: (k.user_id, k.channel_id) == (key.user_id, key.channel_id))
+        return counts
 
     async def forget_user(self, user_id: int) -> DeletedCounts:
         """Delete everything of the user everywhere; nothing derived is written back after."""
         await self._stop_jobs(await self.storage.users.session_ids(user_id))
-        return await self.storage.users.delete_user_data(user_id)
+        counts = await self.storage.users.delete_user_data(user_id)
+        self._turns_erased(lambda k: k.user_id == user_id)
+        return counts
 
     async def forget_member(self, user_id: int, guild_id: int) -> DeletedCounts:
         """Delete what the user said in one server (an admin's request), nothing elsewhere."""
         await self._stop_jobs(await self.storage.users.session_ids(user_id, guild_id=guild_id))
-        return await self.storage.users.delete_member_in_guild(user_id, guild_id)
+        counts = await self.storage.users.delete_member_in_guild(user_id, guild_id)
+        self._turns_erased(lambda k: (k.user_id, k.guild_id) == (user_id, guild_id))
+        return counts
+
+    def _turns_erased(self, covered: Callable[[SessionKey], bool]) -> None:
+        """Stop showing the text of turns in hand that an erasure just covered."""
+        for key, erased in self._turns.values():
+            if covered(key):
+                erased.set()
 
     async def message_edited(self, discord_id: int, new_content: str) -> bool:
-        """The user edited a stored message: store the new text and its token count."""
-        edited = await self.storage.messages.edit(
+        """The user edited a message: store the new text (or remember it for a message still
+        waiting for its turn), and learn again from it: facts drawn from the old text are
+        withdrawn and the new text is read for facts; a summary that held it is rebuilt."""
+        was_waiting = discord_id in self._waiting
+        edit = await self.storage.messages.edit(
             discord_id, new_content, self._tokenizer.count(new_content)
         )
-        return edited is not None
+        if edit is None and discord_id in self._waiting:
+            self._unstored.edited(discord_id, new_content)
+            return True
+        if edit is None and was_waiting:  # stored while we looked
+            edit = await self.storage.messages.edit(
+                discord_id, new_content, self._tokenizer.count(new_content)
+            )
+        if edit is None:
+            return False
+        if edit.changed:
+            # Rebuilt or read again; work in flight on the old text lands nothing (revision).
+            self._schedule_summary(edit.session_id)
+            self._schedule_facts(edit.session_id)
+        return True
 
     async def message_deleted(self, discord_id: int) -> bool:
-        """The user deleted a stored message: delete it and what was derived from it alone."""
+        """The user deleted a message: delete it and what was derived from it alone. One not
+        stored (yet) is remembered, so that it is never answered if it is still waiting."""
+        was_waiting = discord_id in self._waiting
         deletion = await self.storage.messages.delete_by_discord_id(discord_id)
+        if deletion is None and was_waiting and discord_id not in self._waiting:
+            deletion = await self.storage.messages.delete_by_discord_id(discord_id)
         if deletion is None:
+            self._unstored.deleted(discord_id)
             return False
-        if deletion.summary_reset:
-            self._schedule_summary(deletion.session_id)  # rebuilt from what remains
+        # Rebuilt from what remains; work in flight that read the message lands nothing.
+        self._schedule_summary(deletion.session_id)
+        self._schedule_facts(deletion.session_id)
         return True
 
     async def purge_expired(self) -> int:
@@ -556,3 +691,13 @@ class MemoryEngine:
             if not rules.memory:
                 return
         await job(session_id)
+
+
+def _unless(erased: asyncio.Event, on_progress: ProgressCallback) -> ProgressCallback:
+    """`on_progress`, silenced once the turn's memory is erased: no more of the answer shows."""
+
+    async def progress(text: str) -> None:
+        if not erased.is_set():
+            await on_progress(text)
+
+    return progress

@@ -46,6 +46,18 @@ class StreamedReply:
         self._typing: asyncio.Task[None] | None = None
         self._renderer: asyncio.Task[None] | None = None
 
+    async def __aenter__(self) -> StreamedReply:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Whatever happened (cancelled at shutdown, an error), no task of this reply lives on."""
+        await self.abandon()
+
+    @property
+    def delivered(self) -> bool:
+        """Whether Discord has the text as last rendered (nothing was refused)."""
+        return bool(self._sent) and not self._broken
+
     @property
     def text(self) -> str:
         """The text shown so far (or about to be)."""
@@ -91,11 +103,14 @@ class StreamedReply:
             await self._stop_typing()
 
     async def abandon(self) -> None:
-        """Stop rendering without a final state (shutdown)."""
-        if self._renderer is not None:
-            self._renderer.cancel()
-            await asyncio.gather(self._renderer, return_exceptions=True)
-        await self._stop_typing()
+        """Stop rendering without a final state (shutdown). Safe to call more than once, and
+        from a cancelled task: the cleanup is shielded so it always finishes."""
+        tasks = [task for task in (self._renderer, self._typing) if task is not None]
+        self._typing = None
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))
 
     async def _render_loop(self) -> None:
         last_render = float("-inf")

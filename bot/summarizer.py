@@ -75,6 +75,7 @@ class Summarizer:
             summary=summary,
             tokens=self._tokenizer.count(summary),
             now=self._clock(),
+            fence=session.fence,  # nothing lands once the user's memory was erased
         )
         if not saved:
             log.info("Summary of session %s was superseded or cleared; discarded", session.id)

@@ -74,6 +74,9 @@ NOT_HERE = "I'm not available to you here."
 NO_DMS = "I don't answer direct messages. Talk to me in a server we share."
 PAUSED_NOTE = "\n-# memory paused"
 NOTICE_INTERVAL_SECONDS = 600.0  # one notice per person and channel per 10 minutes
+ERASED_NOTICE = (
+    "🗑️ Your memory was erased while I was working on this message, so I dropped my answer."
+)
 
 
 class Chat(commands.Cog):
@@ -109,28 +112,39 @@ class Chat(commands.Cog):
             author_name=message.author.display_name,
             view=view,
         )
-        reply = StreamedReply(message, channel=thread)
-        try:
-            result = await self.bot.engine.reply(incoming, reply.progress)
-        except aiosqlite.Error as error:
-            # Locked by another process past the busy timeout, disk full, read-only file...
-            log.error("Database error while handling message %s: %s", message.id, error)
-            await reply.finish(with_notice(reply.text, STORAGE_ERROR))
-            return
-        except Exception:
-            log.exception("Failed to handle message %s", message.id)
-            await reply.finish(with_notice(reply.text, INTERNAL_ERROR))
-            return
-        await self._show(reply, result)
+        # The reply's tasks (typing, rendering) end with this block, even when the handler is
+        # cancelled at shutdown or fails.
+        async with StreamedReply(message, channel=thread) as reply:
+
+            async def deliver(result: ReplyResult) -> bool:
+                await reply.finish(answer_text(result))
+                return reply.delivered
+
+            try:
+                result = await self.bot.engine.reply(incoming, reply.progress, deliver)
+            except aiosqlite.Error as error:
+                # Locked by another process past the busy timeout, disk full, read-only file...
+                log.error("Database error while handling message %s: %s", message.id, error)
+                await reply.finish(with_notice(reply.text, STORAGE_ERROR))
+                return
+            except Exception:
+                log.exception("Failed to handle message %s", message.id)
+                await reply.finish(with_notice(reply.text, INTERNAL_ERROR))
+                return
+            await self._show(reply, result)
 
     @commands.Cog.listener()
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         message = payload.message
-        if "content" not in payload.data or not await self._addressed_or_always(message):
-            return  # only messages that were for the bot can be stored (and read attachments)
-        # Only messages already stored change; unknown ids are ignored by the engine.
+        if "content" not in payload.data or message.author.bot:
+            return
+        # Whether or not the new text still addresses the bot, a stored (or waiting) message
+        # takes it; a message never stored is not read, and its attachments not downloaded.
+        if not await self.bot.engine.knows(message.id):
+            return
         text, _ = await self.model_text(message)
-        await self.bot.engine.message_edited(message.id, text)
+        if text:
+            await self.bot.engine.message_edited(message.id, text)
 
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
@@ -268,26 +282,30 @@ class Chat(commands.Cog):
         return _CHANNEL_MENTION.sub(channel_name, text)
 
     async def _greet(self, message: discord.Message, unreadable: list[str]) -> None:
-        reply = StreamedReply(message)
-        if unreadable:
+        async with StreamedReply(message) as reply:
+            if unreadable:
+                await reply.finish(
+                    f"I can only read text, and text files up to {ATTACHMENT_MAX_BYTES // 1000}"
+                    f" KB; I couldn't read {', '.join(unreadable)}."
+                )
+                return
             await reply.finish(
-                f"I can only read text, and text files up to {ATTACHMENT_MAX_BYTES // 1000} KB;"
-                f" I couldn't read {', '.join(unreadable)}."
+                f"Hi {message.author.display_name}! What would you like to talk about?"
             )
-            return
-        await reply.finish(f"Hi {message.author.display_name}! What would you like to talk about?")
 
     async def _show(self, reply: StreamedReply, result: ReplyResult) -> None:
-        if result.outcome in (Outcome.DUPLICATE, Outcome.STOPPING):
+        if result.outcome in (Outcome.DUPLICATE, Outcome.STOPPING, Outcome.DELETED):
             await reply.abandon()
             return
         if result.outcome is Outcome.ANSWERED:
-            shown = result.text
-            if result.cut_at_limit:  # the note goes outside a code block the cut left open
-                shown = append_outside_code(shown, "-# (the answer reached the reply length limit)")
-            await reply.finish(shown + (PAUSED_NOTE if result.paused else ""))
+            return  # shown by `deliver` (or refused by Discord, and then not stored)
+        if result.outcome is Outcome.ERASED:
+            await reply.finish(ERASED_NOTICE)
             return
         if result.refusal is not None:
+            if not result.refusal.notify:
+                await reply.abandon()  # told once in this limit window already
+                return
             when = datetime.fromtimestamp(result.refusal.resets_at, tz=UTC)
             await reply.finish(
                 f"⏳ {result.refusal.message} Try again {discord.utils.format_dt(when, 'R')}."
@@ -314,6 +332,15 @@ def place_of(message: discord.Message) -> Place:
         category_id,
         frozenset(role.id for role in roles),
     )
+
+
+def answer_text(result: ReplyResult) -> str:
+    """An answer as shown: a length note outside any code block the cut left open, and a
+    reminder when the user's memory is paused."""
+    shown = result.text
+    if result.cut_at_limit:
+        shown = append_outside_code(shown, "-# (the answer reached the reply length limit)")
+    return shown + (PAUSED_NOTE if result.paused else "")
 
 
 def with_notice(shown: str, notice: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from storage.database import Database
+from storage.erasures import ErasureRepository
 from storage.facts import FactRepository
 from storage.fleet import FleetRepository
 from storage.guild_settings import GuildSettingsRepository
@@ -27,6 +28,7 @@ class Storage:
         self.usage = UsageRepository(db)
         self.fleet = FleetRepository(db)
         self.guild_settings = GuildSettingsRepository(db)
+        self.erasures = ErasureRepository(db)
 
     @classmethod
     async def open(cls, path: Path) -> Storage:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from storage.database import Database, Row, Transaction
+from storage.erasures import SESSION_FENCE_SQL
 from storage.models import Fact, FactSource, NewFact
 
 _FACT_COLUMNS = "id, user_id, space_id, attribute, value, tokens, created_at, valid_until"
@@ -61,17 +62,21 @@ class FactRepository:
         new_through: int,
         facts: Sequence[NewFact],
         now: float,
+        fence: int | None = None,
     ) -> bool:
         """Store the facts of one extraction and move the session's facts watermark.
 
         All in one transaction, and only if the watermark is where the job read it: a job that
-        lost a race (or whose session was cleared) writes nothing. A fact whose source messages
-        were deleted meanwhile is dropped.
+        lost a race, or whose session was erased since it read `fence` (the session's erasure
+        fence, read with the session), writes nothing. A fact whose source messages were deleted
+        meanwhile is dropped.
         """
+        fenced = f" AND {SESSION_FENCE_SQL} = ?" if fence is not None else ""
         async with self._db.transaction() as tx:
             changed = await tx.execute(
-                "UPDATE sessions SET facts_through = ? WHERE id = ? AND facts_through = ?",
-                (new_through, session_id, expected_through),
+                f"UPDATE sessions SET facts_through = ? WHERE id = ? AND facts_through = ?{fenced}",
+                (new_through, session_id, expected_through)
+                + ((fence,) if fence is not None else ()),
             )
             if changed != 1:
                 return False
@@ -107,8 +112,8 @@ async def _store_fact(
         (user_id, space_id, fact.attribute, fact.value, fact.tokens, now),
     )
     await tx.executemany(
-        "INSERT OR IGNORE INTO fact_sources (fact_id, message_id, discord_message_id,"
-        " channel_id, guild_id) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO fact_sources (fact_id, message_id, discord_message_id,"
+        " channel_id, guild_id) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         [(fact_id, s.id, s.discord_id, s.channel_id, s.guild_id) for s in fact.sources],
     )
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from storage.database import Database, Row
+from storage.database import Database, Row, Transaction
+from storage.erasures import (
+    FENCE_SQL,
+    SESSION_FENCE_SQL,
+    ErasedMeanwhile,
+    fence_in,
+    fence_params,
+)
 from storage.models import Role, Session, SessionKey, SessionStats, StoredMessage
 
 _MESSAGE_COLUMNS = (
@@ -13,16 +20,19 @@ _MESSAGE_COLUMNS = (
 )
 _SESSION_COLUMNS = (
     "id, guild_id, channel_id, user_id, summary, summary_tokens, summary_updated_at,"
-    " summarized_through, facts_through"
+    " summarized_through, facts_through, " + SESSION_FENCE_SQL + " AS fence"
 )
 
 # A message into its (channel, user) session; ignored when its Discord id is already stored.
-INSERT_INTO_SESSION = (
-    "INSERT OR IGNORE INTO messages (session_id, discord_id, guild_id, channel_id, user_id,"
+_INSERT_INTO_SESSION = (
+    "INSERT INTO messages (session_id, discord_id, guild_id, channel_id, user_id,"
     " role, content, tokens, created_at)"
-    " SELECT id, ?, ?, ?, ?, ?, ?, ?, ? FROM sessions WHERE channel_id = ? AND user_id = ?"
-    " RETURNING id, session_id"
+    " SELECT id, ?, ?, ?, ?, ?, ?, ?, ? FROM sessions WHERE channel_id = ? AND user_id = ?{}"
+    " ON CONFLICT (discord_id) DO NOTHING RETURNING id, session_id"
 )
+INSERT_INTO_SESSION = _INSERT_INTO_SESSION.format("")
+# The same, only while the session's erasure fence is the one the caller read.
+INSERT_INTO_FENCED_SESSION = _INSERT_INTO_SESSION.format(f" AND {FENCE_SQL} = ?")
 
 
 class MessageRepository:
@@ -38,25 +48,42 @@ class MessageRepository:
         tokens: int,
         discord_id: int | None,
         now: float,
+        fence: int | None = None,
     ) -> StoredMessage | None:
         """Store a message, creating its session on first use.
 
-        Returns None when a message with this Discord id is already stored (a redelivered
-        gateway event), so the caller answers each message once.
+        `fence` is the session's erasure fence read when the turn began (None: the current
+        one, for callers with nothing in flight). Raises ErasedMeanwhile, storing nothing and
+        creating no session, when the user's memory was erased since. Returns None when a
+        message with this Discord id is already stored (a redelivered gateway event), so the
+        caller answers each message once.
         """
         values = (discord_id, key.guild_id, key.channel_id, key.user_id, role, content, tokens, now)
         # Fast path, one statement: the session usually exists already.
-        row = await self._db.write_one(INSERT_INTO_SESSION, (*values, key.channel_id, key.user_id))
-        if row is None:
-            row = await self._add_with_new_session(key, values, now)
+        if fence is None:
+            row = await self._db.write_one(
+                INSERT_INTO_SESSION, (*values, key.channel_id, key.user_id)
+            )
+        else:
+            row = await self._db.write_one(
+                INSERT_INTO_FENCED_SESSION,
+                (*values, key.channel_id, key.user_id, *fence_params(key), fence),
+            )
+        if row is not None:
+            return StoredMessage(row["id"], row["session_id"], *values)
+        # No row: a new session, a redelivered message, or (fenced) an erasure since.
+        row = await self._add_with_new_session(key, values, now, fence)
         if row is None:
             return None
         return StoredMessage(row["id"], row["session_id"], *values)
 
     async def _add_with_new_session(
-        self, key: SessionKey, values: tuple[object, ...], now: float
+        self, key: SessionKey, values: tuple[object, ...], now: float, fence: int | None
     ) -> Row | None:
         async with self._db.transaction() as tx:
+            current = await fence_in(tx, key)
+            if fence is not None and current != fence:
+                raise ErasedMeanwhile(f"session of user {key.user_id} erased meanwhile")
             await tx.execute(
                 "INSERT INTO sessions (guild_id, channel_id, user_id, created_at)"
                 " VALUES (?, ?, ?, ?) ON CONFLICT (channel_id, user_id) DO NOTHING",
@@ -122,20 +149,56 @@ class MessageRepository:
         assert row is not None
         return int(row[0]), int(row[1])
 
-    async def edit(self, discord_id: int, content: str, tokens: int) -> StoredMessage | None:
-        """Replace a stored user message's text after the user edited it in Discord."""
+    async def exists(self, discord_id: int) -> bool:
+        """Whether a message with this Discord id is stored (one indexed read)."""
+        row = await self._db.fetch_one("SELECT 1 FROM messages WHERE discord_id = ?", (discord_id,))
+        return row is not None
+
+    async def edit(self, discord_id: int, content: str, tokens: int) -> MessageEdit | None:
+        """Replace a stored user message's text after the user edited it in Discord, and undo
+        what was learned from the old text. None when no such message is stored.
+
+        In one transaction: the new text; every fact citing the message withdrawn and the
+        session's facts watermark moved back before it (so the new text is read again); the
+        summary reset if it covered the message (to be rebuilt, as after a deletion).
+        """
         async with self._db.transaction() as tx:
-            changed = await tx.execute(
-                "UPDATE messages SET content = ?, tokens = ?"
-                " WHERE discord_id = ? AND role = 'user'",
-                (content, tokens, discord_id),
-            )
-            if not changed:
-                return None
             row = await tx.fetch_one(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE discord_id = ?", (discord_id,)
+                "SELECT m.id, m.session_id, m.content, m.id <= s.summarized_through AS summarized,"
+                " m.id <= s.facts_through AS read_for_facts"
+                " FROM messages m JOIN sessions s ON s.id = m.session_id"
+                " WHERE m.discord_id = ? AND m.role = 'user'",
+                (discord_id,),
             )
-        return _message(row) if row else None
+            if row is None:
+                return None
+            if row["content"] == content:
+                return MessageEdit(row["session_id"], changed=False)
+            await tx.execute(
+                "UPDATE messages SET content = ?, tokens = ? WHERE id = ?",
+                (content, tokens, row["id"]),
+            )
+            withdrawn = await tx.execute(
+                "DELETE FROM facts WHERE id IN"
+                " (SELECT fact_id FROM fact_sources WHERE message_id = ?)",
+                (row["id"],),
+            )
+            if row["read_for_facts"]:
+                await tx.execute(
+                    "UPDATE sessions SET facts_through = ? WHERE id = ? AND facts_through >= ?",
+                    (row["id"] - 1, row["session_id"], row["id"]),
+                )
+            if row["summarized"]:
+                await _reset_summary(tx, row["session_id"])
+            await _revise(tx, row["session_id"])
+        await self._db.checkpoint()  # the old text must leave the file
+        return MessageEdit(
+            row["session_id"],
+            changed=True,
+            summary_reset=bool(row["summarized"]),
+            facts_reread=bool(row["read_for_facts"]),
+            facts_withdrawn=withdrawn,
+        )
 
     async def delete_by_discord_id(self, discord_id: int) -> MessageDeletion | None:
         """Delete a message the user deleted in Discord, with what was derived from it alone.
@@ -166,11 +229,8 @@ class MessageRepository:
             )
             await tx.execute("DELETE FROM messages WHERE id = ?", (row["id"],))
             if row["summarized"]:
-                await tx.execute(
-                    "UPDATE sessions SET summary = '', summary_tokens = 0,"
-                    " summary_updated_at = NULL, summarized_through = 0 WHERE id = ?",
-                    (row["session_id"],),
-                )
+                await _reset_summary(tx, row["session_id"])
+            await _revise(tx, row["session_id"])
         await self._db.checkpoint()
         return MessageDeletion(row["session_id"], bool(row["summarized"]), facts)
 
@@ -201,6 +261,15 @@ class MessageRepository:
                 " WHERE running <= ?)",
                 (session_id, message_cap, message_cap, session_id, keep_tokens),
             )
+
+
+@dataclass(frozen=True, slots=True)
+class MessageEdit:
+    session_id: int
+    changed: bool
+    summary_reset: bool = False
+    facts_reread: bool = False
+    facts_withdrawn: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,11 +325,13 @@ class SessionRepository:
         summary: str,
         tokens: int,
         now: float,
+        fence: int | None = None,
     ) -> bool:
         """Replace the summary and move its watermark in one statement.
 
-        Only lands if the watermark is still where the job read it (compare-and-set), and
-        only while the folded messages still exist: a session cleared meanwhile gets nothing.
+        Only lands if the watermark is still where the job read it (compare-and-set), only
+        while the folded messages still exist, and only while the session's erasure fence is
+        `fence` (the one read with the session): a session erased meanwhile gets nothing.
         """
         async with self._db.transaction() as tx:
             still_there = await tx.fetch_one(
@@ -268,12 +339,28 @@ class SessionRepository:
             )
             if still_there is None:
                 return False
+            fenced = f" AND {SESSION_FENCE_SQL} = ?" if fence is not None else ""
             changed = await tx.execute(
                 "UPDATE sessions SET summary = ?, summary_tokens = ?, summary_updated_at = ?,"
-                " summarized_through = ? WHERE id = ? AND summarized_through = ?",
-                (summary, tokens, now, new_through, session_id, expected_through),
+                f" summarized_through = ? WHERE id = ? AND summarized_through = ?{fenced}",
+                (summary, tokens, now, new_through, session_id, expected_through)
+                + ((fence,) if fence is not None else ()),
             )
         return changed == 1
+
+
+async def _reset_summary(tx: Transaction, session_id: int) -> None:
+    """Forget a summary that holds text no longer true; the summarizer rebuilds it."""
+    await tx.execute(
+        "UPDATE sessions SET summary = '', summary_tokens = 0,"
+        " summary_updated_at = NULL, summarized_through = 0 WHERE id = ?",
+        (session_id,),
+    )
+
+
+async def _revise(tx: Transaction, session_id: int) -> None:
+    """A message of the session changed: background work that read it before lands nothing."""
+    await tx.execute("UPDATE sessions SET revision = revision + 1 WHERE id = ?", (session_id,))
 
 
 def _message(row: Row) -> StoredMessage:
@@ -293,4 +380,5 @@ def _session(row: Row) -> Session:
         row["summary_updated_at"],
         row["summarized_through"],
         row["facts_through"],
+        row["fence"],
     )

@@ -40,6 +40,8 @@ class Session:
     summary_updated_at: float | None
     summarized_through: int
     facts_through: int
+    # Background work's fence when this record was read: erasures and edits (storage.erasures).
+    fence: int = 0
 
     @property
     def key(self) -> SessionKey:

@@ -3,6 +3,8 @@
 `delete_user_data` is the one place that knows every table holding user data; the deletion test
 fills every table and proves nothing of the user is left. Deletions are done with
 `secure_delete` on, and the WAL is checkpointed afterwards so the text leaves the file.
+Each erasure also advances the user's erasure generation for its scope, in the same
+transaction, so no write begun before it can land after it (see `storage.erasures`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage.database import Database, Transaction
+from storage.erasures import bump
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,7 @@ class UserDataRepository:
     async def clear_session(self, channel_id: int, user_id: int) -> DeletedCounts:
         """Delete one conversation: its messages and its summary (facts stay)."""
         async with self._db.transaction() as tx:
+            await bump(tx, user_id, "channel", channel_id)
             counts = await _delete_sessions(
                 tx, "channel_id = ? AND user_id = ?", (channel_id, user_id)
             )
@@ -62,6 +66,7 @@ class UserDataRepository:
     async def delete_user_data(self, user_id: int) -> DeletedCounts:
         """Delete every message, summary and fact of the user, in every server and DM."""
         async with self._db.transaction() as tx:
+            await bump(tx, user_id, "user")
             counts = await _delete_sessions(tx, "user_id = ?", (user_id,))
             facts = await tx.execute("DELETE FROM facts WHERE user_id = ?", (user_id,))
             await tx.execute(
@@ -75,6 +80,7 @@ class UserDataRepository:
     async def delete_member_in_guild(self, user_id: int, guild_id: int) -> DeletedCounts:
         """Delete the user's data learned in one server, and nothing elsewhere."""
         async with self._db.transaction() as tx:
+            await bump(tx, user_id, "guild", guild_id)
             counts = await _delete_sessions(tx, "user_id = ? AND guild_id = ?", (user_id, guild_id))
             facts = await tx.execute(
                 "DELETE FROM facts WHERE user_id = ? AND space_id = ?", (user_id, guild_id)

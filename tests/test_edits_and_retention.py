@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from bot.memory import IncomingMessage, MemoryEngine
+from bot.pending import LateChange, UnstoredChanges
 from storage.models import SessionKey
 from tests.conftest import Engines
 from tests.fakes.llm_server import FakeLLM, message_text
@@ -90,3 +92,76 @@ async def test_retention_deletes_only_summarized_old_messages(
     assert deleted > 0
     assert all(m.id > session.summarized_through for m in remaining)  # unsummarized kept
     assert len(remaining) == 16 - deleted
+
+
+def city_facts(body: dict[str, Any]) -> str:
+    facts = [
+        {"attribute": "city", "value": text.split("I live in ")[1], "sources": [mid]}
+        for text, mid in labelled_ids(body).items()
+        if "I live in " in text
+    ]
+    return json.dumps({"facts": facts})
+
+
+async def test_an_edit_during_an_extraction_in_flight_wins(
+    engines: Engines, fake_llm: FakeLLM
+) -> None:
+    engine = await engines.start(facts_batch_messages=1)
+    fake_llm.responder = lambda body: "noted"
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def extract(body: dict[str, Any]) -> str:
+        arrived.set()
+        await release.wait()
+        return city_facts(body)
+
+    fake_llm.json_responder = extract
+    await say(engine, 1, "I live in Lyon")
+    await asyncio.wait_for(arrived.wait(), 5)  # the extraction has read the old text
+    assert await engine.message_edited(1, "I live in Grenoble")
+    release.set()
+    await engine.jobs.idle()
+    assert [f.value for f in await engine.storage.facts.current(1, 100)] == ["Grenoble"]
+
+
+async def test_a_deletion_during_a_summary_in_flight_wins(
+    engines: Engines, fake_llm: FakeLLM
+) -> None:
+    engine = await engines.start(**SMALL)
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def respond(body: dict[str, Any]) -> str:
+        if not is_summary_call(body):
+            return "ok"
+        arrived.set()
+        await release.wait()
+        lines = message_text(body["messages"][-1]).splitlines()
+        return "summary: " + " | ".join(line for line in lines if "[user]" in line)
+
+    fake_llm.responder = respond
+    for i in range(1, 8):
+        await say(engine, i, f"MARKER-{i} " + "filler words " * 20)
+    await asyncio.wait_for(arrived.wait(), 5)  # the summary has read message 1
+    assert await engine.message_deleted(1)
+    release.set()
+    await engine.jobs.idle()
+    session = await engine.storage.sessions.find(10, 1)
+    assert session is not None and session.summary  # rebuilt from what remains
+    assert "MARKER-1 " not in session.summary
+
+
+def test_changes_of_unstored_messages_are_remembered_in_bounded_memory() -> None:
+    now = [0.0]
+    changes = UnstoredChanges(ttl=60.0, max_entries=3, clock=lambda: now[0])
+    changes.deleted(1)
+    changes.edited(1, "an edit after the deletion")  # a deletion is final
+    changes.edited(2, "first edit")
+    changes.edited(2, "second edit")
+    assert changes.take(1) == LateChange(deleted=True)
+    assert changes.take(2) == LateChange(content="second edit")
+    assert changes.take(2) is None  # taken once
+    for discord_id in range(10, 20):
+        changes.deleted(discord_id)
+    assert len(changes) == 3  # the oldest are dropped past the cap
+    now[0] = 61.0
+    assert changes.take(19) is None and len(changes) == 0  # and all expire after the ttl

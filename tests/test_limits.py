@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+from bot.limits import Limits
 from bot.memory import IncomingMessage, MemoryEngine, Outcome
+from storage import Storage
 from storage.models import SessionKey
-from tests.conftest import Engines
+from tests.conftest import Engines, SettingsFactory
 from tests.fakes.llm_server import FakeLLM
 from tests.test_background_memory import is_summary_call
 
@@ -72,3 +74,23 @@ async def test_busy_past_what_the_deadline_allows(engines: Engines, fake_llm: Fa
     assert outcomes.count(Outcome.REFUSED) == 3
     busy = [r for r in results if r.refusal]
     assert all("busy" in r.refusal.message for r in busy)  # type: ignore[union-attr]
+
+
+async def test_a_flood_is_told_once_per_limit_window(
+    storage: Storage, make_settings: SettingsFactory
+) -> None:
+    now = [1000.0]
+    limits = Limits(make_settings(user_messages_per_minute=2), storage.usage, clock=lambda: now[0])
+    assert limits.check_rate(1) is None and limits.check_rate(1) is None
+    first = limits.check_rate(1)
+    assert first is not None and first.notify
+    for _ in range(5):
+        now[0] += 1
+        later = limits.check_rate(1)
+        assert later is not None and not later.notify  # refused, silently
+    other = limits.check_rate(2)
+    assert other is None  # others are unaffected
+    now[0] = first.resets_at + 1  # a new window: allowed again, and told again when over
+    assert limits.check_rate(1) is None and limits.check_rate(1) is None
+    again = limits.check_rate(1)
+    assert again is not None and again.notify

@@ -522,6 +522,8 @@ class FakeDiscord:
         self._interactions: dict[int, FakeInteraction] = {}
         self._interactions_by_token: dict[str, FakeInteraction] = {}
         self._cdn: dict[int, StoredFile] = {}
+        self.cdn_downloads: list[int] = []
+        """Ids of the attachment files the bot downloaded from the CDN, in order."""
         self._mention_prefixes: dict[int, str] = {}
         self._command_ids: dict[tuple[int | None, str, int], int] = {}
         self._build_world()
@@ -1710,6 +1712,7 @@ class FakeDiscord:
         return record
 
     async def _handle_cdn(self, request: web.Request) -> web.Response:
+        self.cdn_downloads.append(int(request.match_info["file_id"]))
         stored = self._cdn.get(int(request.match_info["file_id"]))
         if stored is None:
             return web.Response(status=404, text="Not Found")

@@ -1,0 +1,71 @@
+"""Erasure generations: the durable fence that keeps erased memory erased.
+
+A session's *fence* is the sum of the generations that cover it: the user's own, the user's in
+the session's server, and the user's in the session's channel. Generations only grow, so any
+erasure that covers the session changes the sum. Work that began before an erasure carries the
+old fence; its writes are conditioned on it in the same statement or transaction, and land
+nothing once it changed. The fence lives in the database, so it holds after a restart and across
+processes sharing the database.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from storage.database import Database, Transaction
+from storage.models import SessionKey
+
+Scope = Literal["user", "guild", "channel"]
+
+# The fence of one (user, guild, channel) as an SQL expression; parameters: fence_params().
+FENCE_SQL = (
+    "(SELECT COALESCE(SUM(generation), 0) FROM user_erasures WHERE user_id = ?"
+    " AND (scope = 'user' OR (scope = 'guild' AND scope_id = ?)"
+    " OR (scope = 'channel' AND scope_id = ?)))"
+)
+
+# The fence of background work on the row of `sessions` in the enclosing query (no parameters):
+# the erasure fence plus the session's revision, which every edit or deletion of one of its
+# messages advances. A summary or facts read before either must not land.
+SESSION_FENCE_SQL = (
+    "(sessions.revision + (SELECT COALESCE(SUM(e.generation), 0) FROM user_erasures e"
+    " WHERE e.user_id = sessions.user_id AND (e.scope = 'user'"
+    " OR (e.scope = 'guild' AND e.scope_id = COALESCE(sessions.guild_id, 0))"
+    " OR (e.scope = 'channel' AND e.scope_id = sessions.channel_id))))"
+)
+
+
+class ErasedMeanwhile(Exception):
+    """A write of a user's memory was refused: the user's memory was erased since it began."""
+
+
+def fence_params(key: SessionKey) -> tuple[int, int, int]:
+    # DMs have no server: guild scope 0 is never bumped (admins erase in real servers only).
+    return (key.user_id, key.guild_id or 0, key.channel_id)
+
+
+async def bump(tx: Transaction, user_id: int, scope: Scope, scope_id: int = 0) -> None:
+    """Advance a generation, in the erasure's own transaction (before its deletions)."""
+    await tx.execute(
+        "INSERT INTO user_erasures (user_id, scope, scope_id, generation) VALUES (?, ?, ?, 1)"
+        " ON CONFLICT (user_id, scope, scope_id)"
+        " DO UPDATE SET generation = user_erasures.generation + 1",
+        (user_id, scope, scope_id),
+    )
+
+
+async def fence_in(tx: Transaction, key: SessionKey) -> int:
+    row = await tx.fetch_one(f"SELECT {FENCE_SQL}", fence_params(key))
+    assert row is not None
+    return int(row[0])
+
+
+class ErasureRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def fence(self, key: SessionKey) -> int:
+        """The session's current fence: read it when work for the session begins."""
+        row = await self._db.fetch_one(f"SELECT {FENCE_SQL}", fence_params(key))
+        assert row is not None
+        return int(row[0])
