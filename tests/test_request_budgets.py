@@ -83,7 +83,7 @@ async def test_a_message_bigger_than_the_budget_is_cut_and_passed(
     session = await engine.storage.sessions.find(10, 1)
     assert session is not None
     stored = await engine.storage.messages.oldest(session.id, after_id=0, limit=100, role="user")
-    assert session.facts_through == stored[-1].id  # the watermark went past the huge message
+    assert session.facts_through > stored[0].id  # the watermark went past the huge message
     summaries = summary_calls(fake_llm)
     assert summaries, "the conversation is past the summary trigger"
     assert session.summarized_through >= stored[0].id  # the huge message was folded, cut
