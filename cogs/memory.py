@@ -135,7 +135,7 @@ class Memory(commands.Cog):
     @memory.command(name="export", description="Download everything Mnemo stores about you")
     async def export(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        data = await self.bot.storage.users.export(interaction.user.id)
+        data = await self.bot.engine.export_user(interaction.user.id)
         payload = json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8")
         await interaction.followup.send(
             f"Everything stored about you: {len(data['messages'])} messages, "
@@ -174,7 +174,7 @@ class Memory(commands.Cog):
             )
             return
         assert interaction.guild_id is not None
-        stats = await self.bot.storage.users.guild_stats(interaction.guild_id)
+        stats = await self.bot.engine.guild_stats(interaction.guild_id)
         await interaction.response.send_message(
             f"**Mnemo in this server**\nConversations: {stats.sessions} "
             f"({stats.members} members)\nMessages stored: {stats.messages}\n"

@@ -17,7 +17,7 @@ class UsageRepository:
             await tx.executemany(
                 "INSERT INTO usage_daily (day, scope, scope_id, tokens) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (day, scope, scope_id)"
-                " DO UPDATE SET tokens = tokens + excluded.tokens",
+                " DO UPDATE SET tokens = usage_daily.tokens + excluded.tokens",
                 rows,
             )
 
