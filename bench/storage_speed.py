@@ -235,7 +235,7 @@ def _postgres_figures(pg: Samples, sqlite: Samples, scale: Scale) -> list[Figure
             rate,
             "msg/s",
             None,
-            f"SQLite, same run: {sqlite_rate:,.0f} msg/s (PostgreSQL at {rate / sqlite_rate:.0%})",
+            f"SQLite: {sqlite_rate:,.0f} msg/s (PostgreSQL at {rate / sqlite_rate:.0%})",
         )
     ]
     for key, fraction, label in (("6e", 0.50, "p50"), ("6f", 0.99, "p99")):
@@ -249,7 +249,7 @@ def _postgres_figures(pg: Samples, sqlite: Samples, scale: Scale) -> list[Figure
                 value,
                 "ms",
                 None,
-                f"SQLite, same run: {on_sqlite:.3f} ms ({value / on_sqlite:.1f}x);"
+                f"SQLite: {on_sqlite:.3f} ms ({value / on_sqlite:.1f}x);"
                 f" bare asyncpg, same SELECT: {floor:.3f} ms",
             )
         )

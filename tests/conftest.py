@@ -2,8 +2,9 @@
 TEST_DATABASE_URL is set), and the loopback fakes.
 
 A test module marked `pytestmark = pytest.mark.both_backends` runs each of its database tests
-twice, `[sqlite]` and `[postgres]` (a test marked `sqlite_only` runs once). The PostgreSQL runs
-are skipped, with the reason and a line in the summary, when TEST_DATABASE_URL is not set.
+twice, `[sqlite]` and `[postgres]` (a test marked `sqlite_only` or `postgres_only` runs once).
+The PostgreSQL runs are skipped, with the reason and a line in the summary, when
+TEST_DATABASE_URL is not set.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def db_path(tmp_path: Path) -> Path:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "both_backends: run the module's tests on each backend")
     config.addinivalue_line("markers", "sqlite_only: a SQLite-specific test in such a module")
+    config.addinivalue_line("markers", "postgres_only: a PostgreSQL-specific test in one")
     config.stash[POSTGRES] = PostgresForTests.from_env()
 
 
@@ -59,8 +61,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" not in metafunc.fixturenames:
         return
     both = metafunc.definition.get_closest_marker("both_backends") is not None
-    sqlite_only = metafunc.definition.get_closest_marker("sqlite_only") is not None
-    backends = ["sqlite", "postgres"] if both and not sqlite_only else ["sqlite"]
+    only = [
+        name
+        for name in ("sqlite", "postgres")
+        if metafunc.definition.get_closest_marker(f"{name}_only") is not None
+    ]
+    backends = (only or ["sqlite", "postgres"]) if both else ["sqlite"]
     metafunc.parametrize("backend", backends, indirect=True)
 
 

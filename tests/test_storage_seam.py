@@ -169,6 +169,75 @@ async def test_errors_are_the_storage_layers_own(storage: Storage) -> None:
             await tx.execute("INSERT INTO bot_state (key, value) VALUES ('k', NULL)")
 
 
+# -- PostgreSQL only ------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres_only
+async def test_erasures_are_followed_by_one_vacuum(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without waiting for it, an erasure is followed by a VACUUM; erasures in quick
+    succession share one."""
+    import storage.postgres as postgres
+
+    monkeypatch.setattr(postgres, "VACUUM_DELAY_SECONDS", 0.2)
+    for user in (1, 2, 3):
+        await storage.messages.add(
+            SessionKey(100, 10, user), role="user", content="x", tokens=1, discord_id=user, now=1.0
+        )
+    for user in (1, 2, 3):
+        await storage.users.delete_user_data(user)
+
+    async def vacuums() -> int:
+        row = await storage.db.fetch_one(
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'messages'"
+        )
+        return int(row[0]) if row else 0
+
+    for _ in range(100):
+        if await vacuums():
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.5)  # statistics of any second VACUUM would have arrived by now
+    assert await vacuums() == 1
+
+
+@pytest.mark.postgres_only
+async def test_lock_row_holds_writers_not_inserts(storage: Storage) -> None:
+    """A read-then-write transaction holding its session keeps other lockers out until it
+    ends, while messages still go into that session."""
+    first = await storage.messages.add(
+        SessionKey(100, 10, 1), role="user", content="a", tokens=1, discord_id=1, now=1.0
+    )
+    assert first is not None
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        async with storage.db.transaction() as tx:
+            await tx.lock_row("sessions", first.session_id)
+            holding.set()
+            await release.wait()
+
+    async def second_locker() -> None:
+        async with storage.db.transaction() as tx:
+            await tx.lock_row("sessions", first.session_id)
+
+    held = asyncio.create_task(holder())
+    await holding.wait()
+    waiting = asyncio.create_task(second_locker())
+    inserted = await asyncio.wait_for(
+        storage.messages.add(
+            SessionKey(100, 10, 1), role="user", content="b", tokens=1, discord_id=2, now=1.0
+        ),
+        5,
+    )
+    assert inserted is not None
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    release.set()
+    await asyncio.wait_for(asyncio.gather(held, waiting), 5)
+
+
 # -- SQLite only --------------------------------------------------------------------------------
 
 
