@@ -92,6 +92,8 @@ class DatabaseURL:
 
 def redact(url: str) -> str:
     """The URL with any password (in the authority or as a query parameter) replaced."""
+    if url.startswith("sqlite:"):
+        return url  # a file path holds no secret (and urlunsplit would mangle its slashes)
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -21,6 +21,7 @@ from storage.errors import (
 from storage.models import NewFact, SessionKey, StoredMessage
 from storage.postgres import pg_sql
 from storage.sqlite import split_sql
+from storage.url import DatabaseURL, redact, scrub
 
 pytestmark = pytest.mark.both_backends
 
@@ -40,6 +41,15 @@ def test_placeholders_follow_sqlite_numbering() -> None:
         "SELECT '?', \"a?\", x -- why?\n FROM t WHERE y = $1"
     )
     assert pg_sql("SELECT 'it''s ?' WHERE z = ?") == "SELECT 'it''s ?' WHERE z = $1"
+
+
+def test_urls_print_no_password() -> None:
+    url = DatabaseURL.parse("postgres://bot:pa55-word@db:5432/mnemo?password=pa55-word&x=1")
+    for shown in (str(url), repr(url), f"{url}", url.redacted()):
+        assert "pa55-word" not in shown and "bot:***@db:5432/mnemo" in shown
+    driver_message = f"could not connect with {url.dsn}: bad password pa55-word"
+    assert "pa55-word" not in scrub(driver_message, url)
+    assert redact("sqlite:///data/mnemo.db") == "sqlite:///data/mnemo.db"
 
 
 def test_both_backends_have_the_same_migrations() -> None:
