@@ -12,6 +12,11 @@ Measured, alternately in each of several repeats:
 - window reads through `storage.messages.newest(session_id, after_id=0, limit=64)`, each timed
   (p50, p99); the floor is the same SELECT through stdlib `sqlite3`.
 Each figure is the median over the repeats.
+
+With BENCH_DATABASE_URL (or TEST_DATABASE_URL) set, the same is measured on PostgreSQL in the
+same run (6d-6f): a database of its own on that server, filled with the same messages through
+COPY, the same repository calls on the same plans; the floor is the same SELECT through a bare
+asyncpg connection.
 """
 
 from __future__ import annotations
@@ -26,15 +31,16 @@ from itertools import count, islice
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from bench import script
+from bench import postgres, script
 from bench.core import BenchError, BenchResult, Figure, Goal, Scale, median, percentile
 from bench.harness import bench_tokenizer
 from bench.profiling import Profiled, profile
 from storage import Storage
-from storage.database import BUSY_TIMEOUT_MS
 from storage.erasures import fence_params
 from storage.messages import INSERT_INTO_FENCED_SESSION
 from storage.models import SessionKey
+from storage.postgres import pg_sql
+from storage.sqlite import BUSY_TIMEOUT_MS
 
 INSERT_GOAL = Goal(20_000, at_most=False)
 READ_P99_GOAL_MS = Goal(0.5)
@@ -81,6 +87,8 @@ class Samples:
     grouped_rates: list[float] = field(default_factory=list)
     repo_reads: list[list[float]] = field(default_factory=list)
     raw_reads: list[list[float]] = field(default_factory=list)
+    erase_seconds: float = 0.0
+    vacuum_seconds: float = 0.0
 
     def read_ms(self, which: list[list[float]], fraction: float) -> float:
         return median([percentile(run, fraction) * 1000 for run in which])
@@ -101,6 +109,22 @@ async def run(scale: Scale) -> BenchResult:
         result = _result(samples, scale)
         result.notes.append(_fill_note(path, scale, fill_seconds))
         result.profiles += await _profiles(result, path, corpus, samples, scale, discord_ids)
+    server = postgres.server_url()
+    if server is None:
+        result.notes.append(postgres.NOT_SET)
+        return result
+    async with postgres.temporary_database(server) as url:
+        fill_seconds = await fill_postgres(url, corpus, scale.storage_rows, scale.storage_sessions)
+        pg_samples = await _measure_postgres(url, corpus, scale, discord_ids)
+    result.figures += _postgres_figures(pg_samples, samples, scale)
+    result.notes.append(
+        f"PostgreSQL ({postgres.redact(server)}): the same {scale.storage_rows:,} messages"
+        f" filled through COPY in {fill_seconds:.0f} s; repository inserts per repeat (msg/s): "
+        + ", ".join(f"{rate:,.0f}" for rate in pg_samples.repo_rates)
+        + f". Erasing one user took {pg_samples.erase_seconds * 1000:.0f} ms; the VACUUM"
+        f" that follows (the whole database, in the background)"
+        f" {pg_samples.vacuum_seconds:.1f} s."
+    )
     return result
 
 
@@ -139,6 +163,98 @@ def _bulk_messages(corpus: Corpus, rows: int, sessions: int) -> Iterator[tuple[o
         ):
             text, tokens = pool[pair % len(pool)]
             yield (index, discord_id, *_key_tuple(key), role, text, tokens, float(pair))
+
+
+async def fill_postgres(url: str, corpus: Corpus, rows: int, sessions: int) -> float:
+    """The real schema on PostgreSQL, then the same sessions and messages as `fill`, by COPY.
+    Session ids come from the identity column: 1..sessions on the fresh database."""
+    import asyncpg
+
+    started = time.perf_counter()
+    await (await Storage.open(url)).close()
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.copy_records_to_table(
+            "sessions",
+            records=[(*_key_tuple(session_key(i)), 0.0) for i in range(1, sessions + 1)],
+            columns=["guild_id", "channel_id", "user_id", "created_at"],
+        )
+        columns = MESSAGE_INSERT.partition("(")[2].partition(")")[0].replace(" ", "").split(",")
+        messages = _bulk_messages(corpus, rows, sessions)
+        while chunk := list(islice(messages, FILL_CHUNK)):
+            await conn.copy_records_to_table("messages", records=chunk, columns=columns)
+        await conn.execute("VACUUM ANALYZE")
+    finally:
+        await conn.close()
+    return time.perf_counter() - started
+
+
+async def _measure_postgres(url: str, corpus: Corpus, scale: Scale, ids: Iterator[int]) -> Samples:
+    import asyncpg
+
+    samples = Samples()
+    rng = random.Random(66)  # the same plans as on SQLite
+    storage = await Storage.open(url)
+    raw = await asyncpg.connect(url)
+    try:
+        for _ in range(scale.repeats):
+            writes = _plan(rng, scale.storage_sessions, scale.storage_inserts)
+            samples.repo_rates.append(await _repo_inserts(storage, corpus, writes, ids))
+            reads = _plan(rng, scale.storage_sessions, scale.storage_reads)
+            samples.repo_reads.append(await _repo_reads(storage, reads))
+            samples.raw_reads.append(await _asyncpg_reads(raw, reads))
+        # The cost of an erasure's VACUUM at this size (PostgreSQL has no secure_delete).
+        started = time.perf_counter()
+        await storage.users.delete_user_data(session_key(1).user_id)
+        erased = time.perf_counter()
+        await storage.db.flush()
+        samples.vacuum_seconds = time.perf_counter() - erased
+        samples.erase_seconds = erased - started
+    finally:
+        await raw.close()
+        await storage.close()
+    return samples
+
+
+async def _asyncpg_reads(conn: object, plan: list[int]) -> list[float]:
+    statement = pg_sql(WINDOW_SELECT)
+    timings = []
+    for index in plan:
+        started = time.perf_counter()
+        await conn.fetch(statement, index, 0, 2**63 - 1, WINDOW_LIMIT)  # type: ignore[attr-defined]
+        timings.append(time.perf_counter() - started)
+    return timings
+
+
+def _postgres_figures(pg: Samples, sqlite: Samples, scale: Scale) -> list[Figure]:
+    rows = f"{scale.storage_rows:,} rows"
+    rate, sqlite_rate = median(pg.repo_rates), median(sqlite.repo_rates)
+    figures = [
+        Figure(
+            "6d",
+            f"PostgreSQL: messages stored per second, storage.messages.add, at {rows}",
+            rate,
+            "msg/s",
+            None,
+            f"SQLite: {sqlite_rate:,.0f} msg/s (PostgreSQL at {rate / sqlite_rate:.0%})",
+        )
+    ]
+    for key, fraction, label in (("6e", 0.50, "p50"), ("6f", 0.99, "p99")):
+        value = pg.read_ms(pg.repo_reads, fraction)
+        floor = pg.read_ms(pg.raw_reads, fraction)
+        on_sqlite = sqlite.read_ms(sqlite.repo_reads, fraction)
+        figures.append(
+            Figure(
+                key,
+                f"PostgreSQL: window read {label}, newest(limit=64), at {rows}",
+                value,
+                "ms",
+                None,
+                f"SQLite: {on_sqlite:.3f} ms ({value / on_sqlite:.1f}x);"
+                f" bare asyncpg, same SELECT: {floor:.3f} ms",
+            )
+        )
+    return figures
 
 
 def _key_tuple(key: SessionKey) -> tuple[int | None, int, int]:

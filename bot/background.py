@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
+
+from storage.errors import RetryableStorageError
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +178,9 @@ class BackgroundJobs:
                         return
                 self.completed += 1
                 return
-            except (RetryableJobError, sqlite3.OperationalError) as error:
-                # The model failed, or the database was locked or full: worth another try.
+            except (RetryableJobError, RetryableStorageError) as error:
+                # The model failed, or the database was locked, full or unreachable: worth
+                # another try.
                 if delay is None:
                     self.failed += 1
                     log.warning("%s job for session %s gave up: %s", key[0], key[1], error)

@@ -13,7 +13,6 @@ import logging
 import time
 from typing import Any
 
-import aiosqlite
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -22,7 +21,7 @@ from bot.config import Settings
 from bot.llm import LLMClient, check_model_server
 from bot.memory import MemoryEngine
 from bot.tokens import load_tokenizer
-from storage import Storage
+from storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +76,7 @@ class MemoryBot(commands.Bot):
     async def setup_hook(self) -> None:
         settings = self.settings
         tokenizer = await load_tokenizer(settings.chat_model, settings.tokenizer_encoding)
-        self._storage = await Storage.open(settings.database_path)
+        self._storage = await Storage.open(settings.database_url)
         self._llm = LLMClient(
             api_key=settings.openai_api_key,
             base_url=settings.openai_base_url,
@@ -95,7 +94,7 @@ class MemoryBot(commands.Bot):
         await self.sync_commands()
         log.info(
             "Mnemo is set up: database %s, chat model %s, tokenizer %s",
-            settings.database_path,
+            settings.database_url.redacted(),
             settings.chat_model,
             tokenizer.name,
         )
@@ -163,7 +162,7 @@ class MemoryBot(commands.Bot):
         if isinstance(cause, discord.NotFound) and cause.code == EXPIRED_INTERACTION:
             log.warning("/%s: the interaction expired before the answer (Discord's 3 s)", name)
             return
-        if isinstance(cause, aiosqlite.Error):
+        if isinstance(cause, StorageError):
             log.error("/%s: database error: %s", name, cause)
             text = "The database is unavailable right now; nothing was changed. Try again soon."
         else:

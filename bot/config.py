@@ -10,9 +10,11 @@ import ipaddress
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from storage.url import DatabaseURL, DatabaseURLError
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are Mnemo, a friendly and concise assistant in a Discord chat. "
@@ -30,12 +32,13 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    discord_token: str
-    openai_api_key: str
+    # Secrets stay out of repr(); DatabaseURL prints itself with its password redacted.
+    discord_token: str = field(repr=False)
+    openai_api_key: str = field(repr=False)
     openai_base_url: str | None
     chat_model: str
     memory_model: str
-    database_path: Path
+    database_url: DatabaseURL
     system_prompt: str
     log_level: str
     # Token budgets: everything sent must fit in max_prompt_tokens; max_reply_tokens is
@@ -92,7 +95,7 @@ class Settings:
             openai_base_url=base_url,
             chat_model=chat_model,
             memory_model=reader.text("MEMORY_MODEL", "gpt-4o-mini"),
-            database_path=_database_path(reader.text("DATABASE_URL", "sqlite:///data/mnemo.db")),
+            database_url=_database_url(reader.text("DATABASE_URL", "sqlite:///data/mnemo.db")),
             system_prompt=reader.text("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT),
             log_level=_log_level(reader.text("LOG_LEVEL", "INFO")),
             max_prompt_tokens=reader.integer("MAX_PROMPT_TOKENS", 6000, minimum=500),
@@ -131,6 +134,13 @@ class Settings:
         settings._check_budgets()
         settings._check_shards()
         return settings
+
+    @property
+    def database_path(self) -> Path:
+        """The SQLite file of DATABASE_URL (SQLite only; use `database_url` for any backend)."""
+        if self.database_url.path is None:
+            raise ValueError(f"DATABASE_URL is not a SQLite file: {self.database_url}")
+        return self.database_url.path
 
     def _check_budgets(self) -> None:
         # The persona is not in this sum: the system section takes what the others leave, so
@@ -269,15 +279,11 @@ def _chat_models(default: str, listed: str) -> tuple[str, ...]:
     return tuple(models)
 
 
-def _database_path(url: str) -> Path:
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or len(url) == len(prefix):
-        raise ConfigError(
-            f"DATABASE_URL must look like sqlite:///relative/path.db or "
-            f"sqlite:////absolute/path.db, got {url!r}; see .env.example"
-        )
-    # sqlite:///data/x.db -> "data/x.db" (relative); sqlite:////srv/x.db -> "/srv/x.db".
-    return Path(url[len(prefix) :])
+def _database_url(url: str) -> DatabaseURL:
+    try:
+        return DatabaseURL.parse(url)
+    except DatabaseURLError as error:
+        raise ConfigError(f"{error}; see .env.example") from None
 
 
 def _log_level(name: str) -> str:

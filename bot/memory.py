@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from functools import partial
+from typing import Any
 
 from bot.access import ChannelView
 from bot.background import BackgroundJobs
@@ -32,8 +33,8 @@ from bot.summarizer import Summarizer
 from bot.tokens import Tokenizer
 from storage import Storage
 from storage.erasures import ErasedMeanwhile
-from storage.models import Session, SessionKey, StoredMessage, space_of
-from storage.users import DeletedCounts
+from storage.models import Fact, FactSource, Session, SessionKey, StoredMessage, space_of
+from storage.users import DeletedCounts, GuildStats
 
 log = logging.getLogger(__name__)
 
@@ -508,6 +509,28 @@ class MemoryEngine:
             prompt.section_tokens,
             self._prompt_limits.max_prompt_tokens,
         )
+
+    # Thin reads and one deletion for the commands: cogs reach data only through the engine.
+
+    async def current_facts(self, user_id: int, space_id: int) -> list[Fact]:
+        return await self.storage.facts.current(user_id, space_id)
+
+    async def fact_sources(self, fact_ids: Sequence[int]) -> dict[int, list[FactSource]]:
+        return await self.storage.facts.sources(fact_ids)
+
+    async def stored_message_ids(self, message_ids: Sequence[int]) -> set[int]:
+        """Which of these message ids are still stored."""
+        return {message.id for message in await self.storage.messages.by_ids(message_ids)}
+
+    async def forget_fact(self, user_id: int, space_id: int, fact_id: int) -> int:
+        """Delete one of the user's facts with its history; 0 when it is not theirs."""
+        return await self.storage.users.delete_fact(user_id, space_id, fact_id)
+
+    async def export_user(self, user_id: int) -> dict[str, Any]:
+        return await self.storage.users.export(user_id)
+
+    async def guild_stats(self, guild_id: int) -> GuildStats:
+        return await self.storage.users.guild_stats(guild_id)
 
     async def clear_conversation(self, key: SessionKey) -> DeletedCounts:
         """Delete one conversation's messages and summary, and stop its background jobs.

@@ -8,7 +8,6 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-import aiosqlite
 import discord
 from discord.ext import commands
 
@@ -17,6 +16,7 @@ from bot.memory import IncomingMessage, Outcome, ReplyResult
 from bot.replies import StreamedReply
 from bot.splitter import append_outside_code
 from bot.text import clean_text
+from storage.errors import StorageError
 from storage.models import SessionKey
 
 if TYPE_CHECKING:
@@ -122,8 +122,8 @@ class Chat(commands.Cog):
 
             try:
                 result = await self.bot.engine.reply(incoming, reply.progress, deliver)
-            except aiosqlite.Error as error:
-                # Locked by another process past the busy timeout, disk full, read-only file...
+            except StorageError as error:
+                # Locked past the busy timeout, disk full, read-only, connection lost...
                 log.error("Database error while handling message %s: %s", message.id, error)
                 await reply.finish(with_notice(reply.text, STORAGE_ERROR))
                 return

@@ -39,14 +39,14 @@ class Facts(commands.Cog):
     @facts.command(name="show", description="Your facts in this server (or in DMs)")
     async def show(self, interaction: discord.Interaction) -> None:
         space = space_of(interaction.guild_id)
-        facts = await self.bot.storage.facts.current(interaction.user.id, space)
+        facts = await self.bot.engine.current_facts(interaction.user.id, space)
         if not facts:
             where = "in DMs" if interaction.guild_id is None else "in this server"
             await interaction.response.send_message(
                 f"I haven't learned any facts about you {where} yet.", ephemeral=True
             )
             return
-        sources = await self.bot.storage.facts.sources([fact.id for fact in facts])
+        sources = await self.bot.engine.fact_sources([fact.id for fact in facts])
         stored = await self._stored_message_ids(sources)
         lines = [render_fact(fact, sources.get(fact.id, []), stored) for fact in facts]
         pages = paginate(PAGE_TITLE, lines, PAGE_LIMIT)
@@ -64,7 +64,7 @@ class Facts(commands.Cog):
             fact_id = int(fact)
         except ValueError:
             fact_id = 0
-        known = {f.id: f for f in await self.bot.storage.facts.current(interaction.user.id, space)}
+        known = {f.id: f for f in await self.bot.engine.current_facts(interaction.user.id, space)}
         chosen = known.get(fact_id)
         if chosen is None:
             await interaction.response.send_message(
@@ -75,7 +75,7 @@ class Facts(commands.Cog):
         question = f"Forget **{chosen.attribute}**: {quote(chosen.value)} and its history?"
         if not await confirm(interaction, question, "Forget", wait_seconds=self.confirm_timeout):
             return
-        deleted = await self.bot.storage.users.delete_fact(interaction.user.id, space, chosen.id)
+        deleted = await self.bot.engine.forget_fact(interaction.user.id, space, chosen.id)
         await interaction.edit_original_response(
             content=f"Forgotten ({deleted} record{'s' * (deleted != 1)} deleted).", view=None
         )
@@ -84,7 +84,7 @@ class Facts(commands.Cog):
     async def forget_autocomplete(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        facts = await self.bot.storage.facts.current(
+        facts = await self.bot.engine.current_facts(
             interaction.user.id, space_of(interaction.guild_id)
         )
         typed = current.casefold()
@@ -97,7 +97,7 @@ class Facts(commands.Cog):
 
     async def _stored_message_ids(self, sources: dict[int, list[FactSource]]) -> set[int]:
         ids = [source.message_id for found in sources.values() for source in found]
-        return {message.id for message in await self.bot.storage.messages.by_ids(ids)}
+        return await self.bot.engine.stored_message_ids(ids)
 
 
 def render_fact(fact: Fact, sources: list[FactSource], stored: set[int]) -> str:

@@ -133,7 +133,7 @@ class Memory(commands.Cog):
     @memory.command(name="export", description="Download everything Mnemo stores about you")
     async def export(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        data = await self.bot.storage.users.export(interaction.user.id)
+        data = await self.bot.engine.export_user(interaction.user.id)
         payload = json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8")
         await interaction.followup.send(
             f"Everything stored about you: {len(data['messages'])} messages, "

@@ -1,16 +1,27 @@
-"""Mnemo's data layer: one SQLite database, one repository per table group. All SQL is here."""
+"""Mnemo's data layer: one database (SQLite or PostgreSQL), one repository per table group.
+
+All SQL is here. Nothing above this package imports aiosqlite or asyncpg or sees their errors:
+they leave as `storage.errors` exceptions.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from storage.database import Database
 from storage.erasures import ErasureRepository
+from storage.errors import (
+    RetryableStorageError,
+    SchemaTooNew,
+    StorageError,
+    StorageUnavailable,
+)
 from storage.facts import FactRepository
 from storage.fleet import FleetRepository
 from storage.guild_settings import GuildSettingsRepository
 from storage.messages import MessageRepository, SessionRepository
 from storage.state import BotStateRepository
+from storage.url import DatabaseURL
 from storage.usage import UsageRepository
 from storage.users import UserDataRepository
 
@@ -31,11 +42,20 @@ class Storage:
         self.erasures = ErasureRepository(db)
 
     @classmethod
-    async def open(cls, path: Path) -> Storage:
-        return cls(await Database.open(path))
+    async def open(cls, target: str | os.PathLike[str] | DatabaseURL) -> Storage:
+        """Open a DATABASE_URL (`sqlite:///…`, `postgresql://…`) or a SQLite file path."""
+        return cls(await Database.create(target))
 
     async def close(self) -> None:
         await self.db.close()
 
 
-__all__ = ["Database", "Storage"]
+__all__ = [
+    "Database",
+    "DatabaseURL",
+    "RetryableStorageError",
+    "SchemaTooNew",
+    "Storage",
+    "StorageError",
+    "StorageUnavailable",
+]

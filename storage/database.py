@@ -1,161 +1,224 @@
-"""The one SQLite connection: PRAGMAs, serialized transactions and migrations.
+"""The storage seam: one `Database` interface, one implementation per backend.
 
-aiosqlite runs every statement of one connection on one worker thread, and tasks that share a
-connection share its transaction. So every access goes through one asyncio lock: a transaction
-is `BEGIN IMMEDIATE … COMMIT` (or ROLLBACK on any error) with no other task's statement in
-between, and a plain read never observes another task's half-done writes.
+Repositories are written once against this interface, in SQLite's SQL dialect with `?`
+placeholders (`?1`, `?2` for a value used twice); the PostgreSQL implementation rewrites
+placeholders to `$1…` and keeps everything else portable SQL. The call style:
+
+    rows = await db.fetch_all(sql, params)      # a read, outside any transaction
+    row = await db.fetch_one(sql, params)
+    row = await db.write_one(sql, params)        # one writing statement, atomic on its own
+    async with db.transaction() as tx:           # read-then-write, committed or rolled back
+        await tx.lock_row("sessions", session_id)
+        await tx.lock_key(f"fact:{user_id}:{space_id}:{attribute}")
+        changed = await tx.execute(sql, params)  # rows changed
+        new_id = await tx.insert(sql, params)    # the new row's id (RETURNING id)
+        await tx.executemany(sql, rows)
+        rows = await tx.fetch_all(sql, params)
+
+`Database.create(url)` picks the backend by the URL's scheme (`sqlite:///…` or
+`postgresql://…`), connects, and applies the migrations of `storage/migrations/<backend>/`.
+Every error leaves as a `storage.errors` exception.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractAsyncContextManager
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
-import aiosqlite
+from storage.errors import SchemaTooNew, StorageError
+from storage.url import Backend, DatabaseURL
 
 log = logging.getLogger(__name__)
 
-BUSY_TIMEOUT_MS = 5000
 
-Row = aiosqlite.Row
+class Row(Protocol):
+    """A result row: by position (`row[0]`, `*row`) or by column name (`row["id"]`)."""
+
+    def __getitem__(self, key: Any, /) -> Any: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def __len__(self) -> int: ...
+
+    def keys(self) -> Any: ...
 
 
-class Database:
-    """Owns the aiosqlite connection. Create with `await Database.open(path)`."""
+class Transaction(ABC):
+    """The statements of one open transaction. Never outlives its `async with` block."""
 
-    def __init__(self, connection: aiosqlite.Connection, path: Path) -> None:
-        self._conn = connection
-        self.path = path
-        self._lock = asyncio.Lock()  # FIFO: waiters run in arrival order
+    @abstractmethod
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """Run one statement; return the number of rows it changed."""
 
-    @classmethod
-    async def open(cls, path: Path) -> Database:
-        """Open (creating the directory and file if needed), configure and migrate."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves.
-        conn = await aiosqlite.connect(path, isolation_level=None)
-        conn.row_factory = aiosqlite.Row
-        db = cls(conn, path)
-        try:
-            await db._configure()
-            await db._migrate()
-        except BaseException:
-            await conn.close()
-            raise
-        return db
+    @abstractmethod
+    async def insert(self, sql: str, params: Iterable[Any] = ()) -> int | None:
+        """Run an INSERT; return the new row's `id` (`RETURNING id` is added when absent),
+        or None when ON CONFLICT DO NOTHING skipped it."""
 
-    async def close(self) -> None:
-        async with self._lock:
-            await self._conn.close()
+    @abstractmethod
+    async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None: ...
 
-    async def _configure(self) -> None:
-        for pragma in (
-            "PRAGMA journal_mode=WAL",
-            # NORMAL survives a process crash; only FULL also survives power loss (README).
-            "PRAGMA synchronous=NORMAL",
-            "PRAGMA foreign_keys=ON",
-            f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
-            # Deleted text must not linger in free pages of the file.
-            "PRAGMA secure_delete=ON",
-        ):
-            await self._conn.execute(pragma)
-
-    # -- transactions and queries ----------------------------------------------------------
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
-        """A write transaction. Commits on success, rolls back on any exception."""
-        async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield Transaction(self._conn)
-            except BaseException:
-                await self._conn.execute("ROLLBACK")
-                raise
-            await self._conn.execute("COMMIT")
-
-    # Queries use execute_fetchall: one hop to aiosqlite's thread instead of three (execute,
-    # fetch, close). On the reply path that hop is most of the cost of a small indexed read.
-
-    async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
-        async with self._lock:
-            return list(await self._conn.execute_fetchall(sql, tuple(params)))
+    @abstractmethod
+    async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[Row]: ...
 
     async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
         rows = await self.fetch_all(sql, params)
         return rows[0] if rows else None
 
+    @abstractmethod
+    async def lock_row(self, table: str, row_id: int) -> None:
+        """Hold the row `table.id = row_id` against other writers until the end of the
+        transaction. Read-then-write transactions whose check must still hold at their write
+        lock what they check. A no-op on SQLite, whose write transactions run one at a time;
+        on PostgreSQL `SELECT … FOR NO KEY UPDATE` (inserts referencing the row still go on)."""
+
+    @abstractmethod
+    async def lock_key(self, key: str) -> None:
+        """Hold a lock named `key` until the end of the transaction: writers of one logical
+        thing that has no row yet (one fact attribute of one user) run one after the other.
+        A no-op on SQLite; a transaction-level advisory lock on PostgreSQL."""
+
+    @abstractmethod
+    async def executescript_in_transaction(self, script: str) -> None:
+        """Run a migration file's statements inside this transaction."""
+
+
+class Database(ABC):
+    """A connection (SQLite) or a pool (PostgreSQL), with the repositories' call style."""
+
+    backend: ClassVar[Backend]
+    url: DatabaseURL
+
+    @classmethod
+    async def create(cls, target: str | os.PathLike[str] | DatabaseURL) -> Database:
+        """Connect to `target` (a DATABASE_URL, a parsed one, or a SQLite file path), apply
+        the pending migrations, and return the open database."""
+        url = _as_url(target)
+        if url.backend == "sqlite":
+            from storage.sqlite import SQLiteDatabase
+
+            assert url.path is not None
+            return await SQLiteDatabase.connect(url.path)
+        try:
+            from storage.postgres import PostgresDatabase
+        except ImportError as error:  # installed with --no-deps, or asyncpg removed
+            raise StorageError(
+                "DATABASE_URL is a PostgreSQL URL but asyncpg is not installed:"
+                " pip install 'mnemo[postgres]'"
+            ) from error
+        return await PostgresDatabase.connect(url)
+
+    # `open` reads better at call sites that open an existing database.
+    open = create
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        """A write transaction. Commits on success, rolls back on any exception."""
+
+    @abstractmethod
+    async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[Row]: ...
+
+    async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
+        rows = await self.fetch_all(sql, params)
+        return rows[0] if rows else None
+
+    @abstractmethod
     async def write_one(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
-        """One writing statement (e.g. INSERT … RETURNING) as its own atomic transaction:
-        autocommit, no BEGIN/COMMIT round trips. Returns its first row, if any."""
-        return await self.fetch_one(sql, params)
+        """One writing statement (e.g. INSERT … RETURNING) as its own atomic transaction,
+        with no BEGIN/COMMIT round trips. Returns its first row, if any."""
 
+    @abstractmethod
     async def checkpoint(self) -> None:
-        """Fold the WAL back into the main file and truncate it (after user deletions)."""
-        async with self._lock:
-            await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        """After user-requested deletions: make the deleted text leave the storage as far as
+        the backend allows. SQLite folds the WAL back into the file (`secure_delete` already
+        overwrote the pages); PostgreSQL schedules a VACUUM (debounced, see storage.postgres)."""
 
-    async def integrity_ok(self) -> bool:
-        row = await self.fetch_one("PRAGMA integrity_check")
-        return row is not None and row[0] == "ok"
+    async def flush(self) -> None:
+        """Finish now what `checkpoint` deferred (PostgreSQL's VACUUM); SQLite defers nothing."""
+        return None
+
+    @abstractmethod
+    async def integrity_ok(self) -> bool: ...
+
+    @abstractmethod
+    async def table_names(self) -> list[str]:
+        """Mnemo's tables (for the deletion test: every table must be known to erasure)."""
+
+    async def schema_version(self) -> int:
+        """The highest migration applied."""
+        rows = await self.fetch_all("SELECT version FROM schema_version")
+        return max((int(row[0]) for row in rows), default=0)
 
     # -- migrations -------------------------------------------------------------------------
 
-    async def schema_version(self) -> int:
-        row = await self.fetch_one("PRAGMA user_version")
-        return int(row[0]) if row else 0
+    @abstractmethod
+    async def _prepare_migrations(self, tx: Transaction) -> None:
+        """Create the version table if needed; on PostgreSQL also take the migration lock
+        (several processes may start at once). Runs first in every migration transaction."""
+
+    async def _after_migration(self, tx: Transaction, version: int) -> None:
+        """A backend's extra bookkeeping in the migration's transaction."""
+        return None
 
     async def _migrate(self) -> None:
-        current = await self.schema_version()
-        for version, name, sql in _migrations():
-            if version <= current:
+        """Apply every known migration not yet applied, each in one transaction with its row
+        in `schema_version`; refuse a database that holds migrations this code does not know.
+
+        Applied versions are a set, not a high-water mark: migrations written on parallel
+        branches apply in any order, and only an unknown version means "newer Mnemo"."""
+        known = migrations(self.backend)
+        async with self.transaction() as tx:
+            await self._prepare_migrations(tx)
+            applied = await _applied(tx)
+        unknown = sorted(applied - {version for version, _, _ in known})
+        if unknown:
+            newest = max(version for version, _, _ in known) if known else 0
+            raise SchemaTooNew(
+                f"the database {self.url} has schema version {unknown[-1]}, newer than this"
+                f" Mnemo knows ({newest}): it was written by a newer Mnemo; upgrade Mnemo or"
+                " use another DATABASE_URL"
+            )
+        for version, name, sql in known:
+            if version in applied:
                 continue
-            log.info("Applying database migration %04d_%s", version, name)
             async with self.transaction() as tx:
+                await self._prepare_migrations(tx)
+                if version in await _applied(tx):
+                    continue  # another process applied it while we waited for the lock
+                log.info("Applying database migration %04d_%s", version, name)
                 await tx.executescript_in_transaction(sql)
-                await tx.execute(f"PRAGMA user_version={version:d}")
+                await tx.execute(
+                    "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
+                    (version, name, time.time()),
+                )
+                await self._after_migration(tx, version)
 
 
-class Transaction:
-    """The statements of one open transaction. Never outlives its `async with` block."""
-
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self._conn = conn
-
-    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
-        """Run one statement; return the number of rows it changed."""
-        async with self._conn.execute(sql, tuple(params)) as cursor:
-            return cursor.rowcount
-
-    async def insert(self, sql: str, params: Iterable[Any] = ()) -> int | None:
-        """Run an INSERT; return the new rowid, or None when OR IGNORE skipped it."""
-        async with self._conn.execute(sql, tuple(params)) as cursor:
-            return cursor.lastrowid if cursor.rowcount > 0 else None
-
-    async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
-        await self._conn.executemany(sql, [tuple(row) for row in rows])
-
-    async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
-        return list(await self._conn.execute_fetchall(sql, tuple(params)))
-
-    async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
-        rows = await self.fetch_all(sql, params)
-        return rows[0] if rows else None
-
-    async def executescript_in_transaction(self, script: str) -> None:
-        # sqlite3's executescript() would COMMIT first; run the statements one by one instead.
-        for statement in _split_sql(script):
-            await self._conn.execute(statement)
+async def _applied(tx: Transaction) -> set[int]:
+    return {int(row[0]) for row in await tx.fetch_all("SELECT version FROM schema_version")}
 
 
-def _migrations() -> list[tuple[int, str, str]]:
-    """The numbered SQL files of storage/migrations, in order."""
-    folder = resources.files("storage") / "migrations"
+def _as_url(target: str | os.PathLike[str] | DatabaseURL) -> DatabaseURL:
+    if isinstance(target, DatabaseURL):
+        return target
+    if isinstance(target, os.PathLike):
+        return DatabaseURL.sqlite(Path(target))
+    return DatabaseURL.parse(target)
+
+
+def migrations(backend: Backend) -> list[tuple[int, str, str]]:
+    """The numbered SQL files of storage/migrations/<backend>, in order."""
+    folder = resources.files("storage") / "migrations" / backend
     found = []
     for entry in folder.iterdir():
         stem, _, suffix = entry.name.partition(".")
@@ -164,9 +227,3 @@ def _migrations() -> list[tuple[int, str, str]]:
         number, _, name = stem.partition("_")
         found.append((int(number), name, entry.read_text(encoding="utf-8")))
     return sorted(found)
-
-
-def _split_sql(script: str) -> list[str]:
-    """Split a migration file into statements (our files keep ';' only at statement ends)."""
-    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
-    return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]

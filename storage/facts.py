@@ -6,7 +6,11 @@ from collections.abc import Sequence
 
 from storage.database import Database, Row, Transaction
 from storage.erasures import SESSION_FENCE_SQL
+from storage.errors import RetryableStorageError
 from storage.models import Fact, FactSource, NewFact
+
+# Attempts at storing one fact against concurrent writers of the same attribute.
+_STORE_ATTEMPTS = 3
 
 _FACT_COLUMNS = "id, user_id, space_id, attribute, value, tokens, created_at, valid_until"
 
@@ -80,7 +84,8 @@ class FactRepository:
             )
             if changed != 1:
                 return False
-            for fact in facts:
+            # In attribute order: concurrent extractions take the attribute locks in one order.
+            for fact in sorted(facts, key=lambda fact: fact.attribute):
                 if await _sources_exist(tx, fact):
                     await _store_fact(tx, user_id, space_id, fact, now)
         return True
@@ -96,26 +101,44 @@ async def _sources_exist(tx: Transaction, fact: NewFact) -> bool:
 async def _store_fact(
     tx: Transaction, user_id: int, space_id: int, fact: NewFact, now: float
 ) -> None:
-    """Insert a fact unless it is already known; supersede the attribute's old value."""
-    current = await tx.fetch_one(
-        "SELECT id, value FROM facts WHERE user_id = ? AND space_id = ? AND attribute = ?"
-        " AND valid_until IS NULL",
-        (user_id, space_id, fact.attribute),
-    )
-    if current is not None and current["value"].casefold() == fact.value.casefold():
-        return  # an exact duplicate: keep the first, with its original sources
-    if current is not None:
-        await tx.execute("UPDATE facts SET valid_until = ? WHERE id = ?", (now, current["id"]))
-    fact_id = await tx.insert(
-        "INSERT INTO facts (user_id, space_id, attribute, value, tokens, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (user_id, space_id, fact.attribute, fact.value, fact.tokens, now),
-    )
-    await tx.executemany(
-        "INSERT INTO fact_sources (fact_id, message_id, discord_message_id,"
-        " channel_id, guild_id) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        [(fact_id, s.id, s.discord_id, s.channel_id, s.guild_id) for s in fact.sources],
-    )
+    """Insert a fact unless it is already known; supersede the attribute's old value.
+
+    The unique index `facts_one_current` allows one current value per (user, space,
+    attribute), whatever the writers do. Writers of one attribute take its lock first, so
+    that under a connection pool they run one after the other (last writer wins), as on
+    SQLite, whose writers always do; the guarded writes below would only miss if something
+    wrote the attribute without the lock, and then we read again.
+    """
+    await tx.lock_key(f"fact:{user_id}:{space_id}:{fact.attribute}")
+    for _ in range(_STORE_ATTEMPTS):
+        current = await tx.fetch_one(
+            "SELECT id, value FROM facts WHERE user_id = ? AND space_id = ? AND attribute = ?"
+            " AND valid_until IS NULL",
+            (user_id, space_id, fact.attribute),
+        )
+        if current is not None and current["value"].casefold() == fact.value.casefold():
+            return  # an exact duplicate: keep the first, with its original sources
+        if current is not None and not await tx.execute(
+            "UPDATE facts SET valid_until = ? WHERE id = ? AND valid_until IS NULL",
+            (now, current["id"]),
+        ):
+            continue  # superseded meanwhile by another writer
+        fact_id = await tx.insert(
+            "INSERT INTO facts (user_id, space_id, attribute, value, tokens, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (user_id, space_id, attribute) WHERE valid_until IS NULL DO NOTHING"
+            " RETURNING id",
+            (user_id, space_id, fact.attribute, fact.value, fact.tokens, now),
+        )
+        if fact_id is None:
+            continue  # another writer's current value landed first
+        await tx.executemany(
+            "INSERT INTO fact_sources (fact_id, message_id, discord_message_id,"
+            " channel_id, guild_id) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [(fact_id, s.id, s.discord_id, s.channel_id, s.guild_id) for s in fact.sources],
+        )
+        return
+    raise RetryableStorageError(f"fact {fact.attribute!r} kept changing under this write")
 
 
 def _fact(row: Row) -> Fact:

@@ -128,9 +128,9 @@ class MessageRepository:
     async def stats(self, session: Session) -> SessionStats:
         row = await self._db.fetch_one(
             "SELECT COUNT(*) AS total,"
-            " COALESCE(SUM(id > ?1), 0) AS unsummarized,"
+            " COALESCE(SUM(CASE WHEN id > ?1 THEN 1 ELSE 0 END), 0) AS unsummarized,"
             " COALESCE(SUM(CASE WHEN id > ?1 THEN tokens ELSE 0 END), 0) AS tokens,"
-            " COALESCE(SUM(id > ?2 AND role = 'user'), 0) AS unread"
+            " COALESCE(SUM(CASE WHEN id > ?2 AND role = 'user' THEN 1 ELSE 0 END), 0) AS unread"
             " FROM messages WHERE session_id = ?3",
             (session.summarized_through, session.facts_through, session.id),
         )
@@ -140,11 +140,12 @@ class MessageRepository:
     async def pending(self, session: Session) -> tuple[int, int]:
         """(unsummarized tokens, user messages not yet read for facts), scanning only the
         range past the older watermark, on the (session_id, id) index."""
+        older = min(session.summarized_through, session.facts_through)
         row = await self._db.fetch_one(
             "SELECT COALESCE(SUM(CASE WHEN id > ?1 THEN tokens ELSE 0 END), 0),"
-            " COALESCE(SUM(id > ?2 AND role = 'user'), 0)"
-            " FROM messages WHERE session_id = ?3 AND id > min(?1, ?2)",
-            (session.summarized_through, session.facts_through, session.id),
+            " COALESCE(SUM(CASE WHEN id > ?2 AND role = 'user' THEN 1 ELSE 0 END), 0)"
+            " FROM messages WHERE session_id = ?3 AND id > ?4",
+            (session.summarized_through, session.facts_through, session.id, older),
         )
         assert row is not None
         return int(row[0]), int(row[1])
@@ -213,6 +214,14 @@ class MessageRepository:
         ):
             return None
         async with self._db.transaction() as tx:
+            found = await tx.fetch_one(
+                "SELECT session_id FROM messages WHERE discord_id = ?", (discord_id,)
+            )
+            if found is None:
+                return None
+            # A summary or extraction of this session landing between our read and our
+            # writes would keep the text: hold the session (see save_summary).
+            await tx.lock_row("sessions", found["session_id"])
             row = await tx.fetch_one(
                 "SELECT m.id, m.session_id, m.id <= s.summarized_through AS summarized"
                 " FROM messages m JOIN sessions s ON s.id = m.session_id WHERE m.discord_id = ?",
@@ -302,13 +311,15 @@ class SessionRepository:
 
     async def lagging(self, summary_trigger_tokens: int) -> list[tuple[int, bool, bool]]:
         """Sessions whose background work lags: (id, summary due, facts unread)."""
+        unsummarized = "SUM(CASE WHEN m.id > s.summarized_through THEN m.tokens ELSE 0 END)"
+        unread = "SUM(CASE WHEN m.id > s.facts_through AND m.role = 'user' THEN 1 ELSE 0 END)"
         rows = await self._db.fetch_all(
-            "SELECT s.id,"
-            " SUM(CASE WHEN m.id > s.summarized_through THEN m.tokens ELSE 0 END) AS unsummarized,"
-            " SUM(m.id > s.facts_through AND m.role = 'user') AS unread"
-            " FROM sessions s JOIN messages m"
-            " ON m.session_id = s.id AND m.id > min(s.summarized_through, s.facts_through)"
-            " GROUP BY s.id HAVING unsummarized > ? OR unread > 0",
+            f"SELECT s.id, {unsummarized} AS unsummarized, {unread} AS unread"
+            " FROM sessions s JOIN messages m ON m.session_id = s.id"
+            " AND m.id > CASE WHEN s.summarized_through < s.facts_through"
+            " THEN s.summarized_through ELSE s.facts_through END"
+            # PostgreSQL allows no select alias in HAVING: the expressions again.
+            f" GROUP BY s.id HAVING {unsummarized} > ? OR {unread} > 0",
             (summary_trigger_tokens,),
         )
         return [
@@ -327,13 +338,16 @@ class SessionRepository:
         now: float,
         fence: int | None = None,
     ) -> bool:
-        """Replace the summary and move its watermark in one statement.
+        """Replace the summary and move its watermark in one transaction.
 
         Only lands if the watermark is still where the job read it (compare-and-set), only
         while the folded messages still exist, and only while the session's erasure fence is
         `fence` (the one read with the session): a session erased meanwhile gets nothing.
         """
         async with self._db.transaction() as tx:
+            # Held until commit, so a deletion of a folded message (which holds it too)
+            # runs wholly before this check or wholly after this write.
+            await tx.lock_row("sessions", session_id)
             still_there = await tx.fetch_one(
                 "SELECT 1 FROM messages WHERE session_id = ? AND id = ?", (session_id, new_through)
             )

@@ -1,4 +1,11 @@
-"""Shared fixtures: settings, tokenizer, real SQLite storage, and the loopback fakes."""
+"""Shared fixtures: settings, tokenizer, real storage (SQLite, and PostgreSQL when
+TEST_DATABASE_URL is set), and the loopback fakes.
+
+A test module marked `pytestmark = pytest.mark.both_backends` runs each of its database tests
+twice, `[sqlite]` and `[postgres]` (a test marked `sqlite_only` or `postgres_only` runs once).
+The PostgreSQL runs are skipped, with the reason and a line in the summary, when
+TEST_DATABASE_URL is not set.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,8 +27,11 @@ from bot.tokens import OFFLINE_ENCODING, Tokenizer, load_encoding
 from storage import Storage
 from tests.fakes.discord_server import BotMessage, FakeDiscord
 from tests.fakes.llm_server import FakeLLM
+from tests.postgres import PostgresForTests
 
 SettingsFactory = Callable[..., Settings]
+POSTGRES = pytest.StashKey[PostgresForTests]()
+POSTGRES_TESTS = pytest.StashKey[set[str]]()
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +45,86 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "data" / "mnemo.db"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_backends: run the module's tests on each backend")
+    config.addinivalue_line("markers", "sqlite_only: a SQLite-specific test in such a module")
+    config.addinivalue_line("markers", "postgres_only: a PostgreSQL-specific test in one")
+    config.stash[POSTGRES] = PostgresForTests.from_env()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if (server := config.stash.get(POSTGRES, None)) is not None:
+        server.drop()  # the run's own database, dropped even when tests failed
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" not in metafunc.fixturenames:
+        return
+    both = metafunc.definition.get_closest_marker("both_backends") is not None
+    only = [
+        name
+        for name in ("sqlite", "postgres")
+        if metafunc.definition.get_closest_marker(f"{name}_only") is not None
+    ]
+    backends = (only or ["sqlite", "postgres"]) if both else ["sqlite"]
+    metafunc.parametrize("backend", backends, indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    config.stash[POSTGRES_TESTS] = {
+        item.nodeid
+        for item in items
+        if getattr(item, "callspec", None) is not None
+        and item.callspec.params.get("backend") == "postgres"  # type: ignore[attr-defined]
+    }
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    server = config.stash.get(POSTGRES, None)
+    ours = config.stash.get(POSTGRES_TESTS, set())
+    if server is None or not ours:
+        return
+    reports = [
+        report
+        for key in ("passed", "failed", "skipped", "error")
+        for report in terminalreporter.stats.get(key, [])
+        if getattr(report, "nodeid", None) in ours
+    ]
+    ran = [r for r in reports if r.when == "call" and not r.skipped]
+    skipped = [r for r in reports if r.skipped]
+    if server.admin_url is None:
+        terminalreporter.write_line(
+            f"PostgreSQL: {len(skipped)} tests NOT RUN: TEST_DATABASE_URL is not set"
+            " (e.g. TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test)",
+            yellow=True,
+            bold=True,
+        )
+    else:
+        terminalreporter.write_line(
+            f"PostgreSQL: {len(ran)} tests ran on {server.database_name} at {server.redacted}"
+        )
+
+
 @pytest.fixture
-def make_settings(db_path: Path) -> SettingsFactory:
+def backend(request: pytest.FixtureRequest) -> str:
+    """The backend of this test: `sqlite` unless the test is parametrized otherwise."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+async def database_url(request: pytest.FixtureRequest, backend: str, db_path: Path) -> str:
+    """The test's own empty database: a fresh SQLite file, or a fresh schema in this run's
+    PostgreSQL database."""
+    if backend == "sqlite":
+        return f"sqlite:///{db_path}"
+    server: PostgresForTests = request.config.stash[POSTGRES]
+    if server.admin_url is None:
+        pytest.skip("PostgreSQL tests not run: TEST_DATABASE_URL is not set")
+    return await server.fresh_database()
+
+
+@pytest.fixture
+def make_settings(database_url: str) -> SettingsFactory:
     """Settings as a user would write them in .env, with per-test overrides."""
 
     def make(**overrides: object) -> Settings:
@@ -43,7 +132,7 @@ def make_settings(db_path: Path) -> SettingsFactory:
             "DISCORD_TOKEN": "test-token",
             "OPENAI_API_KEY": "test-key",
             "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
-            "DATABASE_URL": f"sqlite:///{db_path}",
+            "DATABASE_URL": database_url,
             "TOKENIZER_ENCODING": OFFLINE_ENCODING,
             "LLM_TIMEOUT_SECONDS": "5",
             "LLM_MAX_RETRIES": "0",
@@ -57,8 +146,8 @@ def make_settings(db_path: Path) -> SettingsFactory:
 
 
 @pytest.fixture
-async def storage(db_path: Path) -> AsyncIterator[Storage]:
-    store = await Storage.open(db_path)
+async def storage(database_url: str) -> AsyncIterator[Storage]:
+    store = await Storage.open(database_url)
     yield store
     await store.close()
 
@@ -87,7 +176,7 @@ class Engines:
     async def start(self, **overrides: object) -> MemoryEngine:
         overrides = {"facts_idle_seconds": 3600, **overrides}
         settings = self._make_settings(openai_base_url=self._llm_url, **overrides)
-        storage = await Storage.open(settings.database_path)
+        storage = await Storage.open(settings.database_url)
         llm = LLMClient(
             api_key=settings.openai_api_key,
             base_url=settings.openai_base_url,

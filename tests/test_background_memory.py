@@ -6,10 +6,14 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from bot.memory import IncomingMessage, MemoryEngine, Outcome
 from storage.models import DM_SPACE, SessionKey
 from tests.conftest import Engines
 from tests.fakes.llm_server import FakeLLM, message_text
+
+pytestmark = pytest.mark.both_backends
 
 ALICE_SERVER = SessionKey(guild_id=100, channel_id=10, user_id=1)
 ALICE_DM = SessionKey(guild_id=None, channel_id=50, user_id=1)

@@ -38,7 +38,8 @@ def test_database_url_relative_and_absolute() -> None:
         ({"DISCORD_TOKEN": "t"}, "OPENAI_API_KEY"),
         ({**BASE, "MAX_PROMPT_TOKENS": "lots"}, "MAX_PROMPT_TOKENS"),
         ({**BASE, "LLM_TIMEOUT_SECONDS": "nan"}, "LLM_TIMEOUT_SECONDS"),
-        ({**BASE, "DATABASE_URL": "postgres://x"}, "DATABASE_URL"),
+        ({**BASE, "DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+        ({**BASE, "DATABASE_URL": "postgres://h/db?pool_size=0"}, "pool_size"),
         ({**BASE, "LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
         ({**BASE, "MESSAGE_CONTENT_INTENT": "maybe"}, "MESSAGE_CONTENT_INTENT"),
         ({**BASE, "MAX_PROMPT_TOKENS": "1000"}, "MAX_PROMPT_TOKENS"),
@@ -47,6 +48,37 @@ def test_database_url_relative_and_absolute() -> None:
 def test_bad_values_name_the_variable(env: dict[str, str], names: str) -> None:
     with pytest.raises(ConfigError, match=names):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_database_url_postgres_as_hosts_set_it(scheme: str) -> None:
+    url = f"{scheme}://mnemo:s3cr3t-pw@db.example:5433/mnemo?sslmode=require&pool_size=4"
+    settings = Settings.from_env({**BASE, "DATABASE_URL": url})
+    parsed = settings.database_url
+    assert parsed.backend == "postgres" and parsed.pool_size == 4
+    assert parsed.statement_cache_size == 100
+    assert "pool_size" not in parsed.dsn and "sslmode=require" in parsed.dsn  # ours stripped
+    for shown in (repr(settings), str(parsed), repr(parsed), parsed.redacted()):
+        assert "s3cr3t-pw" not in shown
+    assert parsed.redacted().startswith(f"{scheme}://mnemo:***@db.example:5433/mnemo")
+
+
+def test_database_url_errors_never_show_the_password() -> None:
+    with pytest.raises(ConfigError) as error:
+        Settings.from_env({**BASE, "DATABASE_URL": "mysql://root:hunter2@h/db"})
+    assert "hunter2" not in str(error.value) and "***" in str(error.value)
+    with pytest.raises(ConfigError) as error:
+        Settings.from_env(
+            {**BASE, "DATABASE_URL": "postgres://u:hunter2@h/db?statement_cache_size=x"}
+        )
+    assert "hunter2" not in str(error.value)
+
+
+def test_settings_repr_shows_no_secret() -> None:
+    settings = Settings.from_env(
+        {**BASE, "DISCORD_TOKEN": "tok-SECRET", "OPENAI_API_KEY": "sk-SEC"}
+    )
+    assert "tok-SECRET" not in repr(settings) and "sk-SEC" not in repr(settings)
 
 
 def test_local_server_needs_no_api_key() -> None:

@@ -6,12 +6,16 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from bot.memory import IncomingMessage, MemoryEngine
 from bot.pending import LateChange, UnstoredChanges
 from storage.models import SessionKey
 from tests.conftest import Engines
 from tests.fakes.llm_server import FakeLLM, message_text
 from tests.test_background_memory import is_summary_call, labelled_ids
+
+pytestmark = pytest.mark.both_backends
 
 ALICE = SessionKey(guild_id=100, channel_id=10, user_id=1)
 SMALL = {"summary_trigger_tokens": 200, "summary_keep_recent_tokens": 60}

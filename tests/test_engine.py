@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bot.memory import IncomingMessage, MemoryEngine, Outcome
 from storage.models import SessionKey
 from tests.conftest import Engines
 from tests.fakes.llm_server import FakeLLM
+
+pytestmark = pytest.mark.both_backends
 
 ALICE_HERE = SessionKey(guild_id=100, channel_id=10, user_id=1)
 BOB_HERE = SessionKey(guild_id=100, channel_id=10, user_id=2)
@@ -183,6 +187,7 @@ async def test_context_length_error_trims_harder_and_retries_once(
     assert retry[-1]["content"] == "still there?"
 
 
+@pytest.mark.sqlite_only
 async def test_every_reply_path_query_uses_an_index(engines: Engines, fake_llm: FakeLLM) -> None:
     engine = await engines.start()
     await engine.reply(said(ALICE_HERE, "warm up"))  # the session exists from here on
