@@ -412,7 +412,7 @@ class Admin(
     async def stats(self, interaction: discord.Interaction) -> None:
         if (guild_id := await self._admin(interaction, change=False)) is None:
             return
-        stats = await self.bot.storage.users.guild_stats(guild_id)
+        stats = await self.bot.engine.guild_stats(guild_id)
         usage = await self.controls.usage(guild_id)
         top = ", ".join(f"<@{user}> `{user}` {tokens}" for user, tokens in usage.top) or "none"
         lines = [

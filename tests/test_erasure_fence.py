@@ -11,6 +11,8 @@ from storage import Storage
 from storage.erasures import ErasedMeanwhile
 from storage.models import NewFact, SessionKey
 
+pytestmark = pytest.mark.both_backends
+
 ALICE_HERE = SessionKey(guild_id=100, channel_id=10, user_id=1)
 ALICE_THERE = SessionKey(guild_id=100, channel_id=11, user_id=1)
 ALICE_ELSEWHERE = SessionKey(guild_id=200, channel_id=20, user_id=1)

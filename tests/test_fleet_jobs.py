@@ -7,10 +7,14 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+
 from storage.models import SessionKey
 from tests.conftest import Engines
 from tests.fakes.llm_server import FakeLLM
 from tests.test_background_memory import SMALL, chat, is_summary_call, summary_calls
+
+pytestmark = pytest.mark.both_backends
 
 ALICE = SessionKey(guild_id=100, channel_id=10, user_id=1)
 

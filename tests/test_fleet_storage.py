@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from storage import Storage
 from storage.fleet import IDENTIFY_INTERVAL_SECONDS
+
+pytestmark = pytest.mark.both_backends
 
 
 async def test_a_lease_has_one_owner_until_it_expires(storage: Storage) -> None:

@@ -13,6 +13,8 @@ from storage import Storage
 from storage.guild_settings import ChannelRule, ServerRules
 from tests.conftest import SettingsFactory
 
+pytestmark = pytest.mark.both_backends
+
 GUILD = 1_200_000_000_000_000_001  # real snowflakes: past 32 bits
 CHANNEL = 1_200_000_000_000_000_011
 ROLE = 1_200_000_000_000_000_023

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from bot.batching import request_tokens
 from bot.tokens import Tokenizer
 from storage.models import SessionKey
 from tests.conftest import Engines
 from tests.fakes.llm_server import FakeLLM, message_text
 from tests.test_background_memory import chat, fact_calls, labelled_ids, summary_calls
+
+pytestmark = pytest.mark.both_backends
 
 ALICE = SessionKey(guild_id=100, channel_id=10, user_id=1)
 

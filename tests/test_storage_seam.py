@@ -292,7 +292,9 @@ async def test_a_schema_3_database_keeps_working_unchanged(db_path: Path) -> Non
         assert versions == [number for number, _, _ in migrations("sqlite")]
         assert (await store.db.fetch_one("PRAGMA user_version"))[0] == versions[-1]
         for table, rows in before.items():
-            assert [tuple(r) for r in await store.db.fetch_all(f"SELECT * FROM {table}")] == rows
+            after = [tuple(r) for r in await store.db.fetch_all(f"SELECT * FROM {table}")]
+            # Later migrations may add columns (with defaults) after the old ones.
+            assert [row[: len(rows[0])] for row in after] == rows
         session = await store.sessions.find(2, 3)
         assert session is not None
         assert [m.content for m in await store.messages.newest(session.id, after_id=0)] == [

@@ -126,8 +126,8 @@ async def test_every_table_is_known_to_deletion(storage: Storage) -> None:
         "messages",
         "rate_windows",
         "role_rules",
-        "server_settings",
         "schema_version",  # migration numbers only
+        "server_settings",
         "sessions",
         "usage_daily",
         "usage_members",
