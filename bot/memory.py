@@ -22,6 +22,7 @@ from bot.limits import Limits, Refusal
 from bot.llm import LLMClient, LLMError, StreamState, Usage
 from bot.ordering import KeyedLocks
 from bot.prompt import Prompt, PromptBuilder, PromptLimits
+from bot.recall import LastRecall, RecallLog, recall_for
 from bot.summarizer import Summarizer
 from bot.tokens import Tokenizer
 from storage import Storage
@@ -107,7 +108,9 @@ class MemoryEngine:
             max_message_tokens=settings.max_message_tokens,
             summary_max_tokens=settings.summary_max_tokens,
             facts_max_tokens=settings.facts_max_tokens,
+            recall_max_tokens=settings.recall_max_tokens,
         )
+        self.recall_log = RecallLog()
 
     async def start(self) -> None:
         """Re-schedule the background work that a stop or crash left undone."""
@@ -190,6 +193,11 @@ class MemoryEngine:
                         session, stored, incoming.author_name, budget_share=0.5
                     )
                     result = await self._answer(prompt, on_progress)
+            self.recall_log.record(
+                session.channel_id,
+                session.user_id,
+                LastRecall(prompt.recalled, prompt.section_tokens.get("recall", 0)),
+            )
             answer_tokens = self._tokenizer.count(result.text)  # once: usage and storage
             await self.limits.charge(
                 incoming.key, result.usage, lambda: prompt.tokens + answer_tokens
@@ -233,7 +241,10 @@ class MemoryEngine:
             new_message=new_message.content,
         )
         window = await self._window(session, before_id=new_message.id, budget=builder.window_budget)
-        return builder.finish(window)
+        recalled = await recall_for(
+            self.storage.recall, session, new_message, window, builder, self._clock()
+        )
+        return builder.finish(window, recalled)
 
     async def _window(
         self, session: Session, *, before_id: int, budget: int
@@ -275,15 +286,20 @@ class MemoryEngine:
         window = await self._window(session, before_id=2**63 - 1, budget=builder.window_budget)
         prompt = builder.finish(window)
         stats = await self.storage.messages.stats(session)
+        last = self.recall_log.get(key.channel_id, key.user_id)
         return SessionReport(
             session.summary,
             session.summary_updated_at,
             stats.messages,
             prompt.window_messages,
             len(facts),
-            prompt.section_tokens,
+            prompt.section_tokens | {"recall": last.tokens if last else 0},
             self._prompt_limits.max_prompt_tokens,
         )
+
+    def last_recall(self, key: SessionKey) -> LastRecall | None:
+        """What was recalled for the user's last answer in this conversation (`/memory why`)."""
+        return self.recall_log.get(key.channel_id, key.user_id)
 
     async def clear_conversation(self, key: SessionKey) -> DeletedCounts:
         """Delete one conversation's messages and summary, and stop its background jobs."""
@@ -291,17 +307,26 @@ class MemoryEngine:
             session = await self.storage.sessions.find(key.channel_id, key.user_id)
             if session is not None:
                 await self._stop_jobs([session.id])
-            return await self.storage.users.clear_session(key.channel_id, key.user_id)
+            self.recall_log.forget_conversation(key.channel_id, key.user_id)
+            counts = await self.storage.users.clear_session(key.channel_id, key.user_id)
+            await self.storage.recall.purge_deleted()
+            return counts
 
     async def forget_user(self, user_id: int) -> DeletedCounts:
         """Delete everything of the user everywhere; nothing derived is written back after."""
         await self._stop_jobs(await self.storage.users.session_ids(user_id))
-        return await self.storage.users.delete_user_data(user_id)
+        self.recall_log.forget_user(user_id)
+        counts = await self.storage.users.delete_user_data(user_id)
+        await self.storage.recall.purge_deleted()
+        return counts
 
     async def forget_member(self, user_id: int, guild_id: int) -> DeletedCounts:
         """Delete what the user said in one server (an admin's request), nothing elsewhere."""
         await self._stop_jobs(await self.storage.users.session_ids(user_id, guild_id=guild_id))
-        return await self.storage.users.delete_member_in_guild(user_id, guild_id)
+        self.recall_log.forget_user(user_id)
+        counts = await self.storage.users.delete_member_in_guild(user_id, guild_id)
+        await self.storage.recall.purge_deleted()
+        return counts
 
     async def message_edited(self, discord_id: int, new_content: str) -> bool:
         """The user edited a stored message: store the new text and its token count."""
@@ -315,6 +340,8 @@ class MemoryEngine:
         deletion = await self.storage.messages.delete_by_discord_id(discord_id)
         if deletion is None:
             return False
+        self.recall_log.forget_message(discord_id)
+        await self.storage.recall.purge_deleted()
         if deletion.summary_reset:
             self._schedule_summary(deletion.session_id)  # rebuilt from what remains
         return True
@@ -326,6 +353,8 @@ class MemoryEngine:
             return 0
         deleted = await self.storage.messages.delete_expired(self._clock() - days * 86400)
         if deleted:
+            self.recall_log.clear()
+            await self.storage.recall.purge_deleted()
             log.info("Retention deleted %d summarized messages older than %d days", deleted, days)
         return deleted
 

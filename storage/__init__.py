@@ -7,6 +7,7 @@ from pathlib import Path
 from storage.database import Database
 from storage.facts import FactRepository
 from storage.messages import MessageRepository, SessionRepository
+from storage.recall import RecallRepository
 from storage.state import BotStateRepository
 from storage.usage import UsageRepository
 from storage.users import UserDataRepository
@@ -23,6 +24,7 @@ class Storage:
         self.users = UserDataRepository(db)
         self.state = BotStateRepository(db)
         self.usage = UsageRepository(db)
+        self.recall = RecallRepository(db)
 
     @classmethod
     async def open(cls, path: Path) -> Storage:

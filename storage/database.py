@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -167,6 +168,16 @@ def _migrations() -> list[tuple[int, str, str]]:
 
 
 def _split_sql(script: str) -> list[str]:
-    """Split a migration file into statements (our files keep ';' only at statement ends)."""
-    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
-    return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
+    """Split a migration file into statements. A line ending in ';' ends a statement only
+    where SQLite agrees it is complete, so a trigger's BEGIN … END body stays whole."""
+    statements, pending = [], ""
+    for line in script.splitlines():
+        if line.strip().startswith("--"):
+            continue
+        pending += line + "\n"
+        if line.rstrip().endswith(";") and sqlite3.complete_statement(pending):
+            statements.append(pending.strip().removesuffix(";").strip())
+            pending = ""
+    if pending.strip():
+        statements.append(pending.strip().removesuffix(";").strip())
+    return [statement for statement in statements if statement]

@@ -56,7 +56,7 @@ async def test_survives_restart(db_path: Path) -> None:
         assert session is not None
         newest = await reopened.messages.newest(session.id, after_id=0)
         assert [m.content for m in newest] == ["remember the blue door"]
-        assert await reopened.db.schema_version() == 3  # migrations not re-applied
+        assert await reopened.db.schema_version() == 5  # migrations not re-applied
     finally:
         await reopened.close()
 
