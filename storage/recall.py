@@ -3,7 +3,9 @@
 All recall SQL is here. On SQLite the index is the FTS5 table `messages_fts` (migration 0005),
 kept in step with `messages` by triggers. The scope (user and space) is a token of its own
 column, and it is part of the MATCH expression, so the index only ever yields the rows of that
-user in that space: nothing is filtered afterwards.
+user in that space: nothing is filtered afterwards. Every indexed word also carries a prefix
+derived from the scope (see the migration: it keeps bm25's word counts to one scope's rows),
+so the query's words carry it too.
 
 A message's words are never put into the query as syntax: every term is a quoted FTS5 string
 (doubled inner quotes), so `"`, `*`, `NEAR`, `-`, `:` or `AND` in a message are searched as
@@ -19,8 +21,9 @@ from dataclasses import dataclass
 from storage.database import Database
 from storage.models import StoredMessage
 
-MAX_QUERY_TERMS = 12
-"""The longest OR-query: more terms cost time on every reply and add little."""
+MAX_QUERY_TERMS = 8
+"""The longest OR-query: bm25 is computed for every row matching any term, so each term costs
+time on every reply; past the first few content words a message adds little."""
 
 RECENCY_DAYS = 180.0
 """Text relevance is divided by (1 + age / RECENCY_DAYS): half weight at half a year old,
@@ -65,6 +68,16 @@ def scope_token(user_id: int, space_id: int) -> str:
     return f"u{user_id}s{space_id}"
 
 
+_PREFIX_MODULUS = 2147483629
+
+
+def word_prefix(user_id: int, space_id: int) -> str:
+    """What the index puts before every word of this scope (the same arithmetic as the view
+    in migration 0005: different scopes may share one; only the scope token separates rows)."""
+    number = ((user_id % _PREFIX_MODULUS) * 31 + space_id % _PREFIX_MODULUS) % _PREFIX_MODULUS
+    return f"z{number}q"
+
+
 def query_terms(text: str, *, limit: int = MAX_QUERY_TERMS) -> list[str]:
     """The words of `text` worth searching for: lower-cased, no stopwords, each once."""
     terms: list[str] = []
@@ -79,7 +92,8 @@ def query_terms(text: str, *, limit: int = MAX_QUERY_TERMS) -> list[str]:
 
 def match_expression(user_id: int, space_id: int, terms: Sequence[str]) -> str:
     """The FTS5 query: this scope AND any of the terms, every term a quoted string."""
-    alternatives = " OR ".join(_quoted(term) for term in terms)
+    prefix = word_prefix(user_id, space_id)
+    alternatives = " OR ".join(_quoted(prefix + term) for term in terms)
     return f"scope : {_quoted(scope_token(user_id, space_id))} AND content : ({alternatives})"
 
 

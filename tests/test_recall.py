@@ -105,7 +105,7 @@ async def test_scope_is_inside_the_index_query(storage: Storage) -> None:
         now=2000.0, limit=10,
     )  # fmt: skip
     assert {hit.message.user_id for hit in found} == {BOB}
-    assert match_expression(BOB, GUILD_A, terms).startswith('scope : "u2s100" AND content : (')
+    assert match_expression(BOB, GUILD_A, terms).startswith('scope : "u2s100" AND content : ("z')
 
 
 async def test_window_messages_are_not_recalled_again(engines: Engines, fake_llm: FakeLLM) -> None:
@@ -162,8 +162,8 @@ async def test_migration_indexes_messages_stored_before_it(db_path: Path) -> Non
     await store(store_, ALICE_A, "the key is under the GERANIUM pot")
     # A database from before recall: drop the index, then migrate again.
     async with store_.db.transaction() as tx:
-        for name in ("messages_fts_insert", "messages_fts_delete", "messages_fts_update"):
-            await tx.execute(f"DROP TRIGGER {name}")
+        for name in ("insert", "delete", "unindex", "reindex"):
+            await tx.execute(f"DROP TRIGGER messages_fts_{name}")
         await tx.execute("DROP TABLE messages_fts")
         await tx.execute("DROP VIEW recall_source")
         await tx.execute("PRAGMA user_version=3")
