@@ -24,6 +24,7 @@ from pathlib import Path
 from bench import (
     conversation_cost,
     footprint,
+    recall_quality,
     reply_path,
     startup,
     storage_speed,
@@ -53,6 +54,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("6", "Storage at scale", storage_speed.run),
     Benchmark("7", "Footprint: memory and disk", footprint.run),
     Benchmark("7c", "Footprint: start-up to ready", startup.run),
+    Benchmark("8", "Recall: evidence of old messages in the prompt", recall_quality.run),
 )
 
 
