@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[str], Awaitable[None]]
 WINDOW_FETCH_BATCH = 64
 RETENTION_INTERVAL_SECONDS = 24 * 3600
+RECALL_PURGE_JOB = 0  # the search index's merge job: a key no session has (ids start at 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,10 +342,16 @@ class MemoryEngine:
         if deletion is None:
             return False
         self.recall_log.forget_message(discord_id)
-        await self.storage.recall.purge_deleted()
+        # The row is out of the index now; its words leave the index's pages with the next
+        # merge. Deletions in Discord come often and a merge rewrites the index, so they
+        # share one merge in the background (coalesced), instead of one each on this path.
+        self.jobs.schedule("recall-purge", RECALL_PURGE_JOB, self._purge_recall_index)
         if deletion.summary_reset:
             self._schedule_summary(deletion.session_id)  # rebuilt from what remains
         return True
+
+    async def _purge_recall_index(self) -> None:
+        await self.storage.recall.purge_deleted()
 
     async def purge_expired(self) -> int:
         """Retention: drop raw messages past RETENTION_DAYS that a summary already holds."""

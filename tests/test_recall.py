@@ -216,6 +216,7 @@ async def test_deleted_message_leaves_no_word_in_the_index(engines: Engines) -> 
     stored = await planted_marker(engine, ALICE_A, "DELETED-MARKER")
     assert stored.discord_id is not None
     assert await engine.message_deleted(stored.discord_id)
+    await engine.jobs.idle()  # the index merge runs in the background, coalesced
     assert not file_contains(engine.storage.db.path, "DELETED-MARKER")
     hits = await engine.storage.recall.search(
         ALICE, GUILD_A, ["deleted"], exclude_session_id=0, exclude_from_id=0, excluded_count=0,
