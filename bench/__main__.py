@@ -26,6 +26,7 @@ from bench import (
     fact_validation,
     footprint,
     one_slot,
+    recall_quality,
     reply_path,
     startup,
     storage_speed,
@@ -59,6 +60,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark(
         "8", "Fact validator: precision and recall on a labelled corpus", fact_validation.run
     ),
+    Benchmark("9", "Recall: evidence of old messages in the prompt", recall_quality.run),
 )
 
 

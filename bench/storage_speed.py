@@ -10,13 +10,18 @@ Measured, alternately in each of several repeats:
   statement the same way (autocommit) on the same file, and a second floor groups 32 messages
   per transaction (what any one-writer design could reach on this machine);
 - window reads through `storage.messages.newest(session_id, after_id=0, limit=64)`, each timed
-  (p50, p99); the floor is the same SELECT through stdlib `sqlite3`.
-Each figure is the median over the repeats.
+  (p50, p99); the floor is the same SELECT through stdlib `sqlite3`;
+- recall queries through `storage.recall.search` (the one statement of the reply path), for a
+  random session's user and space with the terms of a random stored question, each timed
+  (p50, p99), and the same for one heavy user who holds 2 % of all messages.
+Each figure is the median over the repeats. Then, once: the cost of merging the search index
+after an erasure (`storage.recall.purge_deleted`, what every user-requested deletion runs), and
+the insert rate with the index's insert trigger dropped (what the index costs each `add`).
 
-With BENCH_DATABASE_URL (or TEST_DATABASE_URL) set, the same is measured on PostgreSQL in the
-same run (6d-6f): a database of its own on that server, filled with the same messages through
-COPY, the same repository calls on the same plans; the floor is the same SELECT through a bare
-asyncpg connection.
+With BENCH_DATABASE_URL (or TEST_DATABASE_URL) set, the storage figures are measured on
+PostgreSQL in the same run (6p-6r): a database of its own on that server, filled with the same
+messages through COPY, the same repository calls on the same plans; the floor is the same SELECT
+through a bare asyncpg connection.
 """
 
 from __future__ import annotations
@@ -40,10 +45,16 @@ from storage.erasures import fence_params
 from storage.messages import INSERT_INTO_FENCED_SESSION
 from storage.models import SessionKey
 from storage.postgres import pg_sql
+from storage.recall import MERGE_PAGES, query_terms
 from storage.sqlite import BUSY_TIMEOUT_MS
 
 INSERT_GOAL = Goal(20_000, at_most=False)
 READ_P99_GOAL_MS = Goal(0.5)
+RECALL_P99_GOAL_MS = Goal(5.0)
+RECALL_LIMIT = 12  # bot.recall.RECALL_HITS
+RECALL_EXCLUDED = 40  # a window's worth of excluded candidates, as on the reply path
+HEAVY_SESSION = 1
+HEAVY_EVERY = 50  # every 50th pair goes to the heavy user's session: 2 % of all messages
 WINDOW_LIMIT = 64
 FILL_CHUNK = 50_000
 PROFILE_OPS = 2_000
@@ -89,6 +100,12 @@ class Samples:
     raw_reads: list[list[float]] = field(default_factory=list)
     erase_seconds: float = 0.0
     vacuum_seconds: float = 0.0
+    recalls: list[list[float]] = field(default_factory=list)
+    heavy_recalls: list[list[float]] = field(default_factory=list)
+    purge_seconds: float = 0.0
+    purge_steps: int = 0
+    purge_again_seconds: float = 0.0
+    unindexed_rates: list[float] = field(default_factory=list)
 
     def read_ms(self, which: list[list[float]], fraction: float) -> float:
         return median([percentile(run, fraction) * 1000 for run in which])
@@ -155,7 +172,7 @@ def _bulk_messages(corpus: Corpus, rows: int, sessions: int) -> Iterator[tuple[o
     """User/assistant pairs, each pair in a random session."""
     rng = random.Random(6)
     for pair in range(rows // 2):
-        index = rng.randint(1, sessions)
+        index = HEAVY_SESSION if pair % HEAVY_EVERY == 0 else rng.randint(1, sessions)
         key = session_key(index)
         for role, pool, discord_id in (
             ("user", corpus.user, 10**15 + pair),
@@ -231,7 +248,7 @@ def _postgres_figures(pg: Samples, sqlite: Samples, scale: Scale) -> list[Figure
     rate, sqlite_rate = median(pg.repo_rates), median(sqlite.repo_rates)
     figures = [
         Figure(
-            "6d",
+            "6p",
             f"PostgreSQL: messages stored per second, storage.messages.add, at {rows}",
             rate,
             "msg/s",
@@ -239,7 +256,7 @@ def _postgres_figures(pg: Samples, sqlite: Samples, scale: Scale) -> list[Figure
             f"SQLite: {sqlite_rate:,.0f} msg/s (PostgreSQL at {rate / sqlite_rate:.0%})",
         )
     ]
-    for key, fraction, label in (("6e", 0.50, "p50"), ("6f", 0.99, "p99")):
+    for key, fraction, label in (("6q", 0.50, "p50"), ("6r", 0.99, "p99")):
         value = pg.read_ms(pg.repo_reads, fraction)
         floor = pg.read_ms(pg.raw_reads, fraction)
         on_sqlite = sqlite.read_ms(sqlite.repo_reads, fraction)
@@ -284,6 +301,10 @@ async def _measure(path: Path, corpus: Corpus, scale: Scale, ids: Iterator[int])
             reads = _plan(rng, scale.storage_sessions, scale.storage_reads)
             samples.repo_reads.append(await _repo_reads(storage, reads))
             samples.raw_reads.append(_raw_reads(raw, reads))
+            samples.recalls.append(await _recalls(storage, corpus, reads, rng))
+            heavy = [HEAVY_SESSION] * (scale.storage_reads // 4)
+            samples.heavy_recalls.append(await _recalls(storage, corpus, heavy, rng))
+        await _erasure_and_index_cost(storage, corpus, scale, samples, rng, ids)
     finally:
         raw.close()
         await storage.close()
@@ -357,6 +378,54 @@ async def _repo_reads(storage: Storage, plan: list[int]) -> list[float]:
     return timings
 
 
+async def _recalls(
+    storage: Storage, corpus: Corpus, plan: list[int], rng: random.Random
+) -> list[float]:
+    timings = []
+    now = time.time()
+    for index in plan:
+        key = session_key(index)
+        terms = query_terms(rng.choice(corpus.user)[0])
+        started = time.perf_counter()
+        await storage.recall.search(
+            key.user_id,
+            key.space_id,
+            terms,
+            exclude_session_id=index,
+            exclude_from_id=2**62,
+            excluded_count=RECALL_EXCLUDED,
+            now=now,
+            limit=RECALL_LIMIT,
+        )
+        timings.append(time.perf_counter() - started)
+    return timings
+
+
+async def _erasure_and_index_cost(
+    storage: Storage,
+    corpus: Corpus,
+    scale: Scale,
+    samples: Samples,
+    rng: random.Random,
+    ids: Iterator[int],
+) -> None:
+    """A user's erasure followed by the index merge it needs (twice: the second finds the
+    index merged already), then inserts without the index's trigger."""
+    await storage.users.delete_user_data(session_key(2).user_id)
+    started = time.perf_counter()
+    samples.purge_steps = await storage.recall.purge_deleted()
+    samples.purge_seconds = time.perf_counter() - started
+    await storage.users.delete_user_data(session_key(3).user_id)
+    started = time.perf_counter()
+    await storage.recall.purge_deleted()
+    samples.purge_again_seconds = time.perf_counter() - started
+    async with storage.db.transaction() as tx:
+        await tx.execute("DROP TRIGGER messages_fts_insert")  # a throw-away database
+    for _ in range(scale.repeats):
+        writes = _plan(rng, scale.storage_sessions, scale.storage_inserts)
+        samples.unindexed_rates.append(await _repo_inserts(storage, corpus, writes, ids))
+
+
 def _raw_reads(conn: sqlite3.Connection, plan: list[int]) -> list[float]:
     timings = []
     for index in plan:
@@ -397,6 +466,41 @@ def _result(samples: Samples, scale: Scale) -> BenchResult:
             "ms",
             READ_P99_GOAL_MS,
             f"raw sqlite3, same SELECT: {raw_p99:.3f} ms",
+        ),
+        Figure(
+            "6d",
+            f"recall query p50, storage.recall.search, at {rows}",
+            samples.read_ms(samples.recalls, 0.50),
+            "ms",
+            None,
+            f"heavy user ({100 // HEAVY_EVERY} % of all rows):"
+            f" {samples.read_ms(samples.heavy_recalls, 0.50):.2f} ms",
+        ),
+        Figure(
+            "6e",
+            f"recall query p99, storage.recall.search, at {rows}",
+            samples.read_ms(samples.recalls, 0.99),
+            "ms",
+            RECALL_P99_GOAL_MS,
+            f"heavy user: {samples.read_ms(samples.heavy_recalls, 0.99):.2f} ms",
+        ),
+        Figure(
+            "6f",
+            f"index merge after an erasure, storage.recall.purge_deleted, at {rows}",
+            samples.purge_seconds,
+            "s",
+            None,
+            f"{samples.purge_steps} steps of {MERGE_PAGES} pages; right after another"
+            f" erasure, with the index merged already: {samples.purge_again_seconds:.2f} s",
+        ),
+        Figure(
+            "6g",
+            "messages stored per second without the recall index (its trigger dropped)",
+            median(samples.unindexed_rates),
+            "msg/s",
+            None,
+            f"with the index (6a): {repo_rate:,.0f} msg/s, so the index costs"
+            f" {1 - repo_rate / median(samples.unindexed_rates):.0%} of the insert rate",
         ),
     ]
     notes = [

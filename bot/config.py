@@ -56,6 +56,7 @@ class Settings:
     summary_max_tokens: int
     summary_keep_recent_tokens: int
     facts_max_tokens: int
+    recall_max_tokens: int
     facts_batch_messages: int
     facts_idle_seconds: float
     background_concurrency: int
@@ -109,6 +110,7 @@ class Settings:
             summary_max_tokens=reader.integer("SUMMARY_MAX_TOKENS", 500, minimum=50),
             summary_keep_recent_tokens=reader.integer("SUMMARY_KEEP_RECENT_TOKENS", 600, minimum=0),
             facts_max_tokens=reader.integer("FACTS_MAX_TOKENS", 300, minimum=0),
+            recall_max_tokens=reader.integer("RECALL_MAX_TOKENS", 800, minimum=0),
             facts_batch_messages=reader.integer("FACTS_BATCH_MESSAGES", 10, minimum=1),
             facts_idle_seconds=reader.number("FACTS_IDLE_SECONDS", 300.0, minimum=0.0),
             background_concurrency=reader.integer("BACKGROUND_CONCURRENCY", 2, minimum=1),

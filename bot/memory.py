@@ -28,6 +28,7 @@ from bot.llm import LLMClient, LLMError, StreamState, Usage
 from bot.ordering import KeyedLocks
 from bot.pending import UnstoredChanges
 from bot.prompt import Prompt, PromptBuilder, PromptLimits
+from bot.recall import LastRecall, RecalledExcerpt, RecallLog, recall_for
 from bot.scheduler import Overdue, Ticket
 from bot.summarizer import Summarizer
 from bot.tokens import Tokenizer
@@ -55,6 +56,7 @@ RETENTION_CHECK_SECONDS = 3600  # how often a process asks whether today's pass 
 UNSTORED_ID = 2**63 - 1  # the id a paused user's message would have: after every stored one
 UNSTORED_IDS_KEPT = 1000
 DEFAULT_VIEW = ChannelView()
+RECALL_PURGE_JOB = 0  # the search index's merge job: a key no session has (ids start at 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +149,9 @@ class MemoryEngine:
             max_message_tokens=settings.max_message_tokens,
             summary_max_tokens=settings.summary_max_tokens,
             facts_max_tokens=settings.facts_max_tokens,
+            recall_max_tokens=settings.recall_max_tokens,
         )
+        self.recall_log = RecallLog()
 
     async def start(self) -> None:
         """Re-schedule the background work that a stop or crash left undone."""
@@ -289,6 +293,11 @@ class MemoryEngine:
                 # The queue grew slower than estimated at admission: say so now, not late.
                 self._after_turn(session)
                 return ReplyResult(Outcome.REFUSED, refusal=self._busy(0.0))
+            self.recall_log.record(
+                session.channel_id,
+                session.user_id,
+                LastRecall(prompt.recalled, prompt.section_tokens.get("recall", 0)),
+            )
             answer_tokens = self._tokenizer.count(result.text)  # once: usage and storage
             await self.limits.charge(
                 incoming.key, result.usage, lambda: prompt.tokens + answer_tokens
@@ -453,12 +462,17 @@ class MemoryEngine:
             summary=session.summary if session is not None and view.memory else "",
             new_message=new_message.content,
         )
-        window = []
+        window: list[StoredMessage] = []
+        recalled: list[RecalledExcerpt] = []
         if session is not None:
             window = await self._window(
                 session, before_id=new_message.id, budget=builder.window_budget
             )
-        return builder.finish(window)
+            if view.memory:  # memory off: the recent window only, no recall
+                recalled = await recall_for(
+                    self.storage.recall, session, new_message, window, builder, self._clock()
+                )
+        return builder.finish(window, recalled)
 
     async def _window(
         self, session: Session, *, before_id: int, budget: int
@@ -500,13 +514,14 @@ class MemoryEngine:
         window = await self._window(session, before_id=2**63 - 1, budget=builder.window_budget)
         prompt = builder.finish(window)
         stats = await self.storage.messages.stats(session)
+        last = self.recall_log.get(key.channel_id, key.user_id)
         return SessionReport(
             session.summary,
             session.summary_updated_at,
             stats.messages,
             prompt.window_messages,
             len(facts),
-            prompt.section_tokens,
+            prompt.section_tokens | {"recall": last.tokens if last else 0},
             self._prompt_limits.max_prompt_tokens,
         )
 
@@ -532,6 +547,10 @@ class MemoryEngine:
     async def guild_stats(self, guild_id: int) -> GuildStats:
         return await self.storage.users.guild_stats(guild_id)
 
+    def last_recall(self, key: SessionKey) -> LastRecall | None:
+        """What was recalled for the user's last answer in this conversation (`/memory why`)."""
+        return self.recall_log.get(key.channel_id, key.user_id)
+
     async def clear_conversation(self, key: SessionKey) -> DeletedCounts:
         """Delete one conversation's messages and summary, and stop its background jobs.
 
@@ -540,22 +559,28 @@ class MemoryEngine:
         session = await self.storage.sessions.find(key.channel_id, key.user_id)
         if session is not None:
             await self._stop_jobs([session.id])
+        self.recall_log.forget_conversation(key.channel_id, key.user_id)
         counts = await self.storage.users.clear_session(key.channel_id, key.user_id)
         self._turns_erased(lambda k: (k.user_id, k.channel_id) == (key.user_id, key.channel_id))
+        await self.storage.recall.purge_deleted()
         return counts
 
     async def forget_user(self, user_id: int) -> DeletedCounts:
         """Delete everything of the user everywhere; nothing derived is written back after."""
         await self._stop_jobs(await self.storage.users.session_ids(user_id))
+        self.recall_log.forget_user(user_id)
         counts = await self.storage.users.delete_user_data(user_id)
         self._turns_erased(lambda k: k.user_id == user_id)
+        await self.storage.recall.purge_deleted()
         return counts
 
     async def forget_member(self, user_id: int, guild_id: int) -> DeletedCounts:
         """Delete what the user said in one server (an admin's request), nothing elsewhere."""
         await self._stop_jobs(await self.storage.users.session_ids(user_id, guild_id=guild_id))
+        self.recall_log.forget_user(user_id)
         counts = await self.storage.users.delete_member_in_guild(user_id, guild_id)
         self._turns_erased(lambda k: (k.user_id, k.guild_id) == (user_id, guild_id))
+        await self.storage.recall.purge_deleted()
         return counts
 
     def _turns_erased(self, covered: Callable[[SessionKey], bool]) -> None:
@@ -597,10 +622,18 @@ class MemoryEngine:
         if deletion is None:
             self._unstored.deleted(discord_id)
             return False
+        self.recall_log.forget_message(discord_id)
+        # The row is out of the index now; its words leave the index's pages with the next
+        # merge. Deletions in Discord come often and a merge rewrites the index, so they
+        # share one merge in the background (coalesced), instead of one each on this path.
+        self.jobs.schedule("recall-purge", RECALL_PURGE_JOB, self._purge_recall_index)
         # Rebuilt from what remains; work in flight that read the message lands nothing.
         self._schedule_summary(deletion.session_id)
         self._schedule_facts(deletion.session_id)
         return True
+
+    async def _purge_recall_index(self) -> None:
+        await self.storage.recall.purge_deleted()
 
     async def purge_expired(self) -> int:
         """Retention: drop raw messages past RETENTION_DAYS that a summary already holds."""
@@ -609,6 +642,8 @@ class MemoryEngine:
             return 0
         deleted = await self.storage.messages.delete_expired(self._clock() - days * 86400)
         if deleted:
+            self.recall_log.clear()
+            await self.storage.recall.purge_deleted()
             log.info("Retention deleted %d summarized messages older than %d days", deleted, days)
         return deleted
 

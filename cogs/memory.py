@@ -1,4 +1,4 @@
-"""/memory show · clear · export · pause · resume (the server admins' commands: cogs/admin.py)."""
+"""/memory show · why · clear · export · pause · resume (admins' commands: cogs/admin.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.recall import LastRecall
 from cogs.views import ConfirmView
 from storage.models import SessionKey
 from storage.users import DeletedCounts
@@ -99,12 +100,19 @@ class Memory(commands.Cog):
             name="Prompt tokens",
             value=" · ".join(
                 f"{name} {sections.get(name, 0)}"
-                for name in ("system", "facts", "summary", "window")
+                for name in ("system", "facts", "summary", "recall", "window")
             )
-            + f" of {report.budget}",
+            + f" of {report.budget} (recall: as in your last answer here)",
             inline=False,
         )
         await interaction.response.send_message(embed=embed, ephemeral=True)
+
+    @memory.command(
+        name="why", description="Which older messages Mnemo recalled for its last answer"
+    )
+    async def why(self, interaction: discord.Interaction) -> None:
+        last = self.bot.engine.last_recall(session_key(interaction))
+        await interaction.response.send_message(describe_recall(last), ephemeral=True)
 
     @memory.command(name="clear", description="Erase your conversation here, or everything")
     @app_commands.describe(scope="this channel (default): this conversation; everywhere: all")
@@ -164,6 +172,31 @@ class Memory(commands.Cog):
             else "Your memory was not paused: Mnemo remembers as usual.",
             ephemeral=True,
         )
+
+
+WHY_EXCERPT_CHARS = 160
+WHY_LIMIT_CHARS = 1900
+
+
+def describe_recall(last: LastRecall | None) -> str:
+    """The recalled messages of the last answer: date, who said it, a short excerpt."""
+    if last is None:
+        return "I haven't answered you in this channel since I last started (or since an erasure)."
+    if not last.excerpts:
+        return "Nothing older was recalled for my last answer here: it used the recent messages."
+    lines = [f"For my last answer here I recalled {len(last.excerpts)} older message(s):"]
+    for item in last.excerpts:
+        day = datetime.fromtimestamp(item.created_at, tz=UTC).strftime("%Y-%m-%d")
+        who = "you" if item.role == "user" else "me"
+        text = discord.utils.escape_mentions(discord.utils.escape_markdown(item.text))
+        if len(text) > WHY_EXCERPT_CHARS:
+            text = text[: WHY_EXCERPT_CHARS - 1] + "…"
+        line = f"• {day}, {who}: {text}"
+        if sum(len(part) + 1 for part in lines) + len(line) > WHY_LIMIT_CHARS:
+            lines.append("…")
+            break
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def is_server_admin(interaction: discord.Interaction) -> bool:

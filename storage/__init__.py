@@ -20,6 +20,7 @@ from storage.facts import FactRepository
 from storage.fleet import FleetRepository
 from storage.guild_settings import GuildSettingsRepository
 from storage.messages import MessageRepository, SessionRepository
+from storage.recall import RecallRepository
 from storage.state import BotStateRepository
 from storage.url import DatabaseURL
 from storage.usage import UsageRepository
@@ -40,6 +41,7 @@ class Storage:
         self.fleet = FleetRepository(db)
         self.guild_settings = GuildSettingsRepository(db)
         self.erasures = ErasureRepository(db)
+        self.recall = RecallRepository(db)
 
     @classmethod
     async def open(cls, target: str | os.PathLike[str] | DatabaseURL) -> Storage:

@@ -222,9 +222,19 @@ def with_returning_id(sql: str) -> str:
 
 
 def split_sql(script: str) -> list[str]:
-    """Split a migration file into statements (our files keep ';' only at statement ends)."""
-    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
-    return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
+    """Split a migration file into statements. A line ending in ';' ends a statement only
+    where SQLite agrees it is complete, so a trigger's BEGIN … END body stays whole."""
+    statements, pending = [], ""
+    for line in script.splitlines():
+        if line.strip().startswith("--"):
+            continue
+        pending += line + "\n"
+        if line.rstrip().endswith(";") and sqlite3.complete_statement(pending):
+            statements.append(pending.strip().removesuffix(";").strip())
+            pending = ""
+    if pending.strip():
+        statements.append(pending.strip().removesuffix(";").strip())
+    return [statement for statement in statements if statement]
 
 
 def _raise(error: sqlite3.Error) -> NoReturn:

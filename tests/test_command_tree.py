@@ -34,6 +34,7 @@ def test_the_commands_users_are_promised(bot: MemoryBot) -> None:
     names = {command.qualified_name for command in walk(bot.tree.get_commands())}
     assert {
         "memory show",
+        "memory why",
         "memory clear",
         "memory export",
         "facts show",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -62,7 +63,9 @@ async def test_memory_survives_restart(engines: Engines, fake_llm: FakeLLM) -> N
 
 
 async def test_sessions_never_share_messages(engines: Engines, fake_llm: FakeLLM) -> None:
-    engine = await engines.start()
+    # The windows of sessions: recall (which may quote Alice's own messages from her other
+    # channel in this server) is off here and proven in tests/test_recall.py.
+    engine = await engines.start(recall_max_tokens=0)
     await engine.reply(said(ALICE_HERE, "alice-secret-AAA"))
     await engine.reply(said(BOB_HERE, "bob-secret-BBB", name="Bob"))
     await engine.reply(said(ALICE_ELSEWHERE, "alice-other-channel-CCC"))
@@ -203,4 +206,8 @@ async def test_every_reply_path_query_uses_an_index(engines: Engines, fake_llm: 
     for query in queries:
         plan = await engine.storage.db.fetch_all(f"EXPLAIN QUERY PLAN {query}")
         details = " ".join(row["detail"] for row in plan)
-        assert "SCAN" not in details.replace("SCAN CONSTANT ROW", ""), (query, details)
+        # Allowed: the FTS5 index answering a MATCH (its plan says SCAN … VIRTUAL TABLE INDEX
+        # n:M…), and the recall query's few best-by-text candidates ("hit") read back.
+        details = re.sub(r"SCAN messages_fts VIRTUAL TABLE INDEX \d+:M\S*", "", details)
+        details = details.replace("SCAN hit", "").replace("SCAN CONSTANT ROW", "")
+        assert "SCAN" not in details, (query, details)

@@ -32,7 +32,7 @@ async def fill_user(storage: Storage, user_id: int, marker: str) -> None:
         stored = await storage.messages.add(
             key,
             role="user",
-            content=f"{marker} said {index}",
+            content=f"{marker} said {index} {index_word(marker)}",
             tokens=5,
             discord_id=discord_id,
             now=1.0,
@@ -65,6 +65,29 @@ async def fill_user(storage: Storage, user_id: int, marker: str) -> None:
         )
         await storage.usage.add("2026-01-01", user_id=user_id, guild_id=key.guild_id, tokens=7)
     await storage.fleet.count_message(user_id, window_start=60.0)
+
+
+def index_word(marker: str) -> str:
+    """The marker as one word of the search index: 'ALICE-MARKER' -> 'qjalicemarker'. No
+    other word of the tests starts with 'q', which matters for `file_contains`."""
+    return "qj" + marker.lower().replace("-", "")
+
+
+async def bury_in_index(storage: Storage, batches: int = 64) -> None:
+    """Store others' messages in many transactions, as a busy bot does: the search index
+    merges its segments as it grows, so what was indexed first ends in an older, bigger
+    segment, where a deletion only adds a tombstone unless the index is merged again."""
+    key = SessionKey(GUILD_A, 99, 9)
+    for batch in range(batches):
+        for n in range(16):
+            await storage.messages.add(
+                key,
+                role="user",
+                content=f"filler {batch} {n} w{batch}x{n} about the weather",
+                tokens=5,
+                discord_id=None,
+                now=1.0,
+            )
 
 
 async def tables(storage: Storage) -> list[str]:
@@ -101,7 +124,15 @@ async def rows_of_user(storage: Storage, user_id: int) -> int:
 
 
 def file_contains(path: Path, marker: str) -> bool:
-    needle = marker.encode()
+    """The marker, or its index word, anywhere in the database files (WAL included). The
+    index stores a word after the prefix it shares with the word before it; the word before
+    the marker's never starts with 'q', so all but its first letter are always there."""
+    return _file_contains(path, marker.encode()) or _file_contains(
+        path, index_word(marker)[1:].encode()
+    )
+
+
+def _file_contains(path: Path, needle: bytes) -> bool:
     return any(
         needle in candidate.read_bytes()
         for candidate in path.parent.iterdir()
@@ -114,7 +145,7 @@ async def test_every_table_is_known_to_deletion(storage: Storage) -> None:
     # Not user data: bot_state; the servers' own settings (server_settings, channel_settings,
     # role_rules, blocked_members: a server's moderation record); memory_pauses, a user's
     # choice that erasure keeps (test_erasure_keeps_the_pause).
-    assert sorted(await tables(storage)) == [
+    expected = [
         "blocked_members",
         "bot_state",
         "channel_settings",
@@ -133,6 +164,15 @@ async def test_every_table_is_known_to_deletion(storage: Storage) -> None:
         "usage_members",
         "user_erasures",  # ids and counters only: the fence that keeps erased data erased
     ]
+    if storage.db.backend == "sqlite":  # the FTS5 index is tables there; on PostgreSQL a GIN index
+        expected += [
+            "messages_fts",  # the search index (external content: terms only) and its shadows
+            "messages_fts_config",
+            "messages_fts_data",
+            "messages_fts_docsize",
+            "messages_fts_idx",
+        ]
+    assert sorted(await tables(storage)) == sorted(expected)
 
 
 async def test_erasure_keeps_the_pause(storage: Storage) -> None:
@@ -148,9 +188,11 @@ async def test_delete_everywhere_leaves_nothing_and_keeps_others(
 ) -> None:
     await fill_user(storage, ALICE, "ALICE-MARKER")
     await fill_user(storage, BOB, "BOB-MARKER")
+    await bury_in_index(storage)
     before_bob = await rows_mentioning(storage, "BOB-MARKER")
     counts = await storage.users.delete_user_data(ALICE)
     assert (counts.messages, counts.summaries, counts.facts) == (8, 4, 4)
+    await storage.recall.purge_deleted()  # as the engine does after every erasure
     assert await rows_mentioning(storage, "ALICE-MARKER") == {}
     assert await rows_of_user(storage, ALICE) == 0
     assert await rows_of_user(storage, BOB) > 0

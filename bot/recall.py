@@ -1,0 +1,182 @@
+"""Recall on the engine's side: what to search for, which hits to keep, what to quote.
+
+The search itself is one indexed statement in `storage.recall`. Here: the query terms (the new
+message, and the previous turn when the new message says too little on its own), the collapse
+of near-duplicates, the excerpt of each hit around its matching words, and the last recall of
+each conversation, kept in memory for `/memory why` and dropped by every erasure.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from storage.models import Session, StoredMessage
+from storage.recall import RecallHit, RecallRepository, query_terms
+
+if TYPE_CHECKING:
+    from bot.prompt import PromptBuilder
+
+MIN_OWN_TERMS = 3
+"""A new message with fewer search terms than this ("when was that?") borrows the previous
+turn's terms, so a follow-up question still finds what it follows up on."""
+
+DUPLICATE_OVERLAP = 0.8
+"""Two hits whose word sets overlap this much (Jaccard) say the same thing: keep the better."""
+
+EXCERPT_CHARS = 480
+"""At most this much of a long message is quoted, centred on its first matching word."""
+
+RECALL_HITS = 12
+"""Hits read per turn; the prompt keeps those that fit RECALL_MAX_TOKENS."""
+
+REMEMBERED_SESSIONS = 10_000
+"""The last recall is kept for this many conversations (least recently answered dropped)."""
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+@dataclass(frozen=True, slots=True)
+class RecalledExcerpt:
+    """One recalled message as it enters the prompt (and as `/memory why` shows it)."""
+
+    message_id: int
+    discord_id: int | None
+    role: str
+    created_at: float
+    text: str
+
+
+async def recall_for(
+    repository: RecallRepository,
+    session: Session,
+    new_message: StoredMessage,
+    newest_first: Sequence[StoredMessage],
+    builder: PromptBuilder,
+    now: float,
+) -> list[RecalledExcerpt]:
+    """The stored messages of this user in this space that best match the new message,
+    best first, leaving out the ones the window will hold (and the new message itself)."""
+    if builder.recall_budget <= 0:
+        return []
+    terms = search_terms(new_message.content, newest_first)
+    if not terms:
+        return []
+    in_window = builder.window_holds(newest_first)
+    start = newest_first[in_window - 1].id if in_window else new_message.id
+    hits = await repository.search(
+        session.user_id,
+        session.key.space_id,
+        terms,
+        exclude_session_id=session.id,
+        exclude_from_id=start,
+        excluded_count=in_window + 1,
+        now=now,
+        limit=RECALL_HITS,
+    )
+    return excerpts(collapse_duplicates(hits), terms)
+
+
+def search_terms(new_text: str, newest_first: Sequence[StoredMessage]) -> list[str]:
+    """The new message's terms; too few, and the previous turn's terms are added."""
+    terms = query_terms(new_text)
+    if len(terms) >= MIN_OWN_TERMS:
+        return terms
+    previous = " ".join(message.content for message in newest_first[:2])
+    extra = [term for term in query_terms(previous) if term not in terms]
+    return (terms + extra)[: max(len(terms), MIN_OWN_TERMS * 3)]
+
+
+def collapse_duplicates(hits: Sequence[RecallHit]) -> list[RecallHit]:
+    """Best first, dropping each hit that nearly repeats a better one."""
+    kept: list[tuple[RecallHit, frozenset[str]]] = []
+    for hit in hits:
+        words = frozenset(_WORD.findall(hit.message.content.casefold()))
+        if any(_overlap(words, other) >= DUPLICATE_OVERLAP for _, other in kept):
+            continue
+        kept.append((hit, words))
+    return [hit for hit, _ in kept]
+
+
+def _overlap(a: frozenset[str], b: frozenset[str]) -> float:
+    union = len(a | b)
+    return len(a & b) / union if union else 1.0
+
+
+def excerpt(text: str, terms: Sequence[str], limit: int = EXCERPT_CHARS) -> str:
+    """`text` on one line; if longer than `limit`, the part around its first matching word."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    folded = flat.casefold()
+    positions = [match.start() for term in terms if (match := _word_at(folded, term))]
+    first = min(positions, default=0)
+    start = max(first - limit // 3, 0)
+    if start:
+        start = flat.find(" ", start) + 1 or start  # begin at a word
+    end = min(start + limit, len(flat))
+    cut = flat[start:end]
+    return ("… " if start else "") + cut + (" …" if end < len(flat) else "")
+
+
+def _word_at(folded: str, term: str) -> re.Match[str] | None:
+    return re.search(rf"(?<![^\W_]){re.escape(term)}(?![^\W_])", folded)
+
+
+def excerpts(hits: Sequence[RecallHit], terms: Sequence[str]) -> list[RecalledExcerpt]:
+    return [
+        RecalledExcerpt(
+            hit.message.id,
+            hit.message.discord_id,
+            hit.message.role,
+            hit.message.created_at,
+            excerpt(hit.message.content, terms),
+        )
+        for hit in hits
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class LastRecall:
+    excerpts: tuple[RecalledExcerpt, ...]
+    tokens: int
+
+
+class RecallLog:
+    """The last recall of each conversation (channel, user), in memory only.
+
+    It holds text of the user's messages, so every erasure drops what it covers: a
+    conversation, a user, a deleted message, and everything after a retention pass.
+    """
+
+    def __init__(self, capacity: int = REMEMBERED_SESSIONS) -> None:
+        self._capacity = capacity
+        self._last: OrderedDict[tuple[int, int], LastRecall] = OrderedDict()
+
+    def record(self, channel_id: int, user_id: int, recall: LastRecall) -> None:
+        key = (channel_id, user_id)
+        self._last[key] = recall
+        self._last.move_to_end(key)
+        while len(self._last) > self._capacity:
+            self._last.popitem(last=False)
+
+    def get(self, channel_id: int, user_id: int) -> LastRecall | None:
+        return self._last.get((channel_id, user_id))
+
+    def forget_conversation(self, channel_id: int, user_id: int) -> None:
+        self._last.pop((channel_id, user_id), None)
+
+    def forget_user(self, user_id: int) -> None:
+        for key in [key for key in self._last if key[1] == user_id]:
+            del self._last[key]
+
+    def forget_message(self, discord_id: int) -> None:
+        for key, recall in list(self._last.items()):
+            if any(item.discord_id == discord_id for item in recall.excerpts):
+                del self._last[key]
+
+    def clear(self) -> None:
+        self._last.clear()
