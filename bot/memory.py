@@ -214,7 +214,9 @@ class MemoryEngine:
         task = asyncio.current_task()
         if not self._accepting or task is None:
             return ReplyResult(Outcome.STOPPING)
-        # Waiting from now on, before any await: an edit or deletion may arrive at any time.
+        # Waiting from now on, before any await: an edit or deletion may arrive at any time,
+        # and the turn's place in its conversation is taken now, in arrival order.
+        turn = self._order.reserve((incoming.key.channel_id, incoming.key.user_id))
         self._waiting.add(incoming.discord_id)
         erased = asyncio.Event()
         self._turns[incoming.discord_id] = (incoming.key, erased)
@@ -229,12 +231,15 @@ class MemoryEngine:
             ticket = self._llm_slots.enter(incoming.key.user_id)
             try:
                 if await self.controls.is_paused(incoming.key.user_id):
+                    await turn.wait()
                     return await self._reply_unstored(incoming, on_progress, deliver, ticket)
+                await turn.wait()
                 return await self._reply_in_order(incoming, fence, on_progress, deliver, ticket)
             finally:
                 self._llm_slots.leave(ticket)
                 self._in_flight.discard(task)
         finally:
+            turn.release()
             self._waiting.discard(incoming.discord_id)
             self._turns.pop(incoming.discord_id, None)
 
@@ -268,50 +273,48 @@ class MemoryEngine:
         deliver: DeliverCallback | None,
         ticket: Ticket,
     ) -> ReplyResult:
-        async with self._order.hold((incoming.key.channel_id, incoming.key.user_id)):
-            if ticket.overdue:  # queued behind this user's earlier messages for too long
-                return ReplyResult(Outcome.REFUSED, refusal=self._busy(0.0))
-            stored = await self._store_incoming(incoming, fence)
-            if isinstance(stored, Outcome):
-                return ReplyResult(stored)
-            if on_progress is not None:
-                await on_progress("")  # accepted: the caller may show "typing"
-            session = await self.storage.sessions.get(stored.session_id)
-            assert session is not None
-            view = incoming.view
-            prompt = await self.build_prompt(session, stored, incoming.author_name, view=view)
-            try:
-                async with self._llm_slots.reply(ticket):
+        """The turn itself; the caller waited for this conversation's earlier turns."""
+        if ticket.overdue:  # queued behind this user's earlier messages for too long
+            return ReplyResult(Outcome.REFUSED, refusal=self._busy(0.0))
+        stored = await self._store_incoming(incoming, fence)
+        if isinstance(stored, Outcome):
+            return ReplyResult(stored)
+        if on_progress is not None:
+            await on_progress("")  # accepted: the caller may show "typing"
+        session = await self.storage.sessions.get(stored.session_id)
+        assert session is not None
+        view = incoming.view
+        prompt = await self.build_prompt(session, stored, incoming.author_name, view=view)
+        try:
+            async with self._llm_slots.reply(ticket):
+                result = await self._answer(prompt, on_progress, view)
+                if result.error is not None and result.error.kind == "context_length":
+                    # The server's context is smaller than our budget: trim harder, once.
+                    prompt = await self.build_prompt(
+                        session, stored, incoming.author_name, budget_share=0.5, view=view
+                    )
                     result = await self._answer(prompt, on_progress, view)
-                    if result.error is not None and result.error.kind == "context_length":
-                        # The server's context is smaller than our budget: trim harder, once.
-                        prompt = await self.build_prompt(
-                            session, stored, incoming.author_name, budget_share=0.5, view=view
-                        )
-                        result = await self._answer(prompt, on_progress, view)
-            except Overdue:
-                # The queue grew slower than estimated at admission: say so now, not late.
-                self._after_turn(session)
-                return ReplyResult(Outcome.REFUSED, refusal=self._busy(0.0))
-            self.recall_log.record(
-                session.channel_id,
-                session.user_id,
-                LastRecall(prompt.recalled, prompt.section_tokens.get("recall", 0)),
-            )
-            answer_tokens = self._tokenizer.count(result.text)  # once: usage and storage
-            await self.limits.charge(
-                incoming.key, result.usage, lambda: prompt.tokens + answer_tokens
-            )
-            if result.outcome is Outcome.ANSWERED:
-                if await self.storage.erasures.fence(incoming.key) != fence:
-                    # Erased while it was generated: the answer drew on erased memory.
-                    return ReplyResult(Outcome.ERASED, prompt=prompt, usage=result.usage)
-                result = await self._deliver_and_store(incoming, result, fence, deliver)
-            if view.memory:
-                self._after_turn(session)
-            else:
-                await self._keep_only_window(session)
-            return result
+        except Overdue:
+            # The queue grew slower than estimated at admission: say so now, not late.
+            self._after_turn(session)
+            return ReplyResult(Outcome.REFUSED, refusal=self._busy(0.0))
+        self.recall_log.record(
+            session.channel_id,
+            session.user_id,
+            LastRecall(prompt.recalled, prompt.section_tokens.get("recall", 0)),
+        )
+        answer_tokens = self._tokenizer.count(result.text)  # once: usage and storage
+        await self.limits.charge(incoming.key, result.usage, lambda: prompt.tokens + answer_tokens)
+        if result.outcome is Outcome.ANSWERED:
+            if await self.storage.erasures.fence(incoming.key) != fence:
+                # Erased while it was generated: the answer drew on erased memory.
+                return ReplyResult(Outcome.ERASED, prompt=prompt, usage=result.usage)
+            result = await self._deliver_and_store(incoming, result, fence, deliver)
+        if view.memory:
+            self._after_turn(session)
+        else:
+            await self._keep_only_window(session)
+        return result
 
     async def _store_incoming(
         self, incoming: IncomingMessage, fence: int
@@ -390,40 +393,39 @@ class MemoryEngine:
         self._unstored_ids[incoming.discord_id] = None
         if len(self._unstored_ids) > UNSTORED_IDS_KEPT:
             self._unstored_ids.popitem(last=False)
-        async with self._order.hold((key.channel_id, key.user_id)):
-            session = await self.storage.sessions.find(key.channel_id, key.user_id)
-            content = incoming.content
-            transient = StoredMessage(
-                UNSTORED_ID,
-                session.id if session else 0,
-                incoming.discord_id,
-                key.guild_id,
-                key.channel_id,
-                key.user_id,
-                "user",
-                content,
-                self._tokenizer.count(content),
-                self._clock(),
-            )
-            if on_progress is not None:
-                await on_progress("")
-            view = incoming.view
-            prompt = await self.build_prompt(session, transient, incoming.author_name, view=view)
-            try:
-                async with self._llm_slots.reply(ticket):
-                    result = await self._answer(prompt, on_progress, view)
-            except Overdue:
-                return ReplyResult(Outcome.REFUSED, refusal=self._busy(0.0))
-            await self.limits.charge(
-                key,
-                result.usage,
-                lambda: prompt.tokens + self._tokenizer.count(result.text),
-                private=True,
-            )
-            result = dataclasses.replace(result, paused=True)
-            if result.outcome is Outcome.ANSWERED and deliver is not None:
-                result = dataclasses.replace(result, delivered=await deliver(result))
-            return result
+        session = await self.storage.sessions.find(key.channel_id, key.user_id)
+        content = incoming.content
+        transient = StoredMessage(
+            UNSTORED_ID,
+            session.id if session else 0,
+            incoming.discord_id,
+            key.guild_id,
+            key.channel_id,
+            key.user_id,
+            "user",
+            content,
+            self._tokenizer.count(content),
+            self._clock(),
+        )
+        if on_progress is not None:
+            await on_progress("")
+        view = incoming.view
+        prompt = await self.build_prompt(session, transient, incoming.author_name, view=view)
+        try:
+            async with self._llm_slots.reply(ticket):
+                result = await self._answer(prompt, on_progress, view)
+        except Overdue:
+            return ReplyResult(Outcome.REFUSED, refusal=self._busy(0.0))
+        await self.limits.charge(
+            key,
+            result.usage,
+            lambda: prompt.tokens + self._tokenizer.count(result.text),
+            private=True,
+        )
+        result = dataclasses.replace(result, paused=True)
+        if result.outcome is Outcome.ANSWERED and deliver is not None:
+            result = dataclasses.replace(result, delivered=await deliver(result))
+        return result
 
     async def _keep_only_window(self, session: Session) -> None:
         """Memory off: keep only the newest messages any prompt's window could still use."""

@@ -166,7 +166,7 @@ async def test_migration_indexes_messages_stored_before_it(db_path: Path) -> Non
             await tx.execute(f"DROP TRIGGER messages_fts_{name}")
         await tx.execute("DROP TABLE messages_fts")
         await tx.execute("DROP VIEW recall_source")
-        await tx.execute("PRAGMA user_version=3")
+        await tx.execute("DELETE FROM schema_version WHERE version = 5")
     await store_.close()
     migrated = await Storage.open(db_path)
     try:
