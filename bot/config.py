@@ -33,6 +33,7 @@ class Settings:
     chat_model: str
     memory_model: str
     database_path: Path
+    db_backups: int  # copies of the database kept from before migrations (0 = none)
     system_prompt: str
     log_level: str
     # Token budgets: everything sent must fit in max_prompt_tokens; max_reply_tokens is
@@ -63,6 +64,7 @@ class Settings:
     # Discord.
     message_content_intent: bool
     dev_guild_id: int  # slash commands sync to this server at start-up (0 = global)
+    discord_connect_seconds: float  # start-up gives up reaching Discord after this long
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -76,6 +78,7 @@ class Settings:
             chat_model=reader.text("CHAT_MODEL", "gpt-4o"),
             memory_model=reader.text("MEMORY_MODEL", "gpt-4o-mini"),
             database_path=_database_path(reader.text("DATABASE_URL", "sqlite:///data/mnemo.db")),
+            db_backups=reader.integer("DB_BACKUPS", 3, minimum=0),
             system_prompt=reader.text("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT),
             log_level=_log_level(reader.text("LOG_LEVEL", "INFO")),
             max_prompt_tokens=reader.integer("MAX_PROMPT_TOKENS", 6000, minimum=500),
@@ -100,6 +103,7 @@ class Settings:
             llm_queue_limit=reader.integer("LLM_QUEUE_LIMIT", 50, minimum=0),
             message_content_intent=reader.boolean("MESSAGE_CONTENT_INTENT", True),
             dev_guild_id=reader.integer("DEV_GUILD_ID", 0, minimum=0),
+            discord_connect_seconds=reader.number("DISCORD_CONNECT_SECONDS", 60.0, minimum=1.0),
         )
         settings._check_budgets()
         return settings

@@ -153,6 +153,11 @@ class Transaction:
             await self._conn.execute(statement)
 
 
+def newest_schema_version() -> int:
+    """The schema version the migrations of this Mnemo lead to."""
+    return max(version for version, _, _ in _migrations())
+
+
 def _migrations() -> list[tuple[int, str, str]]:
     """The numbered SQL files of storage/migrations, in order."""
     folder = resources.files("storage") / "migrations"
