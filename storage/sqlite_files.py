@@ -66,11 +66,15 @@ async def prepare(path: Path, *, newest_schema: int, backups: int) -> FileGuard:
 
 
 def _prepare(path: Path, newest_schema: int, backups: int) -> FileGuard:
+    # Everything that only reads comes first: a path that is not Mnemo's database must be
+    # refused before anything (the lock file, a folder) is created beside it.
     if path.is_dir():
         raise DatabaseUnusable(
             f"DATABASE_URL points to {path}, which is a folder: give the path of a file"
             " inside it, e.g. sqlite:///data/mnemo.db"
         )
+    _check_writable(path)
+    refuse_newer_schema(path, _schema_version(path), newest_schema)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -80,8 +84,7 @@ def _prepare(path: Path, newest_schema: int, backups: int) -> FileGuard:
         ) from None
     guard = _acquire(path)
     try:
-        _check_writable(path)
-        version = _schema_version(path)
+        version = _schema_version(path)  # again: another process may have migrated it
         refuse_newer_schema(path, version, newest_schema)
         if backups > 0 and 0 < version < newest_schema:
             backup(path, version, keep=backups)

@@ -125,6 +125,7 @@ async def test_fatal_gateway_close_exits_with_one_clear_line(
     assert fake_discord.identify_count == 1  # no reconnect loop
 
 
+@pytest.mark.timeout(300)  # 21 process starts: over a minute on a loaded 2-core machine
 async def test_sigkill_at_random_moments_loses_nothing(
     launch: Callable[..., Any], fake_discord: FakeDiscord, fake_llm: FakeLLM, db_path: Path
 ) -> None:

@@ -251,7 +251,8 @@ async def test_unusable_database_stops_before_discord(
     assert fake_discord.requests == []  # the database is opened before Discord
     if before is not None:
         assert read_file(db_path) == before  # neither migrated nor backed up
-        assert not any(name.endswith(".bak") for name in os.listdir(db_path.parent))
+        # Nothing created beside a file that is not Mnemo's: no backup, no lock file.
+        assert os.listdir(db_path.parent) == [db_path.name]
 
 
 def read_file(path: Path) -> bytes | None:
