@@ -3,15 +3,22 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-LINT_PATHS := bot cogs storage tests $(wildcard bench)
+WHEELHOUSE := $(VENV)/wheelhouse
+LINT_PATHS := bot cogs storage tests scripts $(wildcard bench)
+BENCH_ARGS ?=
 
-.PHONY: run test bench clean
+.PHONY: run test bench requirements clean
 
-$(STAMP): pyproject.toml
+# Runtime dependencies at the versions pinned in requirements.txt (what hosts and the
+# Dockerfile install), the dev tools on top. The wheelhouse holds the pinned wheels and the
+# build backend, so the Dockerfile test installs into a fresh virtual environment offline.
+$(STAMP): pyproject.toml requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Mnemo needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c requirements.txt -e '.[dev]'
+	$(BIN)/python -m pip download --quiet --dest $(WHEELHOUSE) -r requirements.txt \
+		$$($(BIN)/python -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))')
 	@touch $(STAMP)
 
 run: $(STAMP)
@@ -23,8 +30,13 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
+# make bench BENCH_ARGS="--quick" or BENCH_ARGS="--only 2,6" (see bench/__main__.py)
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# After changing the dependencies in pyproject.toml: pin them again (needs the package index).
+requirements: $(STAMP)
+	$(BIN)/python scripts/pin_requirements.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

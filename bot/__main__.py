@@ -1,4 +1,12 @@
-"""`python -m bot`: load .env, validate settings, run the bot until stopped."""
+"""`python -m bot` (or `mnemo`): load .env, validate settings, run the bot until stopped.
+
+    mnemo                  run the bot (also `mnemo run`, `python -m bot`)
+    mnemo health           exit 0 when the running bot and what it needs are fine
+                           (also `python -m bot --check`)
+
+Start-up goes settings → database → model server → Discord login, and stops at the first
+step that fails with one line and an exit status (bot/startup.py, README "Exit status").
+"""
 
 from __future__ import annotations
 
@@ -6,71 +14,103 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Sequence
+from typing import Any
 
-import discord
 from dotenv import find_dotenv, load_dotenv
 
-from bot.client import create_bot
+from bot import logs
 from bot.config import ConfigError, Settings
+from bot.startup import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    StartupError,
+    check_model_server,
+    connect_until_ready,
+    gateway_result,
+    log_in,
+    open_storage,
+    reach_discord,
+    ready_line,
+)
 
 log = logging.getLogger("bot")
 
-MISSING_INTENT = (
-    "mnemo: the Message Content intent is not enabled for this bot: enable it in the developer"
-    " portal (Bot > Privileged Gateway Intents) or set MESSAGE_CONTENT_INTENT=false"
-)
-
-BAD_TOKEN = (
-    "mnemo: Discord rejected DISCORD_TOKEN; copy it again from the developer portal (Bot page)"
-)
+USAGE = "usage: mnemo [run | health]   (python -m bot [--check])"
 
 
-def main() -> int:
-    # .env of the working directory (or a parent); a variable set in the environment wins.
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args[0] if args else "run"
+    if command in ("-h", "--help", "help"):
+        print(__doc__)
+        return EXIT_OK
+    if command not in ("run", "health", "--check") or len(args) > 1:
+        print(USAGE, file=sys.stderr)
+        return EXIT_CONFIG
+    # The first .env found in the working directory or one of its parents; a variable set
+    # in the environment wins over it.
     load_dotenv(find_dotenv(usecwd=True), override=False)
+    if command != "run":
+        from bot.health import main as health
+
+        return health()
     try:
         settings = Settings.from_env()
     except ConfigError as error:
         print(f"mnemo: {error}", file=sys.stderr)
-        return 2
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+        return EXIT_CONFIG
+    logs.configure(settings.log_level)
     try:
         return asyncio.run(run(settings))
     except KeyboardInterrupt:
-        return 0
+        return EXIT_OK
 
 
 async def run(settings: Settings) -> int:
-    bot = create_bot(settings)
+    stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         # Hosts send SIGTERM and kill ~10 s later: shut down gracefully well within that.
-        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))
+        loop.add_signal_handler(sig, stopping.set)
     try:
-        await bot.start(settings.discord_token)
-    except discord.LoginFailure:
-        print(BAD_TOKEN, file=sys.stderr)
-        return 2
-    except discord.PrivilegedIntentsRequired:
-        print(MISSING_INTENT, file=sys.stderr)
-        return 2
-    except discord.ConnectionClosed as error:
-        # Fatal gateway closes are raised, not retried (discord.py); say what to fix.
-        if error.code == 4004:
-            print(BAD_TOKEN, file=sys.stderr)
-            return 2
-        print(
-            f"mnemo: Discord closed the connection ({error.code}): {error.reason}", file=sys.stderr
-        )
-        return 1
+        return await _run(settings, stopping)
+    except StartupError as error:
+        print(f"mnemo: {error.line}", file=sys.stderr)
+        return error.status
+
+
+async def _run(settings: Settings, stopping: asyncio.Event) -> int:
+    from bot.client import create_bot, make_llm  # after logging is set up: discord.py logs
+
+    storage = await open_storage(settings)
+    llm = make_llm(settings)
+    # The bot owns the storage and the LLM client from here and closes them in close().
+    bot = create_bot(settings, storage=storage, llm=llm)
+    try:
+        await check_model_server(llm, settings)
+        if not await reach_discord(settings, stopping):
+            return EXIT_OK
+        await log_in(bot, settings.discord_token)
+        stop = asyncio.ensure_future(stopping.wait())
+        try:
+            connection = await connect_until_ready(bot, stop, settings)
+            if connection is None:
+                return EXIT_OK  # stopped while connecting
+            log.info("%s", ready_line(bot, settings))
+            running: set[asyncio.Future[Any]] = {connection, stop}
+            await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            # Not `async with`: its exit skips close() once the gateway is closed, which
+            # would leave the database open (and the interpreter hanging at exit).
+            await bot.close()
+            await asyncio.gather(connection, return_exceptions=True)
+            gateway_result(connection)
+        finally:
+            stop.cancel()
+        log.info("Mnemo stopped cleanly")
+        return EXIT_OK
     finally:
-        # Not `async with`: its exit skips close() once the gateway is closed, which would
-        # leave the database open (and the interpreter hanging at exit).
         await bot.close()
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """MemoryBot: owns the database, the one LLM client, the tokenizer and the memory engine.
 
-Everything is created in `setup_hook` and closed in `close()`; nothing happens in `on_ready`,
-which can fire more than once.
+`python -m bot` opens the database and makes the LLM client before logging in (a database
+that cannot be opened should stop the bot before it touches Discord) and hands them over;
+the rest is created in `setup_hook`. Everything is closed in `close()`. Nothing happens in
+`on_ready`, which can fire more than once.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hashlib
 import json
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import discord
@@ -18,6 +21,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.config import Settings
+from bot.health import HEARTBEAT_KEY, HEARTBEAT_SECONDS
 from bot.llm import LLMClient, check_model_server
 from bot.memory import MemoryEngine
 from bot.tokens import load_tokenizer
@@ -32,8 +36,29 @@ SYNC_CLAIM_SECONDS = 300.0
 SHUTDOWN_GRACE_SECONDS = 4.0  # hosts send SIGKILL ~10 s after SIGTERM
 
 
+def make_llm(settings: Settings) -> LLMClient:
+    """The one LLM client of the process."""
+    return LLMClient(
+        api_key=settings.openai_api_key,
+        base_url=settings.openai_base_url,
+        timeout=settings.llm_timeout_seconds,
+        max_retries=settings.llm_max_retries,
+        reply_deadline=settings.reply_deadline_seconds,
+    )
+
+
 class MemoryBot(commands.Bot):
-    def __init__(self, settings: Settings, *, guild_ready_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        storage: Storage | None = None,
+        llm: LLMClient | None = None,
+        guild_ready_timeout: float = 2.0,
+    ) -> None:
+        # Mnemo is text-only: no warnings about voice libraries it does not need.
+        discord.VoiceClient.warn_nacl = False
+        discord.VoiceClient.warn_dave = False
         # Only the events Mnemo uses: less gateway traffic, less to keep in memory.
         intents = discord.Intents(
             guilds=True,
@@ -50,9 +75,10 @@ class MemoryBot(commands.Bot):
             **_shard_options(settings),
         )
         self.settings = settings
-        self._storage: Storage | None = None
-        self._llm: LLMClient | None = None
+        self._storage = storage  # handed over: closed in close() like what setup_hook opens
+        self._llm = llm
         self._engine: MemoryEngine | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
         self._shutdown: asyncio.Future[None] | None = None
         self._identify_concurrency = 1  # Discord's max_concurrency, read in setup_hook
         self._login_started = False
@@ -76,15 +102,11 @@ class MemoryBot(commands.Bot):
     async def setup_hook(self) -> None:
         settings = self.settings
         tokenizer = await load_tokenizer(settings.chat_model, settings.tokenizer_encoding)
-        self._storage = await Storage.open(settings.database_url)
-        self._llm = LLMClient(
-            api_key=settings.openai_api_key,
-            base_url=settings.openai_base_url,
-            timeout=settings.llm_timeout_seconds,
-            max_retries=settings.llm_max_retries,
-            reply_deadline=settings.reply_deadline_seconds,
-        )
-        await check_model_server(self._llm, settings)  # one warning line if it looks wrong
+        if self._storage is None:
+            self._storage = await Storage.open(settings.database_url)
+        if self._llm is None:
+            self._llm = make_llm(settings)
+            await check_model_server(self._llm, settings)  # one warning line if it looks wrong
         self._identify_concurrency = await self._read_identify_concurrency()
         self._engine = MemoryEngine(self._storage, self._llm, tokenizer, settings)
         await self._engine.start()
@@ -92,6 +114,7 @@ class MemoryBot(commands.Bot):
             await self.load_extension(extension)
         self.tree.on_error = self.on_app_command_error  # type: ignore[method-assign]
         await self.sync_commands()
+        self._heartbeat = asyncio.create_task(self._beat(), name="mnemo-heartbeat")
         log.info(
             "Mnemo is set up: database %s, chat model %s, tokenizer %s",
             settings.database_url.redacted(),
@@ -145,6 +168,22 @@ class MemoryBot(commands.Bot):
         await self.storage.state.set(SYNC_FINGERPRINT_KEY, fingerprint)
         log.info("Synced %d slash commands globally", len(synced))
 
+    async def _beat(self) -> None:
+        """Write the heartbeat while connected to the gateway (read by `mnemo health`)."""
+        await self.wait_until_ready()
+        failing = False
+        while not self.is_closed():
+            if self.ws is not None and self.ws.open:
+                try:
+                    now = datetime.now(UTC).isoformat(timespec="seconds")
+                    await self.storage.state.set(HEARTBEAT_KEY, now)
+                    failing = False
+                except StorageError as error:
+                    if not failing:  # one line per outage, not one every 30 s
+                        log.warning("Could not write the heartbeat: %s", error)
+                    failing = True
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
     def command_fingerprint(self) -> str:
         definitions = sorted(
             (command.to_dict(self.tree) for command in self.tree.get_commands()),
@@ -185,6 +224,9 @@ class MemoryBot(commands.Bot):
         disconnect, stop background work and close what setup_hook opened."""
         if self._engine is not None:
             await self._engine.drain(SHUTDOWN_GRACE_SECONDS)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
         if self._login_started:
             # (The sharded client can only close what login set up.)
             await super().close()
@@ -194,7 +236,6 @@ class MemoryBot(commands.Bot):
             await self._llm.close()
         if self._storage is not None:
             await self._storage.close()
-        log.info("Mnemo stopped cleanly")
 
 
 def _shard_options(settings: Settings) -> dict[str, Any]:

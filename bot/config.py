@@ -39,6 +39,7 @@ class Settings:
     chat_model: str
     memory_model: str
     database_url: DatabaseURL
+    db_backups: int  # copies of the database kept from before migrations (0 = none)
     system_prompt: str
     log_level: str
     # Token budgets: everything sent must fit in max_prompt_tokens; max_reply_tokens is
@@ -83,6 +84,7 @@ class Settings:
     allow_dms: bool
     allowed_chat_models: tuple[str, ...]  # always includes chat_model, first
     persona_max_tokens: int
+    discord_connect_seconds: float  # start-up gives up reaching Discord after this long
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -97,6 +99,7 @@ class Settings:
             chat_model=chat_model,
             memory_model=reader.text("MEMORY_MODEL", "gpt-4o-mini"),
             database_url=_database_url(reader.text("DATABASE_URL", "sqlite:///data/mnemo.db")),
+            db_backups=reader.integer("DB_BACKUPS", 3, minimum=0),
             system_prompt=reader.text("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT),
             log_level=_log_level(reader.text("LOG_LEVEL", "INFO")),
             max_prompt_tokens=reader.integer("MAX_PROMPT_TOKENS", 6000, minimum=500),
@@ -132,6 +135,7 @@ class Settings:
             allow_dms=reader.boolean("ALLOW_DMS", True),
             allowed_chat_models=_chat_models(chat_model, reader.text("ALLOWED_CHAT_MODELS", "")),
             persona_max_tokens=reader.integer("PERSONA_MAX_TOKENS", 500, minimum=20),
+            discord_connect_seconds=reader.number("DISCORD_CONNECT_SECONDS", 60.0, minimum=1.0),
         )
         settings._check_budgets()
         settings._check_shards()

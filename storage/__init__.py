@@ -7,8 +7,10 @@ they leave as `storage.errors` exceptions.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-from storage.database import Database
+from storage import sqlite_files
+from storage.database import Database, _as_url, newest_schema_version
 from storage.erasures import ErasureRepository
 from storage.errors import (
     RetryableStorageError,
@@ -21,6 +23,7 @@ from storage.fleet import FleetRepository
 from storage.guild_settings import GuildSettingsRepository
 from storage.messages import MessageRepository, SessionRepository
 from storage.recall import RecallRepository
+from storage.sqlite_files import DatabaseUnusable
 from storage.state import BotStateRepository
 from storage.url import DatabaseURL
 from storage.usage import UsageRepository
@@ -30,8 +33,9 @@ from storage.users import UserDataRepository
 class Storage:
     """The database and its repositories, opened and closed together."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, guard: sqlite_files.FileGuard | None = None) -> None:
         self.db = db
+        self._guard = guard
         self.messages = MessageRepository(db)
         self.sessions = SessionRepository(db)
         self.facts = FactRepository(db)
@@ -44,17 +48,48 @@ class Storage:
         self.recall = RecallRepository(db)
 
     @classmethod
-    async def open(cls, target: str | os.PathLike[str] | DatabaseURL) -> Storage:
-        """Open a DATABASE_URL (`sqlite:///…`, `postgresql://…`) or a SQLite file path."""
-        return cls(await Database.create(target))
+    async def open(
+        cls, target: str | os.PathLike[str] | DatabaseURL, *, backups: int = 0
+    ) -> Storage:
+        """Open (creating and migrating) a DATABASE_URL (`sqlite:///…`, `postgresql://…`) or
+        a SQLite file path.
+
+        A SQLite file is used by one process at a time (another one is refused), a database
+        from a newer Mnemo is refused before anything is written, and with `backups` an
+        existing file is copied before migrations change it (the newest `backups` copies are
+        kept). Raises DatabaseUnusable for a SQLite file that cannot be used, StorageError
+        for a PostgreSQL server that cannot."""
+        url = _as_url(target)
+        if url.path is None:
+            return cls(await Database.create(url))
+        guard = await sqlite_files.prepare(
+            url.path, newest_schema=newest_schema_version(), backups=backups
+        )
+        try:
+            db = await Database.create(url)
+        except StorageError as error:
+            guard.release()
+            raise sqlite_files.describe(url.path, error.__cause__ or error) from error
+        except BaseException:
+            guard.release()
+            raise
+        return cls(db, guard)
+
+    @classmethod
+    async def open_readonly(cls, path: Path) -> Storage:
+        """Read an existing database without locking or changing it (for health checks)."""
+        return cls(await sqlite_files.open_readonly(path))
 
     async def close(self) -> None:
         await self.db.close()
+        if self._guard is not None:
+            self._guard.release()
 
 
 __all__ = [
     "Database",
     "DatabaseURL",
+    "DatabaseUnusable",
     "RetryableStorageError",
     "SchemaTooNew",
     "Storage",

@@ -216,6 +216,11 @@ def _as_url(target: str | os.PathLike[str] | DatabaseURL) -> DatabaseURL:
     return DatabaseURL.parse(target)
 
 
+def newest_schema_version(backend: Backend = "sqlite") -> int:
+    """The schema version the migrations of this Mnemo lead to."""
+    return migrations(backend)[-1][0]
+
+
 def migrations(backend: Backend) -> list[tuple[int, str, str]]:
     """The numbered SQL files of storage/migrations/<backend>, in order."""
     folder = resources.files("storage") / "migrations" / backend

@@ -14,9 +14,10 @@ class BotStateRepository:
         return row["value"] if row else None
 
     async def set(self, key: str, value: str) -> None:
-        async with self._db.transaction() as tx:
-            await tx.execute(
-                "INSERT INTO bot_state (key, value) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+        # One autocommit statement: no write lock held across event-loop hops (the heartbeat
+        # writes this every 30 s while other programs may read or write the file).
+        await self._db.write_one(
+            "INSERT INTO bot_state (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )

@@ -1,0 +1,138 @@
+"""`mnemo health` (or `python -m bot --check`): is the running bot, and what it needs, fine?
+
+For process managers and containers (the Dockerfile's HEALTHCHECK). One line per check:
+
+- settings: the same validation as at start-up;
+- database: it exists, is a SQLite database, and its schema is this Mnemo's (read-only, no
+  lock: the running bot holds that);
+- model server: it answers `GET /models` within MODEL_CHECK_TIMEOUT_SECONDS;
+- heartbeat: the running bot wrote it within HEARTBEAT_FRESH_SECONDS. The bot writes it every
+  HEARTBEAT_SECONDS while it is connected to Discord's gateway, so a stale heartbeat means the
+  bot is not running, is stuck, or has lost Discord for over a minute.
+
+Exits 0 when every check passes, else 1 (Docker reads 0 and 1; it reserves 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from datetime import datetime
+
+import openai
+
+from bot.config import OPENAI_DEFAULT_BASE_URL, ConfigError, Settings
+from bot.startup import database_in_use
+from storage import DatabaseUnusable, Storage, StorageError
+from storage.database import newest_schema_version
+
+HEARTBEAT_KEY = "heartbeat"
+HEARTBEAT_SECONDS = 30.0
+HEARTBEAT_FRESH_SECONDS = 90.0  # three beats: one late write is not an outage
+MODEL_CHECK_TIMEOUT_SECONDS = 5.0
+HEALTHY, UNHEALTHY = 0, 1
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as error:
+        _report("settings", str(error))
+        return UNHEALTHY
+    _report("settings", None)
+    return asyncio.run(check(settings))
+
+
+async def check(settings: Settings) -> int:
+    heartbeat, database = await check_database(settings)
+    model_server = await check_model_server(settings)
+    beat = check_heartbeat(heartbeat) if database is None else "not read (no database)"
+    _report("database", database, database_in_use(settings))
+    _report("model server", model_server, _base_url(settings))
+    _report("heartbeat", beat, _age(heartbeat))
+    healthy = database is None and model_server is None and beat is None
+    print("healthy" if healthy else "unhealthy")
+    return HEALTHY if healthy else UNHEALTHY
+
+
+async def check_database(settings: Settings) -> tuple[str | None, str | None]:
+    """(the heartbeat as stored, a problem or None)."""
+    try:
+        if settings.database_url.path is None:  # PostgreSQL: a server to connect to
+            storage = await Storage.open(settings.database_url)
+        else:  # SQLite: read the file beside the running bot, without its lock
+            storage = await Storage.open_readonly(settings.database_url.path)
+    except (DatabaseUnusable, StorageError) as error:
+        return None, str(error)
+    try:
+        version = await storage.db.schema_version()
+        newest = newest_schema_version()
+        if version > newest:
+            return None, f"schema {version} is from a newer Mnemo (this one knows {newest})"
+        if version < newest:
+            return None, f"schema {version}, not yet upgraded to {newest}: start Mnemo"
+        return await storage.state.get(HEARTBEAT_KEY), None
+    except Exception as error:  # any database error means "not usable", in one line
+        return None, f"cannot read it: {error}"
+    finally:
+        await storage.close()
+
+
+async def check_model_server(settings: Settings) -> str | None:
+    client = openai.AsyncOpenAI(
+        api_key=settings.openai_api_key,
+        base_url=settings.openai_base_url,
+        timeout=MODEL_CHECK_TIMEOUT_SECONDS,
+        max_retries=0,
+    )
+    try:
+        await client.models.list()
+    except openai.NotFoundError:
+        return None  # it answers; it just does not list its models
+    except openai.APIStatusError as error:
+        return f"answered GET /models with HTTP {error.status_code}"
+    except openai.APITimeoutError:
+        return f"no answer within {MODEL_CHECK_TIMEOUT_SECONDS:.0f} s"
+    except openai.APIConnectionError as error:
+        cause = error.__cause__
+        return f"cannot connect ({cause or error})"
+    finally:
+        await client.close()
+    return None
+
+
+def check_heartbeat(stored: str | None, now: float | None = None) -> str | None:
+    if stored is None:
+        return "none yet: the bot has not been connected to Discord with this database"
+    age = heartbeat_age(stored, now)
+    if age is None:
+        return f"unreadable value {stored!r}"
+    if age > HEARTBEAT_FRESH_SECONDS:
+        return f"stale: {age:.0f} s old (fresh means under {HEARTBEAT_FRESH_SECONDS:.0f} s)"
+    return None
+
+
+def heartbeat_age(stored: str, now: float | None = None) -> float | None:
+    try:
+        written = datetime.fromisoformat(stored).timestamp()
+    except ValueError:
+        return None
+    return (time.time() if now is None else now) - written
+
+
+def _age(stored: str | None) -> str:
+    age = heartbeat_age(stored) if stored else None
+    return f"{max(age, 0):.0f} s ago" if age is not None else ""
+
+
+def _base_url(settings: Settings) -> str:
+    return settings.openai_base_url or OPENAI_DEFAULT_BASE_URL
+
+
+def _report(name: str, problem: str | None, detail: str = "") -> None:
+    if problem is None:
+        print(f"{name}: ok{': ' + detail if detail else ''}")
+    else:
+        print(f"{name}: FAIL: {problem}")
+    sys.stdout.flush()

