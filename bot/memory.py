@@ -133,7 +133,7 @@ class MemoryEngine:
         self._unstored = UnstoredChanges(2 * settings.reply_deadline_seconds + 60)
         self._accepting = True
         self._loops: list[asyncio.Task[None]] = []
-        self.limits = Limits(settings, storage.usage, clock=clock)
+        self.limits = Limits(settings, storage.usage, storage.fleet, clock=clock)
         self.controls = Controls(storage, settings, tokenizer, clock=clock)
         self._unstored_ids: OrderedDict[int, None] = OrderedDict()  # paused users' messages
         llm.set_parallel(settings.model_parallel)
@@ -257,7 +257,7 @@ class MemoryEngine:
         wait = self._llm_slots.expected_wait(key.user_id)
         if wait > self._settings.reply_deadline_seconds:
             return self._busy(wait)
-        return self.limits.check_rate(key.user_id) or await self.limits.check_budget(key)
+        return await self.limits.check_rate(key.user_id) or await self.limits.check_budget(key)
 
     def _busy(self, wait: float) -> Refusal:
         return Refusal(
