@@ -124,7 +124,13 @@ class MemoryBot(commands.Bot):
 
     async def _read_identify_concurrency(self) -> int:
         """Discord's `max_concurrency`: how many shards may IDENTIFY per 5 s."""
-        _, _, limit = await self.http.get_bot_gateway()
+        recommended, _, limit = await self.http.get_bot_gateway()
+        if recommended > max(self.settings.shard_count, 1):
+            log.warning(
+                "Discord recommends %d shards for this bot; set SHARD_COUNT (see the README's"
+                " Running at scale)",
+                recommended,
+            )
         if limit["remaining"] < 50:
             log.warning(
                 "Discord allows only %d more logins in the next %.0f h for this token;"
