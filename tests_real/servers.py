@@ -218,7 +218,9 @@ class RecordingProxy:
         )
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_route("*", "/v1/{tail:.*}", self._forward)
-        self._runner = web.AppRunner(app, access_log=None)
+        # handler_cancellation: when the bot closes its connection (a timeout, or an aborted
+        # background call), the request to the server is closed too, as without the proxy.
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -244,6 +246,7 @@ class RecordingProxy:
             k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")
         }
         url = self.upstream + request.path.removeprefix("/v1")
+        exchange.client_gone = True  # until the answer has been passed on
         try:
             async with self._http.request(
                 request.method, url, data=raw, headers=headers
@@ -253,6 +256,7 @@ class RecordingProxy:
                     return await self._relay_stream(request, upstream, exchange)
                 data = await upstream.read()
                 self._note_answer(exchange, data)
+                exchange.client_gone = False
                 return web.Response(
                     status=upstream.status, body=data, content_type=upstream.content_type
                 )
@@ -280,8 +284,9 @@ class RecordingProxy:
                 for line in lines:
                     self._note_event(exchange, line.strip())
             await response.write_eof()
+            exchange.client_gone = False
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-            exchange.client_gone = True
+            pass  # the bot went away mid-stream
         return response
 
     @staticmethod
