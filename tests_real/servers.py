@@ -155,13 +155,15 @@ class Exchange:
 
     @property
     def kind(self) -> str:
-        """reply, summary or facts, from what the bot asked."""
-        if self.stream:
-            return "reply"
-        system = " ".join(
-            str(m.get("content", "")) for m in self.body.get("messages", [])
-        ).casefold()
-        return "facts" if "facts" in system and "json" in system else "summary"
+        """summary, facts or reply, from the instructions the bot sent (bot/summarizer.py,
+        bot/facts.py); streamed or not, whichever JSON format."""
+        messages = self.body.get("messages") or [{}]
+        system = str(messages[0].get("content", "")) if isinstance(messages[0], dict) else ""
+        if system.startswith("You keep the running summary"):
+            return "summary"
+        if system.startswith("You read messages a Discord user wrote"):
+            return "facts"
+        return "reply"
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -49,17 +49,18 @@ NOTICE = "⚠️"  # every failure notice the bot shows starts with it (cogs/cha
 
 # Sized for the server's default 2048-token context: prompt + answer stay well inside it even
 # though cl100k counts differ from SmolLM2's tokenizer. Triggers are low so that summaries and
-# extractions run within a dozen turns.
+# extractions run within ten turns; the idle extraction comes after a real pause (longer than
+# the time between two turns), as when the user has left.
 BOT_SETTINGS = {
     "MAX_PROMPT_TOKENS": "1200",
     "MAX_REPLY_TOKENS": "64",
     "MAX_MESSAGE_TOKENS": "200",
     "SUMMARY_MAX_TOKENS": "150",
     "FACTS_MAX_TOKENS": "100",
-    "SUMMARY_TRIGGER_TOKENS": "300",
-    "SUMMARY_KEEP_RECENT_TOKENS": "100",
+    "SUMMARY_TRIGGER_TOKENS": "150",
+    "SUMMARY_KEEP_RECENT_TOKENS": "60",
     "FACTS_BATCH_MESSAGES": "3",
-    "FACTS_IDLE_SECONDS": "5",
+    "FACTS_IDLE_SECONDS": "30",
     "LLM_TIMEOUT_SECONDS": "60",
     "REPLY_DEADLINE_SECONDS": "120",
     "USER_MESSAGES_PER_MINUTE": "0",
