@@ -1,11 +1,16 @@
-# The two commands of the README: `make run` and `make test`. Everything else is set up by them.
+# The commands of the README: `make run`, `make test` and `make test-real-model`. Everything else
+# is set up by them.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-LINT_PATHS := bot cogs storage tests $(wildcard bench)
+LINT_PATHS := bot cogs storage tests tests_real $(wildcard bench)
+# The real model server lives in its own virtualenv: its dependencies (FastAPI, pydantic, a
+# compiled llama.cpp) stay out of the bot's.
+LLAMA_VENV := .venv-llama
+LLAMA_STAMP := $(LLAMA_VENV)/.installed
 
-.PHONY: run test bench clean
+.PHONY: run test test-real-model bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Mnemo needs Python 3.11 or newer")'
@@ -23,8 +28,17 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
+# The first install builds llama-cpp-python from source (several minutes); pip caches the wheel.
+$(LLAMA_STAMP): tests_real/requirements.txt
+	$(PYTHON) -m venv $(LLAMA_VENV)
+	$(LLAMA_VENV)/bin/python -m pip install --quiet -r tests_real/requirements.txt
+	@touch $(LLAMA_STAMP)
+
+test-real-model: $(STAMP) $(LLAMA_STAMP)
+	MNEMO_LLAMA_PYTHON=$(CURDIR)/$(LLAMA_VENV)/bin/python $(BIN)/python -m pytest -q -s --basetemp=$(CURDIR)/.real-model-run tests_real
+
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LLAMA_VENV) .pytest_cache .mypy_cache .ruff_cache
