@@ -33,7 +33,11 @@ QUOTA_BACKOFF_SECONDS = 60.0
 QUOTA_LOG_INTERVAL_SECONDS = 300.0
 MAX_TOKENS, MAX_COMPLETION_TOKENS = "max_tokens", "max_completion_tokens"
 # How to ask for JSON, best first; a server that refuses one (see `_refuses_format`) gets the next.
-JSON_MODES = ("json_schema", "json_object", "text")
+# "json_object_schema" is `json_object` carrying the schema beside it, the shape that
+# llama-cpp-python (which refuses `json_schema`) turns into a grammar: the answer then has the
+# facts' shape even from a tiny model. A server that refuses that extra key gets plain
+# `json_object`.
+JSON_MODES = ("json_schema", "json_object_schema", "json_object", "text")
 MODELS_CHECK_TIMEOUT_SECONDS = 5.0
 SERVER_MESSAGE_CHARS = 300  # of a server's error message in our log line
 
@@ -352,6 +356,8 @@ class _JsonFormat:
                 "type": "json_schema",
                 "json_schema": {"name": self.name, "schema": self.schema, "strict": True},
             }
+        if mode == "json_object_schema" and self.schema is not None:
+            return {"type": "json_object", "schema": self.schema}
         return {"type": "json_object"}
 
 

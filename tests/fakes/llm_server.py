@@ -43,7 +43,8 @@ Attributes that make the fake behave like servers in the field (see RELIABILITY.
   ``"max_completion_tokens"`` (OpenAI's ``unsupported_parameter``), ``"json_object"`` (LM
   Studio's answer to ``response_format`` ``json_object``), ``"json_schema"``; and
   ``"json_schema_500"``: ``json_schema`` refused with llama-cpp-python's HTTP 500 (its
-  validation error, a multi-line message ending in a traceback).
+  validation error, a multi-line message ending in a traceback); ``"json_object_schema"``:
+  a ``json_object`` that carries a ``schema`` key refused with a 422 (a strict validator).
 * ``think``: the answer comes after a thought: ``"whole"`` (``<think>…</think>`` in one chunk),
   ``"split"`` (the tags split over chunks), ``"unclosed"`` (``<think>…`` never closed, the
   stream ends at ``length``), ``"reasoning_content"`` (the thought in ``reasoning_content``
@@ -692,6 +693,14 @@ class FakeLLM:
             # LM Studio's answer: a bare string under "error".
             return web.json_response(
                 {"error": "'response_format.type' must be 'json_schema' or 'text'"}, status=400
+            )
+        if (
+            kind == "json_object"
+            and "schema" in response_format
+            and ("json_object_schema" in self.unsupported)
+        ):
+            return self._error(
+                422, "response_format.schema: extra fields not permitted", "invalid_request_error"
             )
         if kind == "json_schema" and "json_schema_500" in self.unsupported:
             # llama-cpp-python: its request model allows only 'text' or 'json_object'.
