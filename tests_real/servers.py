@@ -148,6 +148,7 @@ class Exchange:
     text: str = ""
     error_body: str = ""
     client_gone: bool = False  # the bot closed the connection before the end
+    first_text: float | None = None  # when the first content arrived (waiting + prefill)
 
     @property
     def stream(self) -> bool:
@@ -174,6 +175,9 @@ class Exchange:
             "usage": self.usage,
             "done_marker": self.done_marker,
             "client_gone": self.client_gone,
+            "first_text_seconds": (
+                None if self.first_text is None else round(self.first_text - self.started, 2)
+            ),
             "max_tokens": self.body.get("max_tokens", self.body.get("max_completion_tokens")),
             "response_format": self.body.get("response_format"),
             "text": self.text,
@@ -306,7 +310,10 @@ class RecordingProxy:
             for choice in chunk.get("choices") or []:
                 if choice.get("finish_reason"):
                     exchange.finish_reasons.append(choice["finish_reason"])
-                exchange.text += (choice.get("delta") or {}).get("content") or ""
+                content = (choice.get("delta") or {}).get("content") or ""
+                if content and exchange.first_text is None:
+                    exchange.first_text = time.monotonic()
+                exchange.text += content
 
     @staticmethod
     def _note_answer(exchange: Exchange, data: bytes) -> None:

@@ -191,6 +191,14 @@ def ungrounded_facts(db: dict[str, Any], user_id: int) -> list[str]:
     return bad
 
 
+def first_text(exchanges: list[Exchange]) -> str:
+    """Seconds from each request to its first text: the server's queue and prompt processing."""
+    waits = [e.first_text - e.started for e in exchanges if e.first_text is not None]
+    if not waits:
+        return "no text"
+    return f"{statistics.median(waits):.1f} s median, {max(waits):.1f} s max"
+
+
 def describe(exchanges: list[Exchange]) -> str:
     statuses: dict[str, int] = {}
     for e in exchanges:
@@ -265,7 +273,8 @@ async def test_a_user_chats_with_a_real_model_on_a_real_server(
         + (f"\nstuck: {stuck}" if stuck else "")
         + f"\nreply time: {statistics.median(reply_seconds):.1f} s median,"
         f" {max(reply_seconds):.1f} s max: {[round(s, 1) for s in reply_seconds]}"
-        f"\nreply streams: {describe(replies)}; usage chunk in"
+        f"\nreply streams: {describe(replies)}; first text after {first_text(replies)};"
+        f" usage chunk in"
         f" {sum(e.usage is not None for e in replies)}, [DONE] in"
         f" {sum(e.done_marker for e in replies)}, cut by the server {sum(e.cut for e in replies)}"
         f"\nsummary calls: {describe(summaries)}"
