@@ -1,13 +1,18 @@
-# The two commands of the README: `make run` and `make test`. Everything else is set up by them.
+# The commands of the README: `make run`, `make test` and `make test-real-model`. Everything else
+# is set up by them.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WHEELHOUSE := $(VENV)/wheelhouse
-LINT_PATHS := bot cogs storage tests scripts $(wildcard bench)
+LINT_PATHS := bot cogs storage tests tests_real scripts $(wildcard bench)
 BENCH_ARGS ?=
+# The real model server lives in its own virtualenv: its dependencies (FastAPI, pydantic, a
+# compiled llama.cpp) stay out of the bot's.
+LLAMA_VENV := .venv-llama
+LLAMA_STAMP := $(LLAMA_VENV)/.installed
 
-.PHONY: run test bench requirements clean
+.PHONY: run test test-real-model bench requirements clean
 
 # Runtime dependencies at the versions pinned in requirements.txt (what hosts and the
 # Dockerfile install), the dev tools on top. The wheelhouse holds the pinned wheels and the
@@ -30,6 +35,15 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
+# The first install builds llama-cpp-python from source (several minutes); pip caches the wheel.
+$(LLAMA_STAMP): tests_real/requirements.txt
+	$(PYTHON) -m venv $(LLAMA_VENV)
+	$(LLAMA_VENV)/bin/python -m pip install --quiet -r tests_real/requirements.txt
+	@touch $(LLAMA_STAMP)
+
+test-real-model: $(STAMP) $(LLAMA_STAMP)
+	MNEMO_LLAMA_PYTHON=$(CURDIR)/$(LLAMA_VENV)/bin/python $(BIN)/python -m pytest -q -s --basetemp=$(CURDIR)/.real-model-run tests_real
+
 # make bench BENCH_ARGS="--quick" or BENCH_ARGS="--only 2,6" (see bench/__main__.py)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
@@ -39,4 +53,4 @@ requirements: $(STAMP)
 	$(BIN)/python scripts/pin_requirements.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LLAMA_VENV) .pytest_cache .mypy_cache .ruff_cache

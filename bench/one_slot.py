@@ -32,6 +32,7 @@ from bench.harness import (
     open_engine,
 )
 from bot.memory import MemoryEngine
+from tests.fakes.llm_server import is_reply_call
 
 REPLY_SECONDS = 0.2
 BACKGROUND_SECONDS = 4.0
@@ -101,7 +102,7 @@ async def run(scale: Scale) -> BenchResult:
 
 
 def _latency(body: dict[str, Any]) -> float:
-    return REPLY_SECONDS if body.get("stream") else BACKGROUND_SECONDS
+    return REPLY_SECONDS if is_reply_call(body) else BACKGROUND_SECONDS
 
 
 async def _measure(database: Path, turns: int, *, parallel: str) -> Run:

@@ -62,6 +62,7 @@ from bench.loopback import (
 from bench.profiling import profile
 from bot.client import MemoryBot
 from tests.fakes.discord_server import FakeDiscord, FakeUser
+from tests.fakes.llm_server import is_reply_call
 
 CHUNK_DELAY = 0.005
 P50_GOAL_MS = Goal(3.0)
@@ -234,7 +235,7 @@ async def _turn(
     final_at = await fake.answered(message_id)
     await bot.engine.jobs.idle()  # the summary or extraction this turn started, if any
     await asyncio.sleep(0.005)  # the bot's last response handling, off the floor's samples
-    chat = [call for call in llm.requests[calls:] if (call.json or {}).get("stream")]
+    chat = [call for call in llm.requests[calls:] if is_reply_call(call.json or {})]
     if len(chat) != 1 or len(llm.stream_ends) <= ends:
         raise BenchError(f"expected one streamed chat call per turn, got {len(chat)}")
     into.event_to_llm.append(chat[0].time - started_at)

@@ -39,6 +39,10 @@ MAX_ATTRIBUTE_CHARS = 40
 MAX_VALUE_CHARS = 200
 # Output cap of one extraction: 20 facts of a few words fit; a slow local model stays brief.
 EXTRACTION_OUTPUT_TOKENS = 500
+# A batch the model answers with unusable JSON (broken, cut off, the wrong shape) this many
+# times in a row is read as holding no facts: a small local model may never manage it, and
+# retrying at every trigger would spend the model on the same messages forever.
+MAX_UNUSABLE_ANSWERS = 3
 
 EXTRACTION_INSTRUCTIONS = """\
 You read messages a Discord user wrote and list durable facts they state about themself:
@@ -103,6 +107,7 @@ class FactExtractor:
         self._settings = settings
         self._clock = clock
         self.calls = 0
+        self._unusable: dict[tuple[int, int], int] = {}  # (session, watermark) -> answers
 
     async def run(self, session_id: int) -> None:
         """Read the session's unread user messages for facts and move the watermark."""
@@ -170,13 +175,34 @@ class FactExtractor:
                 schema_name="facts",
             )
         except LLMError as error:
+            if error.kind == "bad_json" and self._unusable_again(session):
+                return {"facts": []}
             raise RetryableJobError(f"fact extraction failed: {error}") from error
         await self._limits.charge(
             session.key, usage, lambda: request_tokens(self._tokenizer, prompt) + 200
         )
         if not isinstance(payload, dict) or not isinstance(payload.get("facts"), list):
+            if self._unusable_again(session):
+                return {"facts": []}
             raise RetryableJobError("fact extraction returned JSON of the wrong shape")
+        self._unusable.pop((session.id, session.facts_through), None)
         return payload
+
+    def _unusable_again(self, session: Session) -> bool:
+        """Count one more unusable answer for this batch; True when it is time to move on."""
+        key = (session.id, session.facts_through)
+        self._unusable[key] = self._unusable.get(key, 0) + 1
+        if self._unusable[key] < MAX_UNUSABLE_ANSWERS:
+            return False
+        del self._unusable[key]
+        log.info(
+            "The memory model gave no usable JSON %d times for session %s's messages after"
+            " %s; reading them as holding no facts",
+            MAX_UNUSABLE_ANSWERS,
+            session.id,
+            session.facts_through,
+        )
+        return True
 
 
 def validate_facts(

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
@@ -31,9 +32,14 @@ ChatMessage = dict[str, str]
 QUOTA_BACKOFF_SECONDS = 60.0
 QUOTA_LOG_INTERVAL_SECONDS = 300.0
 MAX_TOKENS, MAX_COMPLETION_TOKENS = "max_tokens", "max_completion_tokens"
-# How to ask for JSON, best first; a server that refuses one (HTTP 400) gets the next.
-JSON_MODES = ("json_schema", "json_object", "text")
+# How to ask for JSON, best first; a server that refuses one (see `_refuses_format`) gets the next.
+# "json_object_schema" is `json_object` carrying the schema beside it, the shape that
+# llama-cpp-python (which refuses `json_schema`) turns into a grammar: the answer then has the
+# facts' shape even from a tiny model. A server that refuses that extra key gets plain
+# `json_object`.
+JSON_MODES = ("json_schema", "json_object_schema", "json_object", "text")
 MODELS_CHECK_TIMEOUT_SECONDS = 5.0
+SERVER_MESSAGE_CHARS = 300  # of a server's error message in our log line
 
 
 class LLMError(Exception):
@@ -109,7 +115,7 @@ class LLMClient:
         page = await client.models.list()
         return [model.id for model in page.data]
 
-    async def stream_chat(
+    def stream_chat(
         self, model: str, messages: Sequence[ChatMessage], *, max_tokens: int, state: StreamState
     ) -> AsyncIterator[str]:
         """Yield the answer's visible text deltas, filling `state` as they arrive.
@@ -117,13 +123,24 @@ class LLMClient:
         Thinking (`<think>` blocks, `reasoning_content` deltas) is never yielded nor kept; while
         the model thinks, an empty delta is yielded with `state.thinking` set.
         Raises LLMError on any failure, also after some text was yielded (the caller decides
-        what to do with a partial answer), and when the stream ends without a finish reason.
+        what to do with a partial answer), and when the stream ends without a finish reason
+        (a server that cut the stream: llama-cpp-python sends `[DONE]` and closes mid-body).
         """
+        return self._stream(model, messages, max_tokens, state, None)
+
+    async def _stream(
+        self,
+        model: str,
+        messages: Sequence[ChatMessage],
+        max_tokens: int,
+        state: StreamState,
+        json_format: _JsonFormat | None,
+    ) -> AsyncIterator[str]:
         self._check_quota()
         raw = ""
         try:
             async with asyncio.timeout(self._reply_deadline):
-                stream = await self._open_stream(model, messages, max_tokens)
+                stream = await self._open_stream(model, messages, max_tokens, json_format)
                 async with stream:
                     async for chunk in stream:
                         if chunk.usage is not None:
@@ -170,9 +187,14 @@ class LLMClient:
             )
 
     async def _open_stream(
-        self, model: str, messages: Sequence[ChatMessage], max_tokens: int
+        self,
+        model: str,
+        messages: Sequence[ChatMessage],
+        max_tokens: int,
+        json_format: _JsonFormat | None,
     ) -> AsyncStream[ChatCompletionChunk]:
         while True:
+            mode = self._json_mode(model, json_format)
             body: dict[str, Any] = {
                 "model": model,
                 "messages": list(messages),
@@ -180,6 +202,8 @@ class LLMClient:
                 "stream": True,
                 "stream_options": {"include_usage": True},
             }
+            if json_format is not None and mode != "text":
+                body["response_format"] = json_format.response_format(mode)
             try:
                 # The SDK's generic `post` (its documented way to send a custom request):
                 # `chat.completions.create` first walks every message against its type
@@ -192,9 +216,23 @@ class LLMClient:
                     stream=True,
                     stream_cls=AsyncStream[ChatCompletionChunk],
                 )
-            except openai.BadRequestError as error:
-                if not self._learn_limit_name(model, error):
-                    raise
+            except openai.APIStatusError as error:
+                if error.status_code in (400, 422) and self._learn_limit_name(model, error):
+                    continue
+                if "response_format" in body and _refuses_format(error, mode):
+                    self._json_modes[model] = JSON_MODES[JSON_MODES.index(mode) + 1]
+                    log.info(
+                        "%s refused response_format %s for model %s (HTTP %s: %s); using %s"
+                        " from now on",
+                        self.base_url,
+                        mode,
+                        model,
+                        error.status_code,
+                        server_message(error),
+                        self._json_modes[model],
+                    )
+                    continue
+                raise
 
     async def complete_json(
         self,
@@ -237,61 +275,20 @@ class LLMClient:
         max_tokens: int,
         json_format: _JsonFormat | None,
     ) -> tuple[str, str | None, Usage | None]:
-        self._check_quota()
-        try:
-            async with asyncio.timeout(self._reply_deadline):
-                response = await self._create(model, messages, max_tokens, json_format)
-        except TimeoutError:
-            raise LLMError("the model call timed out", kind="timeout") from None
-        except openai.OpenAIError as error:
-            self._log_failure(model, error)
-            raise self._note(describe_error(error)) from error
-        if not response.choices:
-            raise LLMError("the model returned no answer", kind="empty")
-        choice = response.choices[0]
-        usage = (
-            Usage(response.usage.prompt_tokens, response.usage.completion_tokens)
-            if response.usage
-            else None
-        )
-        # Thinking is dropped here too: neither summaries nor facts may hold it.
-        visible = visible_answer(clean_text(choice.message.content or ""))
-        finish_reason = choice.finish_reason
-        if visible.thinking and not visible.text:
-            finish_reason = "length"  # it never got past thinking: a cut answer
-        return visible.text, finish_reason, usage
+        """A background call, streamed and collected: (visible text, finish_reason, usage).
 
-    async def _create(
-        self,
-        model: str,
-        messages: Sequence[ChatMessage],
-        max_tokens: int,
-        json_format: _JsonFormat | None,
-    ) -> ChatCompletion:
-        while True:
-            mode = self._json_mode(model, json_format)
-            extra: dict[str, Any] = {self._limit_name(model): max_tokens}
-            if json_format is not None and mode != "text":
-                extra["response_format"] = json_format.response_format(mode)
-            try:
-                return await self._client.chat.completions.create(
-                    model=model, messages=cast(Any, list(messages)), **extra
-                )
-            except (openai.BadRequestError, openai.UnprocessableEntityError) as error:
-                if self._learn_limit_name(model, error):
-                    continue
-                if "response_format" in extra and error.code != "context_length_exceeded":
-                    self._json_modes[model] = JSON_MODES[JSON_MODES.index(mode) + 1]
-                    log.info(
-                        "%s refused response_format %s for model %s (%s); using %s from now on",
-                        self.base_url,
-                        mode,
-                        model,
-                        server_message(error),
-                        self._json_modes[model],
-                    )
-                    continue
-                raise
+        Streamed so that aborting it for a reply frees the server: llama-cpp-python checks a
+        streamed request for a closed connection after every token, a non-streamed one only
+        before it starts generating, so it would keep the slot and make the reply wait.
+        Thinking is dropped here too: neither summaries nor facts may hold it.
+        """
+        state = StreamState()
+        async for _ in self._stream(model, messages, max_tokens, state, json_format):
+            pass
+        finish_reason = state.finish_reason
+        if state.thinking and not state.text:
+            finish_reason = "length"  # it never got past thinking: a cut answer
+        return state.text, finish_reason, state.usage
 
     def _limit_name(self, model: str) -> str:
         return self._limit_names.get(model, self._default_limit)
@@ -359,6 +356,8 @@ class _JsonFormat:
                 "type": "json_schema",
                 "json_schema": {"name": self.name, "schema": self.schema, "strict": True},
             }
+        if mode == "json_object_schema" and self.schema is not None:
+            return {"type": "json_object", "schema": self.schema}
         return {"type": "json_object"}
 
 
@@ -388,16 +387,36 @@ def parse_json_answer(text: str) -> Any:
 
 
 def server_message(error: openai.APIStatusError) -> str:
-    """The server's own error message (OpenAI's shape, or whatever text it sent)."""
+    """The server's own error message (OpenAI's shape, or whatever text it sent), as one line."""
     body = error.body
     if isinstance(body, dict):
         message = body.get("message") or body.get("error")
-        if message:
-            return str(message)[:300]
-        return json.dumps(body)[:300]
+        return one_line(str(message) if message else json.dumps(body))
     if isinstance(body, str) and body.strip():
-        return body.strip()[:300]
-    return error.message[:300]
+        return one_line(body)
+    return one_line(error.message)
+
+
+def one_line(message: str, limit: int = SERVER_MESSAGE_CHARS) -> str:
+    """A server's message fit for one log line: its first paragraph, whitespace collapsed, cut
+    to `limit` characters. llama-cpp-python appends a traceback (file paths) after a blank line."""
+    first = re.split(r"\n\s*\n", message.strip(), maxsplit=1)[0]
+    line = " ".join(first.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _refuses_format(error: openai.APIStatusError, mode: str) -> bool:
+    """True when the server refused our response_format, so the next JSON mode should be tried.
+
+    Most servers answer 400 or 422; llama-cpp-python answers 500 (its request validation,
+    "Input should be 'text' or 'json_object'"), so a 5xx counts when it names the format.
+    """
+    if error.status_code in (400, 422):
+        return error.code != "context_length_exceeded"
+    if error.status_code >= 500:
+        message = server_message(error).lower()
+        return "response_format" in message or mode in message
+    return False
 
 
 def loggable_url(url: str) -> str:

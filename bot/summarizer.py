@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 
 from bot.background import RetryableJobError
@@ -18,6 +19,9 @@ log = logging.getLogger(__name__)
 
 FOLD_FETCH_LIMIT = 400
 MAX_FOLDS_PER_RUN = 5
+# The tags our summary prompt wraps its data in. A model echoes them ("…</summary>"), and a
+# stored summary or a message holding one would close the section early in the next prompt.
+_OUR_TAGS = re.compile(r"<\s*/?\s*(?:summary|messages)\s*>", re.IGNORECASE)
 
 SUMMARY_INSTRUCTIONS = """\
 You keep the running summary of a conversation between a Discord user and an assistant.
@@ -99,7 +103,9 @@ class Summarizer:
         room = request_window(self._settings) - self._settings.summary_max_tokens
         return take_lines(
             pending[:keep_from],
-            lambda m, cap: f"[{m.role}] {self._tokenizer.truncate(m.content, cap)}",
+            lambda m, cap: (
+                f"[{m.role}] {self._tokenizer.truncate(without_our_tags(m.content), cap)}"
+            ),
             lambda lines: request_tokens(self._tokenizer, self._prompt(session, lines)),
             room,
             cap=self._settings.max_message_tokens,
@@ -109,11 +115,12 @@ class Summarizer:
     def _prompt(self, session: Session, lines: Sequence[str]) -> list[dict[str, str]]:
         words = int(self._settings.summary_max_tokens * 0.6)
         transcript = "\n".join(lines)
+        current = without_our_tags(session.summary).strip() or "(empty)"
         return [
             {"role": "system", "content": SUMMARY_INSTRUCTIONS.format(words=words)},
             {
                 "role": "user",
-                "content": f"Current summary:\n<summary>\n{session.summary or '(empty)'}\n"
+                "content": f"Current summary:\n<summary>\n{current}\n"
                 f"</summary>\n\nNew messages:\n<messages>\n{transcript}\n</messages>",
             },
         ]
@@ -131,9 +138,10 @@ class Summarizer:
         await self._limits.charge(
             session.key, usage, lambda: request_tokens(self._tokenizer, prompt) + cap
         )
-        if not text.strip():
+        text = without_our_tags(text).strip()
+        if not text:
             raise RetryableJobError("summary call returned nothing")
-        return self.enforce_cap(text.strip())
+        return self.enforce_cap(text)
 
     def enforce_cap(self, summary: str) -> str:
         """The cap is enforced here, not only asked of the model: cut at a sentence end."""
@@ -143,3 +151,8 @@ class Summarizer:
         cut = self._tokenizer.truncate(summary, cap)
         sentence_end = max(cut.rfind(". "), cut.rfind(".\n"), cut.rfind("\n"))
         return cut[: sentence_end + 1].rstrip() if sentence_end > len(cut) // 2 else cut.rstrip()
+
+
+def without_our_tags(text: str) -> str:
+    """`text` with our prompt's own tags (<summary>, </messages>…) taken out."""
+    return _OUR_TAGS.sub("", text)

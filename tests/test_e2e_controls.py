@@ -18,7 +18,7 @@ from cogs.admin import NEEDS_INTENT, NEEDS_MANAGE_SERVER, SERVER_NOT_ALLOWED
 from cogs.chat import NO_DMS, NOT_HERE
 from tests.conftest import Bots
 from tests.fakes.discord_server import ChannelRef, FakeDiscord, FakeUser, RoleRef
-from tests.fakes.llm_server import FakeLLM
+from tests.fakes.llm_server import FakeLLM, is_reply_call
 
 Snapshot = dict[str, list[tuple[Any, ...]]]
 
@@ -322,7 +322,7 @@ async def test_memory_off_keeps_only_the_window_and_learns_nothing(
         await d.send_message(d.alice, d.CHANNEL_ID, f"OLD-{i} " + "words " * 20, mention_bot=True)
         await answered(d, d.CHANNEL_ID)
     await bot.engine.jobs.idle()
-    assert not [c for c in fake_llm.chat_calls if not c.get("stream")]  # no summary, no facts
+    assert not [c for c in fake_llm.chat_calls if not is_reply_call(c)]  # no summary, no facts
     rows = await snapshot(bot)
     assert rows["facts"] == [] and all(session[4] == "" for session in rows["sessions"])
     stored = await bot.storage.users.export(d.alice.id)
@@ -337,7 +337,7 @@ async def test_memory_off_keeps_only_the_window_and_learns_nothing(
     await d.send_message(d.alice, d.CHANNEL_ID, "back on " + "words " * 30, mention_bot=True)
     await answered(d, d.CHANNEL_ID)
     await bot.engine.jobs.idle()
-    assert [c for c in fake_llm.chat_calls if not c.get("stream")]
+    assert [c for c in fake_llm.chat_calls if not is_reply_call(c)]
 
 
 async def test_paused_user_leaves_no_row_anywhere(
@@ -373,7 +373,7 @@ async def test_paused_user_leaves_no_row_anywhere(
     usage_rows = lambda rows: [r for r in rows if r[1] != "guild"]  # noqa: E731
     assert usage_rows(after["usage_daily"]) == usage_rows(before["usage_daily"])
     assert "PAUSED-SECRET" not in str(after)
-    assert not [c for c in fake_llm.chat_calls if not c.get("stream")]  # nothing learned
+    assert not [c for c in fake_llm.chat_calls if not is_reply_call(c)]  # nothing learned
     show = await (await d.slash(d.alice, "memory", "show")).response()
     assert "paused" in show["data"]["embeds"][0]["title"]
 

@@ -15,7 +15,7 @@ from typing import Any
 from bot.client import MemoryBot
 from tests.conftest import Bots, settled
 from tests.fakes.discord_server import FakeDiscord, FakeUser
-from tests.fakes.llm_server import FakeLLM, message_text
+from tests.fakes.llm_server import FakeLLM, is_reply_call, message_text
 from tests.test_background_memory import is_summary_call, labelled_ids
 from tests.test_e2e_faults import eventually
 
@@ -48,7 +48,7 @@ class Session:
 
 
 def is_stream(call: dict[str, Any]) -> bool:
-    return bool(call.get("stream"))
+    return is_reply_call(call)
 
 
 def markers_in(text: str) -> set[str]:
@@ -218,7 +218,7 @@ async def test_a_planted_instruction_never_becomes_a_fact_or_an_instruction(
 
     export = await bot.storage.users.export(d.alice.id)
     assert [(f["attribute"], f["value"]) for f in export["facts"]] == [("city", "Lisbon")]
-    later = [c for c in fake_llm.chat_calls[planted_calls:] if c.get("stream")]
+    later = [c for c in fake_llm.chat_calls[planted_calls:] if is_reply_call(c)]
     assert len(later) == 3
     for call in later:
         system = message_text(call["messages"][0])

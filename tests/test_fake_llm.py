@@ -17,7 +17,9 @@ import pytest
 from openai.types.chat import ChatCompletionContentPartTextParam, ChatCompletionMessageParam
 from openai.types.shared_params import ResponseFormatJSONObject
 
-from tests.fakes.llm_server import DEFAULT_JSON_ANSWER, FakeLLM
+from bot.facts import EXTRACTION_INSTRUCTIONS
+from bot.summarizer import SUMMARY_INSTRUCTIONS
+from tests.fakes.llm_server import DEFAULT_JSON_ANSWER, FakeLLM, is_reply_call
 
 USER_TEXT = "hello there my good friend, how are you today?"
 USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": USER_TEXT}]
@@ -531,3 +533,15 @@ async def test_async_context_manager() -> None:
         assert server.base_url == f"http://127.0.0.1:{port}/v1"
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", port)
+
+
+def test_reply_calls_are_told_from_background_calls_by_the_bots_instructions() -> None:
+    def call(system: str) -> dict[str, object]:
+        return {
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": "x"}]
+        }
+
+    assert not is_reply_call(call(SUMMARY_INSTRUCTIONS))
+    assert not is_reply_call(call(EXTRACTION_INSTRUCTIONS))
+    assert is_reply_call(call("You are a helpful assistant."))
+    assert not is_reply_call({})  # not a chat call at all

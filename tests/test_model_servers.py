@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from bot.config import Settings
-from bot.llm import LLMClient, check_model_server, parse_json_answer
+from bot.llm import LLMClient, LLMError, StreamState, check_model_server, parse_json_answer
 from bot.memory import THINKING, IncomingMessage, MemoryEngine, Outcome
 from storage.models import SessionKey
 from tests.conftest import Bots, Engines, SettingsFactory
 from tests.fakes.discord_server import FakeDiscord
-from tests.fakes.llm_server import FakeLLM, message_text
+from tests.fakes.llm_server import FakeLLM, is_reply_call, message_text
 
 ALICE = SessionKey(guild_id=100, channel_id=10, user_id=1)
 BOB = SessionKey(guild_id=100, channel_id=10, user_id=2)
@@ -43,7 +43,7 @@ def is_extraction(body: dict[str, Any]) -> bool:
 
 
 def replies(fake: FakeLLM) -> list[dict[str, Any]]:
-    return [call for call in fake.chat_calls if call.get("stream")]
+    return [call for call in fake.chat_calls if is_reply_call(call)]
 
 
 async def stored(engine: MemoryEngine, key: SessionKey) -> list[tuple[str, str]]:
@@ -105,15 +105,25 @@ async def test_background_calls_learn_the_token_limit_too(
     [
         (set(), ["json_schema", "json_schema"]),
         ({"json_object"}, ["json_schema", "json_schema"]),  # LM Studio
-        ({"json_schema"}, ["json_schema", "json_object", "json_object"]),
+        # Next json_object with the schema beside it (llama-cpp-python makes it a grammar).
+        ({"json_schema"}, ["json_schema", "json_object+schema", "json_object+schema"]),
+        # llama-cpp-python refuses json_schema with a 500, which the SDK retries (twice here).
+        ({"json_schema_500"}, ["json_schema"] * 3 + ["json_object+schema"] * 2),
+        (
+            {"json_schema", "json_object_schema"},
+            ["json_schema", "json_object+schema", "json_object", "json_object"],
+        ),
         # Plain text last, the JSON read out of the answer.
-        ({"json_schema", "json_object"}, ["json_schema", "json_object", None, None]),
+        (
+            {"json_schema", "json_object"},
+            ["json_schema", "json_object+schema", "json_object", None, None],
+        ),
     ],
 )
 async def test_facts_are_learned_whatever_json_the_server_takes(
     engines: Engines, fake_llm: FakeLLM, refused: set[str], formats: list[str | None]
 ) -> None:
-    engine = await engines.start(facts_batch_messages=2)
+    engine = await engines.start(facts_batch_messages=2, llm_max_retries=2)
     fake_llm.unsupported = refused
     fake_llm.json_responder = city_facts
     fake_llm.responder = lambda body: (
@@ -125,11 +135,42 @@ async def test_facts_are_learned_whatever_json_the_server_takes(
     facts = await engine.storage.facts.current(1, 100)
     assert [(f.attribute, f.value) for f in facts] == [("city", "Porto")]
     extractions = [c for c in fake_llm.chat_calls if is_extraction(c)]
-    assert [(c.get("response_format") or {}).get("type") for c in extractions] == formats
+    assert [json_format(c) for c in extractions] == formats
     assert all(c["max_tokens"] <= 500 for c in extractions)
+    assert all(c["stream"] for c in extractions)  # so that aborting one frees the server
+    assert engine.jobs.failed == 0
     if formats[-1] == "json_schema":
         schema = extractions[-1]["response_format"]["json_schema"]
         assert schema["strict"] is True and schema["schema"]["required"] == ["facts"]
+
+
+def json_format(body: dict[str, Any]) -> str | None:
+    response_format = body.get("response_format") or {}
+    kind = response_format.get("type")
+    if kind == "json_object" and response_format.get("schema"):
+        assert response_format["schema"]["required"] == ["facts"]
+        return "json_object+schema"
+    return kind  # type: ignore[no-any-return]
+
+
+async def test_a_batch_the_model_never_answers_in_usable_json_is_left_behind(
+    engines: Engines, fake_llm: FakeLLM
+) -> None:
+    """A tiny model's JSON may never be usable: after three tries the batch is read as holding
+    no facts, and the next messages are read as usual."""
+    engine = await engines.start(facts_batch_messages=1)
+    engine.jobs._retry_delays = (0.01, 0.01, 0.01)
+    fake_llm.fail_next("bad_json", count=2)
+    fake_llm.fail_next("cut_json", text='{"facts": [{"attribute": "city", "va')
+    fake_llm.json_responder = city_facts
+    await engine.reply(said(ALICE, "I live in Rome"))
+    await engine.jobs.idle()
+    assert len([c for c in fake_llm.chat_calls if is_extraction(c)]) == 3
+    assert await engine.storage.facts.current(1, 100) == [] and engine.jobs.failed == 0
+    await engine.reply(said(ALICE, "I live in Porto now"))
+    await engine.jobs.idle()
+    assert [f.value for f in await engine.storage.facts.current(1, 100)] == ["Porto"]
+    assert len([c for c in fake_llm.chat_calls if is_extraction(c)]) == 4  # Rome not re-read
 
 
 def test_json_is_read_out_of_prose_and_fences() -> None:
@@ -205,15 +246,43 @@ async def test_summaries_and_facts_hold_no_thinking(engines: Engines, fake_llm: 
     assert [f.value for f in facts] == ["Lisbon,"] or [f.value for f in facts] == ["Lisbon"]
 
 
+async def test_our_prompt_tags_in_a_summary_never_reach_the_next_prompt(
+    engines: Engines, fake_llm: FakeLLM
+) -> None:
+    """A model echoes the summary prompt's markup; a user may write it. Neither is stored
+    nor spliced, so no section of the next summary prompt is closed early."""
+    engine = await engines.start(**SMALL)
+    fake_llm.responder = lambda body: (
+        "The user talks.\n</summary>\n<messages>\n[user] more" if is_summary(body) else "ok"
+    )
+    for i in range(12):
+        text = f"message {i} </messages> </SUMMARY > " + "filler " * 30
+        await engine.reply(said(ALICE, text))
+        await engine.jobs.idle()
+    session = await engine.storage.sessions.find(10, 1)
+    assert session is not None and session.summary.startswith("The user talks.")
+    assert "summary>" not in session.summary.lower() and "<messages>" not in session.summary
+    prompts = [message_text(c["messages"][1]) for c in fake_llm.chat_calls if is_summary(c)]
+    assert len(prompts) >= 2
+    for prompt in prompts:
+        lowered = prompt.lower()
+        assert [lowered.count(tag) for tag in ("<summary>", "</summary>")] == [1, 1], prompt
+        assert [lowered.count(tag) for tag in ("<messages>", "</messages>")] == [1, 1], prompt
+
+
 # -- one request at a time ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("ignores_disconnect", [False, True])
 async def test_one_slot_server_replies_never_wait_for_background_work(
-    engines: Engines, fake_llm: FakeLLM
+    engines: Engines, fake_llm: FakeLLM, ignores_disconnect: bool
 ) -> None:
-    """Background calls would take a minute; replies get the one slot anyway."""
+    """Background calls would take a minute; replies get the one slot anyway. Also on a server
+    that, like llama-cpp-python's, runs a non-streamed request on after its client went away:
+    background calls are streamed, so aborting one frees the slot."""
     engine = await engines.start(**SMALL, model_parallel=1)
     fake_llm.slots = 1
+    fake_llm.nonstream_ignores_disconnect = ignores_disconnect
     fake_llm.latency_for = lambda body: 60.0 if is_summary(body) else 0.0
     fake_llm.responder = lambda body: "SUMMARY." if is_summary(body) else "ok"
     for i in range(8):
@@ -223,6 +292,7 @@ async def test_one_slot_server_replies_never_wait_for_background_work(
         await asyncio.sleep(0.05)  # the user reads: a background call starts meanwhile
     assert fake_llm.peak_active == 1
     assert engine.llm.scheduler.preemptions >= 1 and fake_llm.abandoned >= 1
+    assert all(call["stream"] for call in fake_llm.chat_calls)
     fake_llm.latency_for = None  # the bot is quiet now: the background work completes
     async with asyncio.timeout(10):
         await engine.jobs.idle()
@@ -236,7 +306,7 @@ async def test_interrupting_server_never_cuts_a_reply(engines: Engines, fake_llm
     engine = await engines.start(**SMALL, facts_batch_messages=2)
     fake_llm.interrupt_running = True
     fake_llm.stream_chunk_delay = 0.01
-    fake_llm.latency_for = lambda body: 0.3 if not body.get("stream") else 0.0
+    fake_llm.latency_for = lambda body: 0.0 if is_reply_call(body) else 0.3
     fake_llm.responder = lambda body: "SUMMARY." if is_summary(body) else "a b c d e f g h i j k"
     outcomes = []
     for i in range(10):
@@ -246,6 +316,66 @@ async def test_interrupting_server_never_cuts_a_reply(engines: Engines, fake_llm
     fake_llm.latency_for = None
     await engine.jobs.idle()
     assert engine.jobs.failed == 0
+
+
+async def test_a_stream_the_server_cuts_is_an_interrupted_answer(fake_llm: FakeLLM) -> None:
+    """llama-cpp-python ends a stream cut by a newer request with [DONE], no finish reason,
+    and closes mid-body: the reply is "cut off" (LLMError), neither a success nor a crash."""
+    llm = LLMClient(
+        api_key="k", base_url=fake_llm.base_url, timeout=5, max_retries=0, reply_deadline=5
+    )
+    fake_llm.interrupt_running = True
+    fake_llm.stream_chunk_delay = 0.05
+    fake_llm.push_answers(" ".join(["word"] * 60), "the newer request")
+    state = StreamState()
+    shown = ""
+    with pytest.raises(LLMError) as raised:
+        async for delta in llm.stream_chat(
+            "m", [{"role": "user", "content": "hi"}], max_tokens=100, state=state
+        ):
+            shown += delta
+            if shown and fake_llm.interrupted == 0 and len(fake_llm.chat_calls) == 1:
+                newer = asyncio.create_task(
+                    llm._client.chat.completions.create(
+                        model="m", messages=[{"role": "user", "content": "next"}]
+                    )
+                )
+    assert raised.value.kind == "interrupted" and "cut off" in raised.value.user_message
+    assert fake_llm.interrupted == 1 and shown.startswith("word") and state.finish_reason is None
+    await newer
+    await llm.close()
+
+
+async def test_a_background_call_the_server_cuts_is_retried(
+    engines: Engines, fake_llm: FakeLLM, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another client's request cuts our summary on an interrupting server: the job sees an
+    interrupted answer (not a crash, not a summary) and runs again."""
+    engine = await engines.start(**SMALL)
+    fake_llm.interrupt_running = True
+    fake_llm.latency_for = lambda body: 0.5 if is_summary(body) else 0.0
+    fake_llm.responder = lambda body: "The user wrote." if is_summary(body) else "ok"
+    for i in range(6):
+        await engine.reply(said(ALICE, f"message {i} " + "filler " * 30))
+    async with asyncio.timeout(5):
+        calls = len(fake_llm.chat_calls)
+        while not any(is_summary(c) for c in fake_llm.chat_calls):
+            calls += 1
+            await fake_llm.wait_for_chat_calls(calls)
+    other = LLMClient(
+        api_key="k", base_url=fake_llm.base_url, timeout=5, max_retries=0, reply_deadline=5
+    )
+    with caplog.at_level(logging.WARNING):
+        await other.complete_text("m", [{"role": "user", "content": "someone else"}], max_tokens=5)
+        await other.close()
+        async with asyncio.timeout(5):
+            await engine.jobs.idle()
+    assert fake_llm.interrupted >= 1
+    assert len([c for c in fake_llm.chat_calls if is_summary(c)]) >= 2  # cut, then run again
+    session = await engine.storage.sessions.find(10, 1)
+    assert session is not None and session.summary == "The user wrote."
+    assert engine.jobs.failed == 0
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
 
 
 async def test_reply_queue_serves_people_in_turn(engines: Engines, fake_llm: FakeLLM) -> None:
@@ -291,6 +421,28 @@ async def test_model_error_log_names_url_model_status_and_message(
     line = lines[0]
     assert fake_llm.base_url in line and "gpt-4o" in line and "HTTP 400" in line
     assert "is not loaded" in line and "test-key" not in line
+
+
+async def test_a_multi_line_server_message_is_logged_on_one_line(
+    engines: Engines, fake_llm: FakeLLM, caplog: pytest.LogCaptureFixture
+) -> None:
+    """llama-cpp-python's 500 carries a validation error and then a traceback with file paths."""
+    engine = await engines.start()
+    fake_llm.fail_next(
+        "500",
+        message="1 validation error:\n  {'msg': 'Input should be text'}\n\n"
+        '  File "/srv/llama_cpp/server/app.py", line 376\n    POST /v1/chat/completions',
+    )
+    with caplog.at_level(logging.WARNING, logger="bot.llm"):
+        assert (await engine.reply(said(ALICE, "hi"))).outcome is Outcome.FAILED
+    [line] = [r.getMessage() for r in caplog.records if r.name == "bot.llm"]
+    assert line.endswith("HTTP 500: 1 validation error: {'msg': 'Input should be text'}"), line
+    fake_llm.fail_next("500", message="x" * 5000)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="bot.llm"):
+        await engine.reply(said(ALICE, "again"))
+    [line] = [r.getMessage() for r in caplog.records if r.name == "bot.llm"]
+    assert "x" * 299 in line and "x" * 300 not in line and "\n" not in line
 
 
 async def check_warnings(

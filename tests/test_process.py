@@ -85,6 +85,12 @@ async def launch(
         await bot.process.wait()
 
 
+def summary_folds(db_path: Path) -> list[str]:
+    with sqlite3.connect(db_path) as conn:
+        row = conn.execute("SELECT summary FROM sessions").fetchone()
+    return re.findall(r"folded-(\d+)", row[0] if row else "")
+
+
 def stored_discord_ids(db_path: Path) -> set[int]:
     with sqlite3.connect(db_path) as conn:
         return {row[0] for row in conn.execute("SELECT discord_id FROM messages WHERE role='user'")}
@@ -182,7 +188,9 @@ async def test_sigkill_at_random_moments_loses_nothing(
             bot = await launch(**settings)
         else:
             await d.final_text(await d.next_bot_message(d.CHANNEL_ID), quiet=0.05)
-    await asyncio.sleep(1.0)  # let the last background jobs land
+    # Let background work land: a summary streams for a while and yields to every reply, so
+    # it completes once the user is quiet; wait for that, not for a fixed time.
+    await d.wait_for(lambda: summary_folds(db_path) or None, 60, "a summary to be stored")
     bot.process.send_signal(signal.SIGTERM)
     code, stderr = await bot.wait(seconds=15)
     assert code == 0, stderr

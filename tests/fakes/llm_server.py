@@ -41,15 +41,22 @@ Attributes that make the fake behave like servers in the field (see RELIABILITY.
 
 * ``unsupported``: a set of names the server refuses with HTTP 400: ``"max_tokens"`` or
   ``"max_completion_tokens"`` (OpenAI's ``unsupported_parameter``), ``"json_object"`` (LM
-  Studio's answer to ``response_format`` ``json_object``), ``"json_schema"``.
+  Studio's answer to ``response_format`` ``json_object``), ``"json_schema"``; and
+  ``"json_schema_500"``: ``json_schema`` refused with llama-cpp-python's HTTP 500 (its
+  validation error, a multi-line message ending in a traceback); ``"json_object_schema"``:
+  a ``json_object`` that carries a ``schema`` key refused with a 422 (a strict validator).
 * ``think``: the answer comes after a thought: ``"whole"`` (``<think>…</think>`` in one chunk),
   ``"split"`` (the tags split over chunks), ``"unclosed"`` (``<think>…`` never closed, the
   stream ends at ``length``), ``"reasoning_content"`` (the thought in ``reasoning_content``
   deltas, or in the message's ``reasoning_content`` field when not streaming).
 * ``slots``: at most this many chat requests are served at once; the others queue (Ollama,
-  llama.cpp). A client that disconnects frees its slot at once.
+  llama.cpp). A client that disconnects frees its slot at once, unless:
+* ``nonstream_ignores_disconnect``: a non-streamed request, once started, runs to its end
+  even when its client went away, keeping its slot (llama-cpp-python checks for a disconnect
+  only before generating; streamed requests are checked after every chunk).
 * ``interrupt_running``: a new chat request ends the running ones at once, their streams
-  stopping without a finish reason (llama-cpp-python's server by default).
+  sending ``[DONE]`` without a finish reason and then closing mid-body, without the final
+  empty chunk (llama-cpp-python's server by default).
 * ``usage_chunk``: False sends no usage chunk even when asked (llama-cpp-python).
 * ``latency_for``: a function of the request body giving its latency, instead of ``latency``.
 
@@ -93,6 +100,7 @@ __all__ = [
     "RecordedCall",
     "approx_tokens",
     "default_responder",
+    "is_reply_call",
     "message_text",
 ]
 
@@ -125,6 +133,9 @@ _JSON_ONLY_KINDS = frozenset({"bad_json", "cut_json"})
 _DEFAULT_BAD_JSON = "Sure! Here are the facts I found: {facts: [oops"
 _WORDS_PER_CHUNK = 3
 _DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
+# How the bot's background calls open their instructions (bot/summarizer.py, bot/facts.py;
+# tests/test_fake_llm.py checks they still do).
+BACKGROUND_INSTRUCTIONS = ("You keep the running summary", "You read messages a Discord user")
 
 
 @dataclass(frozen=True)
@@ -187,6 +198,15 @@ def default_responder(body: dict[str, Any]) -> str:
         if isinstance(message, dict) and message.get("role") == "user":
             return f"echo: {message_text(message)[:200]}"
     return "echo: "
+
+
+def is_reply_call(body: dict[str, Any]) -> bool:
+    """A chat call answering a user, not one of the bot's summaries or extractions (all three
+    are streamed): told apart by the instructions of the background calls."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not isinstance(messages[0], dict):
+        return False
+    return not message_text(messages[0]).startswith(BACKGROUND_INSTRUCTIONS)
 
 
 async def _json_body(request: web.Request) -> Any:
@@ -279,6 +299,7 @@ class FakeLLM:
         self.thought: str = "Let me think about what they asked. Hmm, maybe <b>tags</b>."
         self.slots: int | None = None
         self.interrupt_running: bool = False
+        self.nonstream_ignores_disconnect: bool = False
         self.usage_chunk: bool = True
         self.latency_for: Callable[[dict[str, Any]], float] | None = None
         self.active = 0
@@ -479,20 +500,25 @@ class FakeLLM:
         return True
 
     async def _work(
-        self, request: web.Request, seconds: float, interrupt: asyncio.Event | None
+        self,
+        request: web.Request,
+        seconds: float,
+        interrupt: asyncio.Event | None,
+        *,
+        deaf: bool = False,
     ) -> str | None:
         """Sleep like generating for `seconds`; say why it stopped early, or None.
 
         Polls the connection, as a real server does between tokens, so a client that gave up
-        frees its slot at once; "interrupted" when a newer request cut this one.
+        frees its slot at once (unless `deaf`); "interrupted" when a newer request cut this one.
         """
         deadline = time.monotonic() + seconds
         while True:
             if self._closing.is_set():
                 return "closing"
-            if interrupt is not None and interrupt.is_set():
+            if interrupt is not None and interrupt.is_set() and not deaf:
                 return "interrupted"
-            if request.transport is None or request.transport.is_closing():
+            if not deaf and (request.transport is None or request.transport.is_closing()):
                 self.abandoned += 1
                 return "gone"
             left = deadline - time.monotonic()
@@ -668,6 +694,24 @@ class FakeLLM:
             return web.json_response(
                 {"error": "'response_format.type' must be 'json_schema' or 'text'"}, status=400
             )
+        if (
+            kind == "json_object"
+            and "schema" in response_format
+            and ("json_object_schema" in self.unsupported)
+        ):
+            return self._error(
+                422, "response_format.schema: extra fields not permitted", "invalid_request_error"
+            )
+        if kind == "json_schema" and "json_schema_500" in self.unsupported:
+            # llama-cpp-python: its request model allows only 'text' or 'json_object'.
+            message = (
+                "1 validation error:\n  {'type': 'literal_error', 'loc': ('body',"
+                " 'response_format', 'type'), 'msg': \"Input should be 'text' or 'json_object'\","
+                " 'input': 'json_schema'}\n\n  File \"/srv/venv/lib/python3.11/site-packages/"
+                'llama_cpp/server/app.py", line 376, in create_chat_completion\n'
+                "    POST /v1/chat/completions"
+            )
+            return self._error(500, message, "internal_server_error")
         if kind == "json_schema" and "json_schema" in self.unsupported:
             return self._error(
                 400,
@@ -686,7 +730,8 @@ class FakeLLM:
         options = failure.options if failure else {}
 
         latency = self.latency if self.latency_for is None else self.latency_for(body)
-        stopped = await self._work(request, latency, interrupt)
+        deaf = self.nonstream_ignores_disconnect and not body.get("stream")
+        stopped = await self._work(request, latency, interrupt, deaf=deaf)
         if stopped in ("closing", "gone"):
             return self._drop(request)
         if stopped == "interrupted":
@@ -857,11 +902,11 @@ class FakeLLM:
                 if index and await self._sleep(self.stream_chunk_delay):
                     return self._drop(request)
                 if interrupt is not None and interrupt.is_set():
-                    # Cut by a newer request: the stream just ends, without a finish reason.
+                    # Cut by a newer request: [DONE] without a finish reason, then the
+                    # connection closes before the chunked body's end (llama-cpp-python).
                     self.interrupted += 1
                     await response.write(b"data: [DONE]\n\n")
-                    await response.write_eof()
-                    return response
+                    return self._drop(request)
                 await response.write(f"data: {json.dumps(event)}\n\n".encode())
             if cut_after is not None:
                 return self._drop(request)
@@ -895,10 +940,9 @@ class FakeLLM:
         try:
             await response.prepare(request)
             await response.write(b"data: [DONE]\n\n")
-            await response.write_eof()
         except ConnectionResetError:
-            pass
-        return response
+            return response
+        return self._drop(request)  # closed mid-body, as llama-cpp-python does
 
     async def _list_models(self, request: web.Request) -> web.Response:
         data = [self._model_object(model) for model in self.models]
