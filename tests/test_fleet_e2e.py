@@ -371,6 +371,10 @@ async def test_two_shard_processes_share_the_work_once(
         kind, session = name.split(":")
         cut_work[(kind, conversation_of[int(session)])] += count
     check_work_done_once(log, await summaries(store), cut=cut_work)
+    for conversation in channels:  # every extraction's messages are behind the watermark
+        _, _, facts_through = await session_of(store, channels[conversation], users[conversation])
+        read = [max(ids) for c, ids, _ in log.extractions if c == conversation and ids]
+        assert read and max(read) <= facts_through, (conversation, facts_through, read)
     for channel in channels.values():
         assert all(count == 1 for count in answers(d, channel).values()), "answered twice"
     facts = await store.db.fetch_all("SELECT user_id, value FROM facts")
