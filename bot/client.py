@@ -26,6 +26,7 @@ from bot.llm import LLMClient, check_model_server
 from bot.memory import MemoryEngine
 from bot.tokens import load_tokenizer
 from storage import Storage, StorageError
+from storage.models import StoredMessage
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class MemoryBot(commands.Bot):
         self._llm = llm
         self._engine: MemoryEngine | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._resumer: asyncio.Task[None] | None = None
         self._shutdown: asyncio.Future[None] | None = None
         self._identify_concurrency = 1  # Discord's max_concurrency, read in setup_hook
         self._login_started = False
@@ -115,6 +117,7 @@ class MemoryBot(commands.Bot):
         self.tree.on_error = self.on_app_command_error  # type: ignore[method-assign]
         await self.sync_commands()
         self._heartbeat = asyncio.create_task(self._beat(), name="mnemo-heartbeat")
+        self._resumer = asyncio.create_task(self._resume_awaiting(), name="mnemo-resume")
         log.info(
             "Mnemo is set up: database %s, chat model %s, tokenizer %s",
             settings.database_url.redacted(),
@@ -124,7 +127,13 @@ class MemoryBot(commands.Bot):
 
     async def _read_identify_concurrency(self) -> int:
         """Discord's `max_concurrency`: how many shards may IDENTIFY per 5 s."""
-        _, _, limit = await self.http.get_bot_gateway()
+        recommended, _, limit = await self.http.get_bot_gateway()
+        if recommended > max(self.settings.shard_count, 1):
+            log.warning(
+                "Discord recommends %d shards for this bot; set SHARD_COUNT (see the README's"
+                " Running at scale)",
+                recommended,
+            )
         if limit["remaining"] < 50:
             log.warning(
                 "Discord allows only %d more logins in the next %.0f h for this token;"
@@ -167,6 +176,41 @@ class MemoryBot(commands.Bot):
         synced = await self.tree.sync()
         await self.storage.state.set(SYNC_FINGERPRINT_KEY, fingerprint)
         log.info("Synced %d slash commands globally", len(synced))
+
+    async def _resume_awaiting(self) -> None:
+        """Once connected: answer the messages this process's shards stored before a crash
+        (of this process or of the one that ran these shards) and never answered."""
+        await self.wait_until_ready()
+        chat = self.get_cog("Chat")
+        try:
+            waiting = [m for m in await self.engine.awaiting_reply() if self.owns(m.guild_id)]
+        except StorageError as error:
+            log.warning("Could not look for unanswered messages: %s", error)
+            return
+        if waiting and chat is not None:
+            log.info("Answering %d messages left unanswered by a stop", len(waiting))
+            # Each conversation in order; different conversations at once.
+            by_session: dict[int, list[StoredMessage]] = {}
+            for message in waiting:
+                by_session.setdefault(message.session_id, []).append(message)
+            await asyncio.gather(
+                *(self._resume_session(chat, messages) for messages in by_session.values())
+            )
+
+    async def _resume_session(self, chat: Any, messages: list[StoredMessage]) -> None:
+        for message in messages:
+            try:
+                await chat.resume(message)
+            except Exception:
+                log.exception("Could not answer message %s after the restart", message.id)
+
+    def owns(self, guild_id: int | None) -> bool:
+        """Whether this process receives the events of this server (DMs: shard 0)."""
+        shards: list[int] | None = getattr(self, "shard_ids", None)  # the sharded client's
+        if shards is None or not self.shard_count:
+            return True  # one connection, or every shard in this process
+        shard = 0 if guild_id is None else (guild_id >> 22) % self.shard_count
+        return shard in shards
 
     async def _beat(self) -> None:
         """Write the heartbeat while connected to the gateway (read by `mnemo health`)."""
@@ -224,9 +268,10 @@ class MemoryBot(commands.Bot):
         disconnect, stop background work and close what setup_hook opened."""
         if self._engine is not None:
             await self._engine.drain(SHUTDOWN_GRACE_SECONDS)
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        for task in (self._heartbeat, self._resumer):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._login_started:
             # (The sharded client can only close what login set up.)
             await super().close()

@@ -8,13 +8,13 @@ stop at BACKGROUND_BUDGET_SHARE of its budget, replies only at the full budget.
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bot.config import Settings
 from bot.llm import Usage
+from storage.fleet import FleetRepository
 from storage.models import SessionKey
 from storage.usage import UsageRepository
 
@@ -36,41 +36,37 @@ class Limits:
         self,
         settings: Settings,
         usage: UsageRepository,
+        fleet: FleetRepository,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._usage = usage
+        self._fleet = fleet
         self._clock = clock
-        self._recent: dict[int, deque[float]] = {}
-        self._told_until: dict[int, float] = {}  # user -> end of the window they were told of
 
-    def check_rate(self, user_id: int) -> Refusal | None:
-        """Count this message against the user's per-minute rate; refuse past the limit."""
+    async def check_rate(self, user_id: int) -> Refusal | None:
+        """Count this message against the user's per-minute rate; refuse past the limit.
+
+        Counted in the database, so the limit holds for the whole fleet (a user in two
+        servers on two shards is one user), in fixed one-minute windows.
+        """
         limit = self._settings.user_messages_per_minute
         if limit <= 0:
             return None
         now = self._clock()
-        recent = self._recent.setdefault(user_id, deque())
-        while recent and recent[0] <= now - RATE_WINDOW_SECONDS:
-            recent.popleft()
-        if len(recent) >= limit:
-            resets_at = recent[0] + RATE_WINDOW_SECONDS
-            # One notice per window: a notice per refused message would itself flood the
-            # channel (and Discord's per-channel rate limit holds up everyone's answers).
-            told = self._told_until.get(user_id, 0.0) > now
-            if not told:
-                self._told_until[user_id] = resets_at
-            return Refusal(
-                f"You're sending messages faster than I can keep up with ({limit} a minute).",
-                resets_at,
-                notify=not told,
-            )
-        recent.append(now)
-        if len(self._recent) > 10_000:  # forget idle users now and then
-            self._recent = {uid: q for uid, q in self._recent.items() if q and q[-1] > now - 60}
-            self._told_until = {u: t for u, t in self._told_until.items() if t > now}
-        return None
+        window_start = now - now % RATE_WINDOW_SECONDS
+        count = await self._fleet.count_message(user_id, window_start=window_start)
+        if count <= limit:
+            return None
+        # One notice per window, to the first message refused: a notice per refused message
+        # would itself flood the channel (and Discord's per-channel rate limit holds up
+        # everyone's answers).
+        return Refusal(
+            f"You're sending messages faster than I can keep up with ({limit} a minute).",
+            window_start + RATE_WINDOW_SECONDS,
+            notify=count == limit + 1,
+        )
 
     async def check_budget(self, key: SessionKey) -> Refusal | None:
         """Refuse a reply once the user's or the server's daily tokens are used up."""

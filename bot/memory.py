@@ -52,6 +52,9 @@ THINKING = Status("thinking…")
 DeliverCallback = Callable[["ReplyResult"], Awaitable[bool]]
 WINDOW_FETCH_BATCH = 64
 RETENTION_INTERVAL_SECONDS = 24 * 3600
+# A message stored but left unanswered by a process that died is answered after the restart
+# if it is at most this old; an answer to something said longer ago would confuse more.
+RESUME_WINDOW_SECONDS = 600.0
 RETENTION_CHECK_SECONDS = 3600  # how often a process asks whether today's pass is due
 UNSTORED_ID = 2**63 - 1  # the id a paused user's message would have: after every stored one
 UNSTORED_IDS_KEPT = 1000
@@ -133,7 +136,7 @@ class MemoryEngine:
         self._unstored = UnstoredChanges(2 * settings.reply_deadline_seconds + 60)
         self._accepting = True
         self._loops: list[asyncio.Task[None]] = []
-        self.limits = Limits(settings, storage.usage, clock=clock)
+        self.limits = Limits(settings, storage.usage, storage.fleet, clock=clock)
         self.controls = Controls(storage, settings, tokenizer, clock=clock)
         self._unstored_ids: OrderedDict[int, None] = OrderedDict()  # paused users' messages
         llm.set_parallel(settings.model_parallel)
@@ -204,9 +207,12 @@ class MemoryEngine:
         incoming: IncomingMessage,
         on_progress: ProgressCallback | None = None,
         deliver: DeliverCallback | None = None,
+        *,
+        stored: StoredMessage | None = None,
     ) -> ReplyResult:
         """Store the message, stream an answer (reporting the text so far), deliver it through
-        `deliver` and store it once delivered.
+        `deliver` and store it once delivered. With `stored`: the message was stored before
+        (by a process that died before answering it), so it is answered as it was stored.
 
         Every write of the turn is fenced by the erasure fence read now, as the message
         arrives: an erasure confirmed while it waits or is answered leaves nothing of it.
@@ -224,17 +230,19 @@ class MemoryEngine:
             on_progress = _unless(erased, on_progress)
         try:
             fence = await self.storage.erasures.fence(incoming.key)
-            refusal = await self._admit(incoming.key)
+            refusal = None if stored is not None else await self._admit(incoming.key)
             if refusal is not None:
                 return ReplyResult(Outcome.REFUSED, refusal=refusal)
             self._in_flight.add(task)
             ticket = self._llm_slots.enter(incoming.key.user_id)
             try:
-                if await self.controls.is_paused(incoming.key.user_id):
+                if stored is None and await self.controls.is_paused(incoming.key.user_id):
                     await turn.wait()
                     return await self._reply_unstored(incoming, on_progress, deliver, ticket)
                 await turn.wait()
-                return await self._reply_in_order(incoming, fence, on_progress, deliver, ticket)
+                return await self._reply_in_order(
+                    incoming, fence, on_progress, deliver, ticket, stored
+                )
             finally:
                 self._llm_slots.leave(ticket)
                 self._in_flight.discard(task)
@@ -242,6 +250,12 @@ class MemoryEngine:
             turn.release()
             self._waiting.discard(incoming.discord_id)
             self._turns.pop(incoming.discord_id, None)
+
+    async def awaiting_reply(self) -> list[StoredMessage]:
+        """Messages stored but never answered (their process died), recent enough that an
+        answer still makes sense, oldest first."""
+        since = self._clock() - RESUME_WINDOW_SECONDS
+        return await self.storage.messages.awaiting_reply(since=since)
 
     async def knows(self, discord_id: int) -> bool:
         """Whether a message is stored or waiting for its turn: only then is an edit of it
@@ -257,7 +271,7 @@ class MemoryEngine:
         wait = self._llm_slots.expected_wait(key.user_id)
         if wait > self._settings.reply_deadline_seconds:
             return self._busy(wait)
-        return self.limits.check_rate(key.user_id) or await self.limits.check_budget(key)
+        return await self.limits.check_rate(key.user_id) or await self.limits.check_budget(key)
 
     def _busy(self, wait: float) -> Refusal:
         return Refusal(
@@ -272,13 +286,34 @@ class MemoryEngine:
         on_progress: ProgressCallback | None,
         deliver: DeliverCallback | None,
         ticket: Ticket,
+        stored_before: StoredMessage | None = None,
     ) -> ReplyResult:
         """The turn itself; the caller waited for this conversation's earlier turns."""
         if ticket.overdue:  # queued behind this user's earlier messages for too long
             return ReplyResult(Outcome.REFUSED, refusal=self._busy(0.0))
-        stored = await self._store_incoming(incoming, fence)
+        stored = stored_before or await self._store_incoming(incoming, fence)
         if isinstance(stored, Outcome):
             return ReplyResult(stored)
+        result = await self._answer_stored(incoming, stored, fence, on_progress, deliver, ticket)
+        unanswered = result.outcome is not Outcome.ANSWERED or (
+            deliver is not None and not result.delivered
+        )
+        if unanswered and result.outcome is not Outcome.ERASED:
+            # No answer stored (it failed, or Discord refused it): the user saw why, so the
+            # message is not answered again after a restart.
+            await self.storage.messages.settle(stored.id)
+        return result
+
+    async def _answer_stored(
+        self,
+        incoming: IncomingMessage,
+        stored: StoredMessage,
+        fence: int,
+        on_progress: ProgressCallback | None,
+        deliver: DeliverCallback | None,
+        ticket: Ticket,
+    ) -> ReplyResult:
+        """Answer a stored message: prompt, model, delivery, and the answer stored."""
         if on_progress is not None:
             await on_progress("")  # accepted: the caller may show "typing"
         session = await self.storage.sessions.get(stored.session_id)

@@ -17,7 +17,7 @@ from bot.replies import StreamedReply
 from bot.splitter import append_outside_code
 from bot.text import clean_text
 from storage.errors import StorageError
-from storage.models import SessionKey
+from storage.models import SessionKey, StoredMessage
 
 if TYPE_CHECKING:
     from bot.client import MemoryBot
@@ -102,6 +102,46 @@ class Chat(commands.Cog):
                 await self._greet(message, unreadable)
             return
         thread = await self._open_thread(message, text) if mentioned and view.threads else None
+        await self._converse(message, text, view, thread)
+
+    async def resume(self, stored: StoredMessage) -> None:
+        """Answer a message a process stored but died before answering (after a restart)."""
+        channel = self.bot.get_channel(stored.channel_id)
+        # Thread-per-conversation: the thread has its first message's id, which is in the parent.
+        source_channel = (
+            channel.parent
+            if isinstance(channel, discord.Thread) and (channel.id == stored.discord_id)
+            else channel
+        )
+        if not isinstance(source_channel, discord.abc.Messageable) or stored.discord_id is None:
+            return
+        try:
+            message = await source_channel.fetch_message(stored.discord_id)
+        except discord.NotFound:  # deleted meanwhile: forget it as a deletion would
+            await self.bot.engine.message_deleted(stored.discord_id)
+            return
+        except discord.HTTPException as error:
+            log.warning("Could not fetch message %s to answer it: %s", stored.discord_id, error)
+            return
+        decision, view = await self.bot.engine.controls.check(place_of(message))
+        if decision.allowed:
+            thread = (
+                channel
+                if isinstance(channel, discord.Thread) and channel.id == message.id
+                else None
+            )
+            await self._converse(message, stored.content, view, thread, stored=stored)
+
+    async def _converse(
+        self,
+        message: discord.Message,
+        text: str,
+        view: ChannelView,
+        thread: discord.Thread | None,
+        *,
+        stored: StoredMessage | None = None,
+    ) -> None:
+        """One turn: the engine's answer streamed into Discord, in the thread if one is open."""
         channel = thread or message.channel
         incoming = IncomingMessage(
             key=SessionKey(
@@ -121,7 +161,9 @@ class Chat(commands.Cog):
                 return reply.delivered
 
             try:
-                result = await self.bot.engine.reply(incoming, reply.progress, deliver)
+                result = await self.bot.engine.reply(
+                    incoming, reply.progress, deliver, stored=stored
+                )
             except StorageError as error:
                 # Locked past the busy timeout, disk full, read-only, connection lost...
                 log.error("Database error while handling message %s: %s", message.id, error)

@@ -67,6 +67,9 @@ class Storage:
         )
         try:
             db = await Database.create(url)
+        except SchemaTooNew:
+            guard.release()
+            raise
         except StorageError as error:
             guard.release()
             raise sqlite_files.describe(url.path, error.__cause__ or error) from error

@@ -150,6 +150,23 @@ class MessageRepository:
         assert row is not None
         return int(row[0]), int(row[1])
 
+    async def awaiting_reply(self, *, since: float) -> list[StoredMessage]:
+        """User messages stored since `since` whose answer never was (a process died between
+        storing and answering), oldest first, on the partial index of waiting rows."""
+        rows = await self._db.fetch_all(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+            " WHERE reply_pending = 1 AND role = 'user' AND created_at >= ? ORDER BY id",
+            (since,),
+        )
+        return [_message(row) for row in rows]
+
+    async def settle(self, message_id: int) -> None:
+        """The message needs no answer any more (the user was told why there is none)."""
+        await self._db.write_one(
+            "UPDATE messages SET reply_pending = 0 WHERE id = ? AND reply_pending = 1",
+            (message_id,),
+        )
+
     async def exists(self, discord_id: int) -> bool:
         """Whether a message with this Discord id is stored (one indexed read)."""
         row = await self._db.fetch_one("SELECT 1 FROM messages WHERE discord_id = ?", (discord_id,))

@@ -79,18 +79,34 @@ async def test_busy_past_what_the_deadline_allows(engines: Engines, fake_llm: Fa
 async def test_a_flood_is_told_once_per_limit_window(
     storage: Storage, make_settings: SettingsFactory
 ) -> None:
-    now = [1000.0]
-    limits = Limits(make_settings(user_messages_per_minute=2), storage.usage, clock=lambda: now[0])
-    assert limits.check_rate(1) is None and limits.check_rate(1) is None
-    first = limits.check_rate(1)
+    now = [1020.0]
+    settings = make_settings(user_messages_per_minute=2)
+    limits = Limits(settings, storage.usage, storage.fleet, clock=lambda: now[0])
+    assert await limits.check_rate(1) is None and await limits.check_rate(1) is None
+    first = await limits.check_rate(1)
     assert first is not None and first.notify
     for _ in range(5):
         now[0] += 1
-        later = limits.check_rate(1)
+        later = await limits.check_rate(1)
         assert later is not None and not later.notify  # refused, silently
-    other = limits.check_rate(2)
+    other = await limits.check_rate(2)
     assert other is None  # others are unaffected
     now[0] = first.resets_at + 1  # a new window: allowed again, and told again when over
-    assert limits.check_rate(1) is None and limits.check_rate(1) is None
-    again = limits.check_rate(1)
+    assert await limits.check_rate(1) is None and await limits.check_rate(1) is None
+    again = await limits.check_rate(1)
     assert again is not None and again.notify
+
+
+async def test_the_rate_limit_is_shared_by_every_process(
+    storage: Storage, make_settings: SettingsFactory
+) -> None:
+    """Two processes on one database (two Limits): one user, one limit."""
+    settings = make_settings(user_messages_per_minute=3)
+    clock = lambda: 1020.0  # noqa: E731
+    first = Limits(settings, storage.usage, storage.fleet, clock=clock)
+    second = Limits(settings, storage.usage, storage.fleet, clock=clock)
+    assert await first.check_rate(7) is None
+    assert await second.check_rate(7) is None
+    assert await first.check_rate(7) is None
+    refused = await second.check_rate(7)
+    assert refused is not None and refused.notify

@@ -237,4 +237,6 @@ async def test_dockerfile_steps_install_and_run_in_a_fresh_venv(
     assert (data / "mnemo.db").is_file()
     # What ran was the venv's install, not this checkout.
     import_path = venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
-    assert (import_path / "site-packages" / "storage" / "migrations" / "0001_initial.sql").is_file()
+    migrations = import_path / "site-packages" / "storage" / "migrations"
+    for backend in ("sqlite", "postgres"):
+        assert (migrations / backend / "0001_initial.sql").is_file()

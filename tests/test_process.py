@@ -162,3 +162,40 @@ async def test_sigkill_at_random_moments_loses_nothing(
         f"\nkills: {kills}; sent {len(sent)}; acknowledged {len(acknowledged)}; "
         f"stored {len(stored)}; folded {len(folded)}; facts {len(values)}"
     )
+
+
+async def test_a_message_stored_but_not_answered_is_answered_after_a_crash(
+    launch: Callable[..., Any], fake_discord: FakeDiscord, fake_llm: FakeLLM, db_path: Path
+) -> None:
+    d = fake_discord
+    bot = await launch(MODEL_PARALLEL="2")
+    fake_llm.latency = 30.0  # the answer is still being generated when the process dies
+    sent = await d.send_message(d.alice, d.CHANNEL_ID, "are you still there?", mention_bot=True)
+    failed = await d.send_message(d.bob, d.CHANNEL_ID, "this one fails", mention_bot=True)
+    await asyncio.wait_for(fake_llm.wait_for_chat_calls(2), 15)
+    assert {int(sent["id"]), int(failed["id"])} <= stored_discord_ids(db_path)
+    bot.kill()
+    await bot.process.wait()
+    assert not d.bot_messages(d.CHANNEL_ID)  # nothing was answered before the crash
+
+    # Bob's message was answered with an error notice by a first process…
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("UPDATE messages SET reply_pending = 0 WHERE discord_id = ?", (failed["id"],))
+    fake_llm.latency = 0.0
+    bot = await launch(MODEL_PARALLEL="2")
+    reply = await d.next_bot_message(d.CHANNEL_ID, timeout=20)
+    assert reply.reply_to_id == int(sent["id"])
+    assert await d.final_text(reply) == "echo: are you still there?"
+    await d.expect_no_bot_message(d.CHANNEL_ID, wait=1.5)  # …so it is not answered again
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute("SELECT role, content, reply_pending FROM messages ORDER BY id")
+        stored = [tuple(row) for row in rows]
+    assert ("assistant", "echo: are you still there?", 0) in stored
+    assert all(pending == 0 for _, _, pending in stored)
+
+    # A restart now answers nothing twice.
+    bot.kill()
+    await bot.process.wait()
+    bot = await launch()
+    await d.expect_no_bot_message(d.CHANNEL_ID, wait=2.0)
+    assert len([m for m in d.bot_messages(d.CHANNEL_ID) if m.reply_to_id == int(sent["id"])]) == 1

@@ -381,7 +381,8 @@ async def test_health_follows_database_model_server_and_heartbeat(
     code, out = await health(env, tmp_path)
     assert code == 1 and re.search(r"heartbeat: FAIL: stale: 1\d\d s old", out), out
 
-    with sqlite3.connect(db_path) as conn:
+    with sqlite3.connect(db_path) as conn:  # as a newer Mnemo would leave it
+        conn.execute("INSERT INTO schema_version (version, name) VALUES (99, 'from the future')")
         conn.execute("PRAGMA user_version=99")
     code, out = await health(env, tmp_path)
     assert code == 1 and "database: FAIL: schema 99 is from a newer Mnemo" in out, out

@@ -64,7 +64,7 @@ def test_migrations_are_packaged() -> None:
     assert not list(MIGRATIONS.glob("*.sql")), "move it to storage/migrations/<backend>/"
     pyproject = (ROOT / "pyproject.toml").read_text()
     for backend in ("sqlite", "postgres"):
-        assert f"migrations/{backend}/*.sql" in pyproject
+        assert f'"storage.migrations.{backend}" = ["*.sql"]' in pyproject
         assert list((MIGRATIONS / backend).glob("*.sql"))
 
 

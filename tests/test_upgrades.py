@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from storage import DatabaseUnusable, Storage
-from storage.database import _migrations, _split_sql, newest_schema_version
+from storage.database import migrations, newest_schema_version
+from storage.sqlite import split_sql
 from storage.sqlite_files import backups_of, lock_path
 
 NEWEST = newest_schema_version()
@@ -24,9 +25,9 @@ def old_database(path: Path, version: int, marker: str = "an old message") -> No
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path)
     try:
-        for number, _, sql in _migrations():
+        for number, _, sql in migrations("sqlite"):
             if number <= version:
-                for statement in _split_sql(sql):
+                for statement in split_sql(sql):
                     conn.execute(statement)
         conn.execute(
             "INSERT INTO sessions (id, guild_id, channel_id, user_id, created_at)"
