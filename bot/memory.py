@@ -125,6 +125,7 @@ class MemoryEngine:
         self._tokenizer = tokenizer
         self._settings = settings
         self._clock = clock
+        self._started_at = clock()  # set again by start()
         self._order = KeyedLocks()
         self._in_flight: set[asyncio.Task[object]] = set()
         self._waiting: set[int] = set()  # Discord ids of messages taken but not yet stored
@@ -158,6 +159,7 @@ class MemoryEngine:
 
     async def start(self) -> None:
         """Re-schedule the background work that a stop or crash left undone."""
+        self._started_at = self._clock()
         resumed = await self._schedule_lagging()
         if resumed:
             log.info("Resumed background work for %d sessions", resumed)
@@ -255,7 +257,15 @@ class MemoryEngine:
         """Messages stored but never answered (their process died), recent enough that an
         answer still makes sense, oldest first."""
         since = self._clock() - RESUME_WINDOW_SECONDS
-        return await self.storage.messages.awaiting_reply(since=since)
+        waiting = await self.storage.messages.awaiting_reply(since=since)
+        # Only what was stored before this engine started: a message stored since is this
+        # process's own, answered (or being answered) by its turn; answering it here too
+        # answered it twice (seen in tests/test_fleet_e2e.py).
+        return [m for m in waiting if m.created_at < self._started_at]
+
+    async def settle(self, stored: StoredMessage) -> None:
+        """A stored message needs no answer after all (it was answered on Discord)."""
+        await self.storage.messages.settle(stored.id)
 
     async def knows(self, discord_id: int) -> bool:
         """Whether a message is stored or waiting for its turn: only then is an edit of it

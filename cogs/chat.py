@@ -6,7 +6,7 @@ import logging
 import re
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord.ext import commands
@@ -123,6 +123,10 @@ class Chat(commands.Cog):
         except discord.HTTPException as error:
             log.warning("Could not fetch message %s to answer it: %s", stored.discord_id, error)
             return
+        if await self._answered_on_discord(channel, message):
+            # The process that died had delivered the answer, not yet recorded it.
+            await self.bot.engine.settle(stored)
+            return
         decision, view = await self.bot.engine.controls.check(place_of(message))
         if decision.allowed:
             thread = (
@@ -131,6 +135,23 @@ class Chat(commands.Cog):
                 else None
             )
             await self._converse(message, stored.content, view, thread, stored=stored)
+
+    async def _answered_on_discord(self, channel: Any, message: discord.Message) -> bool:
+        """Whether a reply of this bot to `message` is already in the channel."""
+        if not isinstance(channel, discord.abc.Messageable):
+            return False
+        try:
+            async for later in channel.history(after=message, limit=100, oldest_first=True):
+                reference = later.reference
+                if (
+                    later.author.id == self.bot.user.id  # type: ignore[union-attr]
+                    and reference is not None
+                    and reference.message_id == message.id
+                ):
+                    return True
+        except discord.HTTPException as error:
+            log.warning("Could not read the channel after message %s: %s", message.id, error)
+        return False
 
     async def _converse(
         self,

