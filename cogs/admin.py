@@ -277,22 +277,14 @@ class Admin(
     async def persona_show(
         self, interaction: discord.Interaction, channel: Where | None = None
     ) -> None:
-        if (guild_id := await self._admin(interaction, change=False)) is None:
-            return
-        await self._answer(
-            interaction, self.render_place(await self.controls.rules(guild_id), channel)
-        )
+        await self._show_here(interaction, channel)
 
     @persona.command(name="reset", description="Back to the server's (or the bot's) persona")
     @app_commands.describe(channel="A channel or category (default: the whole server)")
     async def persona_reset(
         self, interaction: discord.Interaction, channel: Where | None = None
     ) -> None:
-        if (guild_id := await self._admin(interaction)) is None:
-            return
-        rules = await self._set_here(guild_id, channel, "persona", None)
-        self._log(interaction, f"persona reset in {channel.id if channel else 'server'}")
-        await self._answer(interaction, self.render_place(rules, channel))
+        await self._reset_here(interaction, channel, "persona", "persona")
 
     @model.command(name="set", description="Choose the chat model here")
     @app_commands.describe(
@@ -325,21 +317,31 @@ class Admin(
     async def model_show(
         self, interaction: discord.Interaction, channel: Where | None = None
     ) -> None:
-        if (guild_id := await self._admin(interaction, change=False)) is None:
-            return
-        await self._answer(
-            interaction, self.render_place(await self.controls.rules(guild_id), channel)
-        )
+        await self._show_here(interaction, channel)
 
     @model.command(name="reset", description="Back to the server's (or the bot's) model")
     @app_commands.describe(channel="A channel or category (default: the whole server)")
     async def model_reset(
         self, interaction: discord.Interaction, channel: Where | None = None
     ) -> None:
+        await self._reset_here(interaction, channel, "chat_model", "model")
+
+    async def _show_here(self, interaction: discord.Interaction, channel: Where | None) -> None:
+        """What is in force in the channel (or server), for a show subcommand."""
+        if (guild_id := await self._admin(interaction, change=False)) is None:
+            return
+        await self._answer(
+            interaction, self.render_place(await self.controls.rules(guild_id), channel)
+        )
+
+    async def _reset_here(
+        self, interaction: discord.Interaction, channel: Where | None, column: str, what: str
+    ) -> None:
+        """Drop a channel's (or the server's) own value, for a reset subcommand."""
         if (guild_id := await self._admin(interaction)) is None:
             return
-        rules = await self._set_here(guild_id, channel, "chat_model", None)
-        self._log(interaction, f"model reset in {channel.id if channel else 'server'}")
+        rules = await self._set_here(guild_id, channel, column, None)
+        self._log(interaction, f"{what} reset in {channel.id if channel else 'server'}")
         await self._answer(interaction, self.render_place(rules, channel))
 
     async def _set_here(
