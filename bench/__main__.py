@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import (
+    backends,
     conversation_cost,
     fact_validation,
     footprint,
@@ -50,6 +51,7 @@ class Benchmark:
 
 BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("1", "Reply-path overhead through the loopback Discord", reply_path.run),
+    Benchmark("1p", "Reply path: PostgreSQL beside SQLite (engine turn)", backends.run),
     Benchmark("2", "Summarizing turns (LLM latency 200 ms)", summarizing_turns.run),
     Benchmark("2b", "One-slot server: replies first, background calls of 4 s", one_slot.run),
     Benchmark("3, 4", "Tokens and LLM calls over a long conversation", conversation_cost.run),
