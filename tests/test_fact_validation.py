@@ -174,7 +174,7 @@ def test_statements_about_other_people_are_not_the_speakers(
         ("My PIN is 4821.", "lucky_number", "4821"),
         ("card 4111 1111 1111 1111 exp 12/27", "numbers", "4111111111111111"),
         ("IBAN GB82 WEST 1234 5698 7654 32", "bank", "GB82 WEST 1234 5698 7654 32"),
-        ("key: sk-proj-4fG7hK2mQ9xL1vB8nR3tY6wZ", "project_id", "sk-proj-4fG7hK2mQ9xL1vB8nR3tY6wZ"),
+        ("key: sk-proj-EXAMPLE0fake", "project_id", "sk-proj-EXAMPLE0fake"),
         (
             "ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8",
             "github",
