@@ -1,6 +1,7 @@
 """Wiring shared by the benchmarks: the loopback LLM, settings, and real engines.
 
-An engine here is the real thing: `MemoryEngine` over a real SQLite file, talking through
+An engine here is the real thing: `MemoryEngine` over a real SQLite file (or the PostgreSQL
+database of DATABASE_URL), talking through
 `bot.llm.LLMClient` (the real openai SDK) to the loopback `FakeLLM` on 127.0.0.1.
 """
 
@@ -74,7 +75,7 @@ async def open_engine(
 ) -> AsyncIterator[MemoryEngine]:
     """An engine opened like the bot's setup_hook does, and closed like its close()."""
     async with AsyncExitStack() as stack:
-        storage = await Storage.open(settings.database_path)
+        storage = await Storage.open(settings.database_url)
         stack.push_async_callback(storage.close)
         llm = llm_client(settings)
         stack.push_async_callback(llm.close)

@@ -113,15 +113,16 @@ _SEARCH = (
 )
 
 
-# PostgreSQL: the same contract on the GIN index of migration postgres/0005. The words arrive
-# as an array parameter and become a tsquery of quoted lexemes, never query syntax.
+# PostgreSQL: the same contract on the GIN index of migrations postgres/0005 and 0010, over
+# each message's stored words (`content_words`). The words arrive as an array parameter and
+# become a tsquery of quoted lexemes, never query syntax.
 _PG_SEARCH = (
     "WITH q AS (SELECT to_tsquery('simple', string_agg(quote_literal(term), ' | ')) AS query"
     "           FROM unnest(?3::text[]) AS term),"
-    " hit AS (SELECT m.id, ts_rank(to_tsvector('simple', m.content), q.query) AS rank"
+    " hit AS (SELECT m.id, ts_rank(m.content_words, q.query) AS rank"
     "         FROM messages m, q"
     "         WHERE m.user_id = ?1 AND COALESCE(m.guild_id, 0) = ?2"
-    "         AND to_tsvector('simple', m.content) @@ q.query"
+    "         AND m.content_words @@ q.query"
     "         ORDER BY rank DESC LIMIT ?4)"
     " SELECT m.id, m.session_id, m.discord_id, m.guild_id, m.channel_id, m.user_id, m.role,"
     " m.content, m.tokens, m.created_at,"

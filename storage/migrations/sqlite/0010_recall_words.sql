@@ -1,0 +1,2 @@
+-- The twin of postgres/0010_recall_words.sql, with nothing to do: SQLite's FTS5 index
+-- (0005) already keeps each message's words, and bm25 reads them from the index.
