@@ -83,7 +83,9 @@ async def run(settings: Settings) -> int:
 async def _run(settings: Settings, stopping: asyncio.Event) -> int:
     from bot.client import create_bot, make_llm  # after logging is set up: discord.py logs
 
-    storage = await open_storage(settings)
+    storage = await open_storage(settings, stopping)
+    if storage is None:
+        return EXIT_OK  # stopped while waiting for the database
     llm = make_llm(settings)
     # The bot owns the storage and the LLM client from here and closes them in close().
     bot = create_bot(settings, storage=storage, llm=llm)

@@ -85,6 +85,7 @@ class Settings:
     allowed_chat_models: tuple[str, ...]  # always includes chat_model, first
     persona_max_tokens: int
     discord_connect_seconds: float  # start-up gives up reaching Discord after this long
+    database_connect_seconds: float  # ... and a PostgreSQL server after this long
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -136,6 +137,7 @@ class Settings:
             allowed_chat_models=_chat_models(chat_model, reader.text("ALLOWED_CHAT_MODELS", "")),
             persona_max_tokens=reader.integer("PERSONA_MAX_TOKENS", 500, minimum=20),
             discord_connect_seconds=reader.number("DISCORD_CONNECT_SECONDS", 60.0, minimum=1.0),
+            database_connect_seconds=reader.number("DATABASE_CONNECT_SECONDS", 60.0, minimum=0.0),
         )
         settings._check_budgets()
         settings._check_shards()

@@ -18,14 +18,14 @@ import discord
 from bot.config import Settings
 from bot.llm import LLMClient
 from bot.llm import check_model_server as llm_check_model_server
-from storage import DatabaseUnusable, Storage, StorageError
+from storage import DatabaseUnusable, Storage, StorageError, StorageUnavailable
 
 log = logging.getLogger("bot")
 
 EXIT_OK = 0  # stopped by SIGTERM / Ctrl-C
 EXIT_ERROR = 1  # an unexpected error (logged with its traceback: a bug to report)
 EXIT_CONFIG = 2  # something to fix in the settings or the developer portal
-EXIT_DATABASE = 3  # the database cannot be used
+EXIT_DATABASE = 3  # the database cannot be used (or not reached in DATABASE_CONNECT_SECONDS)
 EXIT_UNREACHABLE = 4  # Discord could not be reached in DISCORD_CONNECT_SECONDS
 
 # What Mnemo needs in a channel: read it, answer (also in threads, as replies), suppress link
@@ -62,11 +62,37 @@ class StartupError(Exception):
 # -- step 2: the database ---------------------------------------------------------------------
 
 
-async def open_storage(settings: Settings) -> Storage:
-    try:
-        return await Storage.open(settings.database_url, backups=settings.db_backups)
-    except (DatabaseUnusable, StorageError) as error:  # messages hold no password
-        raise StartupError(EXIT_DATABASE, str(error)) from None
+async def open_storage(settings: Settings, stopping: asyncio.Event) -> Storage | None:
+    """Open the database. A PostgreSQL server that does not answer yet (a fleet and its
+    database often start together) is retried with backoff for DATABASE_CONNECT_SECONDS;
+    anything else wrong with the database stops start-up at once. None if asked to stop."""
+    url = settings.database_url
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    delay = BACKOFF_FIRST_SECONDS
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            return await Storage.open(url, backups=settings.db_backups)
+        except StorageUnavailable as error:  # messages hold no password
+            problem = str(error)
+            if url.backend != "postgres":
+                raise StartupError(EXIT_DATABASE, problem) from None
+        except (DatabaseUnusable, StorageError) as error:
+            raise StartupError(EXIT_DATABASE, str(error)) from None
+        elapsed = loop.time() - started
+        left = settings.database_connect_seconds - elapsed
+        if left <= 0:
+            raise StartupError(
+                EXIT_DATABASE,
+                f"{problem} (for {elapsed:.0f} s, {attempts} attempts): check that the server"
+                " runs and accepts connections; Mnemo gives up after DATABASE_CONNECT_SECONDS",
+            )
+        log.info("The database is not reachable yet (%s); trying again in %.0f s", problem, delay)
+        if await _wait(stopping, min(delay, left)):
+            return None
+        delay = min(delay * 2, BACKOFF_MAX_SECONDS)
 
 
 # -- step 3: the model server -----------------------------------------------------------------

@@ -46,6 +46,9 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 CLOSE_TIMEOUT_SECONDS = 5.0
 VACUUM_DELAY_SECONDS = 5.0
 VACUUM_CLOSE_TIMEOUT_SECONDS = 3.0
+MAINTENANCE_TIMEOUT_SECONDS = 6 * 3600.0
+"""VACUUM and migrations may run long on a big database: they are not held to the URL's
+`command_timeout`, which catches a server or network that stopped answering mid-statement."""
 MIGRATION_LOCK_KEY = 0x6D6E656D6F  # "mnemo": one process migrates at a time
 
 # Quoted strings and identifiers, comments, and placeholders, in one left-to-right pass.
@@ -96,11 +99,15 @@ class PostgresDatabase(Database):
                 max_size=url.pool_size,
                 statement_cache_size=url.statement_cache_size,
                 timeout=CONNECT_TIMEOUT_SECONDS,
+                command_timeout=url.command_timeout,
                 server_settings={"application_name": "mnemo"},
             )
         except Exception as error:
             # Connection errors can quote the DSN: scrub it, and do not chain the original.
             reason = scrub(f"{type(error).__name__}: {error}", url)
+            if isinstance(error, asyncpg.PostgresError) and not _not_now(error):
+                # The server answered and refused: a wrong password or database name.
+                raise StorageError(f"cannot use {url}: {reason}") from None
             raise StorageUnavailable(f"cannot connect to {url}: {reason}") from None
         db = cls(pool, url)
         try:
@@ -178,7 +185,7 @@ class PostgresDatabase(Database):
         """VACUUM every table: dead tuples of deleted rows become free space."""
         try:
             async with self._pool.acquire() as connection:
-                await connection.execute("VACUUM")
+                await connection.execute("VACUUM", timeout=MAINTENANCE_TIMEOUT_SECONDS)
         except Exception as error:
             _raise(error, self.url)
 
@@ -187,7 +194,8 @@ class PostgresDatabase(Database):
     async def _prepare_migrations(self, tx: Transaction) -> None:
         # Until commit: processes starting together migrate one after the other. A
         # transaction-level lock also works behind PgBouncer in transaction mode.
-        await tx.fetch_all("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK_KEY,))
+        # Waiting may last as long as another process's migration: a maintenance timeout.
+        await tx.executescript_in_transaction(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
         await tx.execute(
             "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY,"
             " name TEXT NOT NULL, applied_at DOUBLE PRECISION)"
@@ -236,7 +244,8 @@ class PostgresTransaction(Transaction):
 
     async def executescript_in_transaction(self, script: str) -> None:
         try:
-            await self._conn.execute(script)  # no arguments: several statements in one call
+            # No arguments: several statements in one call.
+            await self._conn.execute(script, timeout=MAINTENANCE_TIMEOUT_SECONDS)
         except Exception as error:
             _raise(error, self._url)
 
@@ -291,6 +300,11 @@ _UNAVAILABLE_CLASSES = ("08", "53", "57P")  # connection; insufficient resources
 _RETRYABLE_CODES = ("40001", "40P01", "55P03", "57014")  # serialization, deadlock, lock, cancel
 
 
+def _not_now(error: BaseException) -> bool:
+    """A server error that says "try later" (starting up, too many connections, …)."""
+    return (getattr(error, "sqlstate", None) or "").startswith(_UNAVAILABLE_CLASSES)
+
+
 def _raise(error: BaseException, url: DatabaseURL) -> NoReturn:
     """Translate an asyncpg (or socket) error into the storage layer's own."""
     if isinstance(error, asyncio.CancelledError):
@@ -299,7 +313,7 @@ def _raise(error: BaseException, url: DatabaseURL) -> NoReturn:
     state = getattr(error, "sqlstate", None) or ""
     if isinstance(error, asyncpg.IntegrityConstraintViolationError):
         raise IntegrityViolation(message) from error
-    if state.startswith(_UNAVAILABLE_CLASSES) or isinstance(
+    if _not_now(error) or isinstance(
         error, OSError | TimeoutError | asyncpg.ConnectionDoesNotExistError
     ):
         raise StorageUnavailable(f"database unavailable: {message}") from error

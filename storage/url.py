@@ -4,10 +4,12 @@
     sqlite:////absolute/path.db    an absolute path
     postgresql://user:password@host:5432/dbname   (postgres:// too, as hosts set it)
 
-PostgreSQL URLs take two options of Mnemo's own in the query string, removed before the URL
-reaches asyncpg: `pool_size` (connections per process, default 10) and `statement_cache_size`
+PostgreSQL URLs take three options of Mnemo's own in the query string, removed before the URL
+reaches asyncpg: `pool_size` (connections per process, default 10), `statement_cache_size`
 (prepared statements cached per connection, default 100; 0 behind PgBouncer in transaction
-mode). Any other query parameter (`sslmode=require`, …) goes to asyncpg as it is.
+mode) and `command_timeout` (seconds a statement may take before it fails as "database
+unavailable", default 30; maintenance such as VACUUM and migrations is not bounded by it).
+Any other query parameter (`sslmode=require`, …) goes to asyncpg as it is.
 
 A password is never shown: `str()`, `repr()` and `redacted()` print `***` in its place.
 """
@@ -27,6 +29,7 @@ SQLITE_PREFIX = "sqlite:///"
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 DEFAULT_POOL_SIZE = 10
 DEFAULT_STATEMENT_CACHE_SIZE = 100
+DEFAULT_COMMAND_TIMEOUT = 30
 SECRET = "***"
 
 
@@ -39,6 +42,7 @@ class DatabaseURL:
     path: Path | None = None
     pool_size: int = DEFAULT_POOL_SIZE
     statement_cache_size: int = DEFAULT_STATEMENT_CACHE_SIZE
+    command_timeout: int = DEFAULT_COMMAND_TIMEOUT
 
     @classmethod
     def parse(cls, url: str) -> DatabaseURL:
@@ -64,13 +68,14 @@ class DatabaseURL:
         options = {
             "pool_size": DEFAULT_POOL_SIZE,
             "statement_cache_size": DEFAULT_STATEMENT_CACHE_SIZE,
+            "command_timeout": DEFAULT_COMMAND_TIMEOUT,
         }
         kept = []
         for name, value in parse_qsl(parts.query, keep_blank_values=True):
             if name not in options:
                 kept.append((name, value))
                 continue
-            minimum = 1 if name == "pool_size" else 0
+            minimum = 0 if name == "statement_cache_size" else 1
             if not value.isdigit() or int(value) < minimum:
                 raise DatabaseURLError(
                     f"DATABASE_URL option {name} must be a whole number of at least {minimum},"
@@ -78,7 +83,14 @@ class DatabaseURL:
                 )
             options[name] = int(value)
         dsn = urlunsplit(parts._replace(query=urlencode(kept)))
-        return cls("postgres", dsn, None, options["pool_size"], options["statement_cache_size"])
+        return cls(
+            "postgres",
+            dsn,
+            None,
+            options["pool_size"],
+            options["statement_cache_size"],
+            options["command_timeout"],
+        )
 
     def redacted(self) -> str:
         return redact(self.dsn)

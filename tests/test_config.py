@@ -40,6 +40,8 @@ def test_database_url_relative_and_absolute() -> None:
         ({**BASE, "LLM_TIMEOUT_SECONDS": "nan"}, "LLM_TIMEOUT_SECONDS"),
         ({**BASE, "DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
         ({**BASE, "DATABASE_URL": "postgres://h/db?pool_size=0"}, "pool_size"),
+        ({**BASE, "DATABASE_URL": "postgres://h/db?command_timeout=0"}, "command_timeout"),
+        ({**BASE, "DATABASE_CONNECT_SECONDS": "-1"}, "DATABASE_CONNECT_SECONDS"),
         ({**BASE, "LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
         ({**BASE, "MESSAGE_CONTENT_INTENT": "maybe"}, "MESSAGE_CONTENT_INTENT"),
         ({**BASE, "MAX_PROMPT_TOKENS": "1000"}, "MAX_PROMPT_TOKENS"),
@@ -52,12 +54,13 @@ def test_bad_values_name_the_variable(env: dict[str, str], names: str) -> None:
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
 def test_database_url_postgres_as_hosts_set_it(scheme: str) -> None:
-    url = f"{scheme}://mnemo:s3cr3t-pw@db.example:5433/mnemo?sslmode=require&pool_size=4"
+    url = f"{scheme}://mnemo:s3cr3t-pw@db.example:5433/mnemo?sslmode=require&pool_size=4&command_timeout=9"
     settings = Settings.from_env({**BASE, "DATABASE_URL": url})
     parsed = settings.database_url
     assert parsed.backend == "postgres" and parsed.pool_size == 4
-    assert parsed.statement_cache_size == 100
-    assert "pool_size" not in parsed.dsn and "sslmode=require" in parsed.dsn  # ours stripped
+    assert parsed.statement_cache_size == 100 and parsed.command_timeout == 9
+    assert "sslmode=require" in parsed.dsn  # asyncpg's own option is kept, ours stripped:
+    assert "pool_size" not in parsed.dsn and "command_timeout" not in parsed.dsn
     for shown in (repr(settings), str(parsed), repr(parsed), parsed.redacted()):
         assert "s3cr3t-pw" not in shown
     assert parsed.redacted().startswith(f"{scheme}://mnemo:***@db.example:5433/mnemo")
