@@ -26,7 +26,7 @@ from bot.llm import LLMClient, check_model_server
 from bot.memory import MemoryEngine
 from bot.tokens import load_tokenizer
 from storage import Storage, StorageError
-from storage.models import StoredMessage
+from storage.models import QueuedMessage, StoredMessage
 
 log = logging.getLogger(__name__)
 
@@ -178,31 +178,40 @@ class MemoryBot(commands.Bot):
         log.info("Synced %d slash commands globally", len(synced))
 
     async def _resume_awaiting(self) -> None:
-        """Once connected: answer the messages this process's shards stored before a crash
-        (of this process or of the one that ran these shards) and never answered."""
+        """Once connected: answer what this process's shards accepted before a stop (of this
+        process or of the one that ran these shards) and never answered: messages stored but
+        not answered, then messages that were still waiting for their turn."""
         await self.wait_until_ready()
         chat = self.get_cog("Chat")
         try:
-            waiting = [m for m in await self.engine.awaiting_reply() if self.owns(m.guild_id)]
+            stored = [m for m in await self.engine.awaiting_reply() if self.owns(m.guild_id)]
+            queued = [m for m in await self.engine.left_in_queue() if self.owns(m.guild_id)]
         except StorageError as error:
             log.warning("Could not look for unanswered messages: %s", error)
             return
-        if waiting and chat is not None:
-            log.info("Answering %d messages left unanswered by a stop", len(waiting))
-            # Each conversation in order; different conversations at once.
-            by_session: dict[int, list[StoredMessage]] = {}
-            for message in waiting:
-                by_session.setdefault(message.session_id, []).append(message)
-            await asyncio.gather(
-                *(self._resume_session(chat, messages) for messages in by_session.values())
-            )
+        if not (stored or queued) or chat is None:
+            return
+        log.info("Answering %d messages left unanswered by a stop", len(stored) + len(queued))
+        # Each conversation in order (the stored ones arrived first); conversations at once.
+        conversations: dict[tuple[int, int], list[StoredMessage | QueuedMessage]] = {}
+        left: list[StoredMessage | QueuedMessage] = [*stored, *queued]
+        for message in left:
+            conversations.setdefault((message.channel_id, message.user_id), []).append(message)
+        await asyncio.gather(
+            *(self._resume_conversation(chat, messages) for messages in conversations.values())
+        )
 
-    async def _resume_session(self, chat: Any, messages: list[StoredMessage]) -> None:
+    async def _resume_conversation(
+        self, chat: Any, messages: list[StoredMessage | QueuedMessage]
+    ) -> None:
         for message in messages:
             try:
-                await chat.resume(message)
+                if isinstance(message, QueuedMessage):
+                    await chat.resume_queued(message)
+                else:
+                    await chat.resume(message)
             except Exception:
-                log.exception("Could not answer message %s after the restart", message.id)
+                log.exception("Could not answer message %s after the restart", message.discord_id)
 
     def owns(self, guild_id: int | None) -> bool:
         """Whether this process receives the events of this server (DMs: shard 0)."""

@@ -34,7 +34,16 @@ from bot.summarizer import Summarizer
 from bot.tokens import Tokenizer
 from storage import Storage
 from storage.erasures import ErasedMeanwhile
-from storage.models import Fact, FactSource, Session, SessionKey, StoredMessage, space_of
+from storage.errors import StorageError
+from storage.models import (
+    Fact,
+    FactSource,
+    QueuedMessage,
+    Session,
+    SessionKey,
+    StoredMessage,
+    space_of,
+)
 from storage.users import DeletedCounts, GuildStats
 
 log = logging.getLogger(__name__)
@@ -241,10 +250,18 @@ class MemoryEngine:
                 if stored is None and await self.controls.is_paused(incoming.key.user_id):
                     await turn.wait()
                     return await self._reply_unstored(incoming, on_progress, deliver, ticket)
-                await turn.wait()
-                return await self._reply_in_order(
-                    incoming, fence, on_progress, deliver, ticket, stored
-                )
+                queued = stored is None and not turn.ready and await self._note_queued(incoming)
+                try:
+                    await turn.wait()
+                    return await self._reply_in_order(
+                        incoming, fence, on_progress, deliver, ticket, stored
+                    )
+                except asyncio.CancelledError:
+                    queued = False  # stopped before its turn ended: the next start answers it
+                    raise
+                finally:
+                    if queued:
+                        await self._unqueue(incoming.discord_id)
             finally:
                 self._llm_slots.leave(ticket)
                 self._in_flight.discard(task)
@@ -252,6 +269,37 @@ class MemoryEngine:
             turn.release()
             self._waiting.discard(incoming.discord_id)
             self._turns.pop(incoming.discord_id, None)
+
+    async def _note_queued(self, incoming: IncomingMessage) -> bool:
+        """Write down a message that must wait behind an earlier one of its conversation
+        (it is stored when its turn comes), so that it outlives a crash of this process."""
+        try:
+            await self.storage.queued.add(incoming.key, incoming.discord_id, now=self._clock())
+        except StorageError as error:  # the turn itself will meet the database's state
+            log.warning("Could not note queued message %s: %s", incoming.discord_id, error)
+            return False
+        return True
+
+    async def _unqueue(self, discord_id: int) -> None:
+        """The turn is over: stored (and answered), refused, or dropped. A row left by a
+        failure here is harmless: after a restart the message is known and not answered
+        twice, or, if it was never stored, answered then."""
+        try:
+            await self.storage.queued.remove(discord_id)
+        except StorageError as error:
+            log.warning("Could not clear queued message %s: %s", discord_id, error)
+
+    async def left_in_queue(self) -> list[QueuedMessage]:
+        """Messages that were waiting for their turn when their process stopped, recent
+        enough that an answer still makes sense, in arrival order."""
+        now = self._clock()
+        return await self.storage.queued.left_behind(
+            since=now - RESUME_WINDOW_SECONDS, before=self._started_at
+        )
+
+    async def forget_queued(self, discord_id: int) -> None:
+        """A message left in the queue is dealt with (answered again, or not to be)."""
+        await self._unqueue(discord_id)
 
     async def awaiting_reply(self) -> list[StoredMessage]:
         """Messages stored but never answered (their process died), recent enough that an
@@ -354,7 +402,7 @@ class MemoryEngine:
             if await self.storage.erasures.fence(incoming.key) != fence:
                 # Erased while it was generated: the answer drew on erased memory.
                 return ReplyResult(Outcome.ERASED, prompt=prompt, usage=result.usage)
-            result = await self._deliver_and_store(incoming, result, fence, deliver)
+            result = await self._deliver_and_store(incoming, result, answer_tokens, fence, deliver)
         if view.memory:
             self._after_turn(session)
         else:
@@ -398,6 +446,7 @@ class MemoryEngine:
         self,
         incoming: IncomingMessage,
         result: ReplyResult,
+        answer_tokens: int,
         fence: int,
         deliver: DeliverCallback | None,
     ) -> ReplyResult:
@@ -412,7 +461,7 @@ class MemoryEngine:
                 incoming.key,
                 role="assistant",
                 content=result.text,
-                tokens=self._tokenizer.count(result.text),
+                tokens=answer_tokens,
                 discord_id=None,
                 now=self._clock(),
                 fence=fence,

@@ -23,6 +23,11 @@ class Turn:
         self._ready = ready
         self._released = False
 
+    @property
+    def ready(self) -> bool:
+        """Whether it is this one's turn now (nothing earlier is still in line)."""
+        return self._ready.done()
+
     async def wait(self) -> None:
         # Shielded: a cancelled waiter must not cancel the place itself (release() drops it).
         await asyncio.shield(self._ready)

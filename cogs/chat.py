@@ -17,7 +17,7 @@ from bot.replies import StreamedReply
 from bot.splitter import append_outside_code
 from bot.text import clean_text
 from storage.errors import StorageError
-from storage.models import SessionKey, StoredMessage
+from storage.models import QueuedMessage, SessionKey, StoredMessage
 
 if TYPE_CHECKING:
     from bot.client import MemoryBot
@@ -135,6 +135,23 @@ class Chat(commands.Cog):
                 else None
             )
             await self._converse(message, stored.content, view, thread, stored=stored)
+
+    async def resume_queued(self, queued: QueuedMessage) -> None:
+        """Answer a message that was waiting for its turn when its process stopped: fetched
+        again from Discord (as it is now: edited, or gone) and handled as it arrives."""
+        try:
+            channel = self.bot.get_channel(queued.channel_id) or await self.bot.fetch_channel(
+                queued.channel_id
+            )
+            if isinstance(channel, discord.abc.Messageable):
+                message = await channel.fetch_message(queued.discord_id)
+                await self.on_message(message)
+        except discord.NotFound:
+            pass  # deleted meanwhile (or its channel): nothing to answer
+        except discord.HTTPException as error:
+            log.warning("Could not fetch message %s to answer it: %s", queued.discord_id, error)
+            return  # kept: a later restart may reach it
+        await self.bot.engine.forget_queued(queued.discord_id)
 
     async def _answered_on_discord(self, channel: Any, message: discord.Message) -> bool:
         """Whether a reply of this bot to `message` is already in the channel."""

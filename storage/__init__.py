@@ -22,6 +22,7 @@ from storage.facts import FactRepository
 from storage.fleet import FleetRepository
 from storage.guild_settings import GuildSettingsRepository
 from storage.messages import MessageRepository, SessionRepository
+from storage.queued import QueuedMessageRepository
 from storage.recall import RecallRepository
 from storage.sqlite_files import DatabaseUnusable
 from storage.state import BotStateRepository
@@ -46,6 +47,7 @@ class Storage:
         self.guild_settings = GuildSettingsRepository(db)
         self.erasures = ErasureRepository(db)
         self.recall = RecallRepository(db)
+        self.queued = QueuedMessageRepository(db)
 
     @classmethod
     async def open(

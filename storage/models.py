@@ -63,6 +63,17 @@ class StoredMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    """A message that waited for its turn, not stored yet (ids only: see storage/queued.py)."""
+
+    discord_id: int
+    guild_id: int | None
+    channel_id: int
+    user_id: int
+    arrived_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class FactSource:
     message_id: int
     discord_message_id: int | None

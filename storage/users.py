@@ -165,7 +165,8 @@ class UserDataRepository:
 
 
 async def _delete_sessions(tx: Transaction, where: str, params: tuple[Any, ...]) -> DeletedCounts:
-    """Delete matching sessions and (by cascade) their messages; count what went."""
+    """Delete matching sessions and (by cascade) their messages, and the matching messages
+    waiting for their turn; count what went."""
     row = await tx.fetch_one(
         "SELECT (SELECT COUNT(*) FROM messages WHERE session_id IN"
         f" (SELECT id FROM sessions WHERE {where})),"
@@ -174,4 +175,6 @@ async def _delete_sessions(tx: Transaction, where: str, params: tuple[Any, ...])
     )
     assert row is not None
     await tx.execute(f"DELETE FROM sessions WHERE {where}", params)
+    # Messages still waiting for their turn (same columns): not answered after a restart.
+    await tx.execute(f"DELETE FROM queued_messages WHERE {where}", params)
     return DeletedCounts(messages=int(row[0]), summaries=int(row[1]))

@@ -247,6 +247,12 @@ async def stored_user_messages(store: Storage) -> set[int]:
     return {int(row[0]) for row in rows}
 
 
+async def queued_user_messages(store: Storage) -> set[int]:
+    """Messages received and waiting behind the same person's earlier one (not stored yet)."""
+    rows = await store.db.fetch_all("SELECT discord_id FROM queued_messages")
+    return {int(row[0]) for row in rows}
+
+
 async def held_leases(store: Storage) -> list[tuple[str, str]]:
     rows = await store.db.fetch_all(
         "SELECT name, owner FROM leases WHERE name NOT LIKE 'once:%' AND expires_at >= ?",
@@ -362,6 +368,7 @@ async def test_two_shard_processes_share_the_work_once(
     talking.cancel()
     await asyncio.gather(talking, return_exceptions=True)
     stored_at_kill = await stored_user_messages(store)
+    queued_at_kill = await queued_user_messages(store)
     dead = f":{first.pid}:"
     cut = Counter(name for name, holder in await held_leases(store) if dead in holder)
     alpha_session, alpha_through, _ = await session_of(store, d.CHANNEL_ID, d.alice)
@@ -371,12 +378,14 @@ async def test_two_shard_processes_share_the_work_once(
     acknowledged = answers(d, d.CHANNEL_ID)
     assert all(count == 1 for count in acknowledged.values()), acknowledged
     assert set(acknowledged) <= stored_at_kill, "a message was answered but not stored"
-    unanswered_at_kill = (stored_at_kill & set(burst)) - set(acknowledged)
+    received_at_kill = stored_at_kill | queued_at_kill
+    unanswered_at_kill = (received_at_kill & set(burst)) - set(acknowledged)
 
     # Its jobs are finished by the other process (its lease expires in 2 s) or after restart.
     await fleet.start(1)
     await fleet.wait_live(1, killed_at)
-    # What it stored but had not answered is answered by its successor.
+    # What it received but had not answered (stored, or queued behind Alice's earlier
+    # messages) is answered by its successor.
     await answered(d, d.CHANNEL_ID, sorted(unanswered_at_kill))
     await wait_until(lambda: settled(store, fake_llm), 60, "the dead process's jobs")
     _, through, _ = await session_of(store, d.CHANNEL_ID, d.alice)
@@ -430,9 +439,10 @@ async def test_two_shard_processes_share_the_work_once(
     assert not any("alpha-" in str(row[0]) or "delta-" in str(row[0]) for row in rows)
     print(
         f"\nfolds {len(log.folds)}, extractions {len(log.extractions)}, burst sent"
-        f" {len(burst)}, stored at kill {len(stored_at_kill & set(burst))},"
-        f" answered at kill {len(set(acknowledged) & set(burst))}, stored but unanswered at"
-        f" kill {len(unanswered_at_kill)}, of which answered after the restart"
+        f" {len(burst)}, stored at kill {len(stored_at_kill & set(burst))}, queued at kill"
+        f" {len(queued_at_kill & set(burst))},"
+        f" answered at kill {len(set(acknowledged) & set(burst))}, received but unanswered"
+        f" at kill {len(unanswered_at_kill)}, of which answered after the restart"
         f" {len(unanswered_at_kill & set(answers(d, d.CHANNEL_ID)))}; cut {dict(cut)};"
         f" erasure on shard {erasing} while {log.held_by} folded;"
         f" folds by {Counter(caller for _, _, caller in log.folds)}"

@@ -207,3 +207,83 @@ async def test_a_message_stored_but_not_answered_is_answered_after_a_crash(
     bot = await launch()
     await d.expect_no_bot_message(d.CHANNEL_ID, wait=2.0)
     assert len([m for m in d.bot_messages(d.CHANNEL_ID) if m.reply_to_id == int(sent["id"])]) == 1
+
+
+def queued_ids(db_path: Path) -> set[int]:
+    with sqlite3.connect(db_path) as conn:
+        return {row[0] for row in conn.execute("SELECT discord_id FROM queued_messages")}
+
+
+async def test_messages_queued_behind_an_answer_survive_a_crash(
+    launch: Callable[..., Any], fake_discord: FakeDiscord, fake_llm: FakeLLM, db_path: Path
+) -> None:
+    """A user's follow-ups wait for the answer in progress before they are stored; killed
+    meanwhile, the process answers them after its restart, in order and once each, as they
+    are on Discord then (one was deleted while the bot was down)."""
+    d = fake_discord
+    bot = await launch()
+    fake_llm.latency = 30.0  # the first answer is still being generated when the process dies
+    first = await d.send_message(d.alice, d.CHANNEL_ID, "first question", mention_bot=True)
+    await asyncio.wait_for(fake_llm.wait_for_chat_calls(1), 15)
+    second = await d.send_message(d.alice, d.CHANNEL_ID, "second question", mention_bot=True)
+    third = await d.send_message(d.alice, d.CHANNEL_ID, "third question", mention_bot=True)
+    deleted = await d.send_message(d.alice, d.CHANNEL_ID, "never mind this", mention_bot=True)
+    follow_ups = {int(m["id"]) for m in (second, third, deleted)}
+    await d.wait_for(lambda: queued_ids(db_path) == follow_ups or None, 15, "3 queued")
+    assert stored_discord_ids(db_path) == {int(first["id"])}  # queued ones are not stored yet
+    bot.kill()
+    await bot.process.wait()
+    await d.delete_user_message(deleted)
+
+    fake_llm.latency = 0.0
+    bot = await launch()
+    answers = [await d.next_bot_message(d.CHANNEL_ID, timeout=20) for _ in range(3)]
+    assert [a.reply_to_id for a in answers] == [int(m["id"]) for m in (first, second, third)]
+    assert [await d.final_text(a, quiet=0.3) for a in answers] == [
+        "echo: first question",
+        "echo: second question",
+        "echo: third question",
+    ]
+    await d.expect_no_bot_message(d.CHANNEL_ID, wait=1.5)  # nothing for the deleted one
+    assert queued_ids(db_path) == set()
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute("SELECT role, content FROM messages ORDER BY id").fetchall()
+    assert [content for _, content in rows] == [
+        "first question",
+        "echo: first question",
+        "second question",
+        "echo: second question",
+        "third question",
+        "echo: third question",
+    ]
+
+    # Another restart answers nothing again.
+    bot.kill()
+    await bot.process.wait()
+    await launch()
+    await d.expect_no_bot_message(d.CHANNEL_ID, wait=2.0)
+
+
+async def test_messages_queued_at_a_graceful_stop_are_answered_at_the_next_start(
+    launch: Callable[..., Any], fake_discord: FakeDiscord, fake_llm: FakeLLM, db_path: Path
+) -> None:
+    """SIGTERM gives the answer in progress a few seconds; one that takes longer, and the
+    messages waiting behind it, are answered after the restart."""
+    d = fake_discord
+    bot = await launch()
+    fake_llm.latency = 30.0
+    first = await d.send_message(d.alice, d.CHANNEL_ID, "slow question", mention_bot=True)
+    await asyncio.wait_for(fake_llm.wait_for_chat_calls(1), 15)
+    second = await d.send_message(d.alice, d.CHANNEL_ID, "quick follow-up", mention_bot=True)
+    await d.wait_for(lambda: queued_ids(db_path) == {int(second["id"])} or None, 15, "queued")
+    bot.process.send_signal(signal.SIGTERM)
+    code, stderr = await bot.wait(seconds=15)
+    assert code == 0, stderr
+    assert queued_ids(db_path) == {int(second["id"])}  # kept for the next start
+
+    fake_llm.latency = 0.0
+    await launch()
+    answers = [await d.next_bot_message(d.CHANNEL_ID, timeout=20) for _ in range(2)]
+    assert [a.reply_to_id for a in answers] == [int(first["id"]), int(second["id"])]
+    assert await d.final_text(answers[1], quiet=0.3) == "echo: quick follow-up"
+    await d.wait_for(lambda: not queued_ids(db_path) or None, 10, "the queue emptied")

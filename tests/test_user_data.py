@@ -45,6 +45,7 @@ async def fill_user(storage: Storage, user_id: int, marker: str) -> None:
             discord_id=None,
             now=1.0,
         )
+        await storage.queued.add(key, discord_id + 500, now=1.0)  # a follow-up waiting its turn
         assert stored is not None
         await storage.sessions.save_summary(
             stored.session_id,
@@ -112,6 +113,7 @@ async def rows_of_user(storage: Storage, user_id: int) -> int:
         ("facts", "user_id"),
         ("rate_windows", "user_id"),
         ("usage_members", "user_id"),
+        ("queued_messages", "user_id"),
     ):
         row = await storage.db.fetch_one(
             f"SELECT COUNT(*) FROM {table} WHERE {column} = ?", (user_id,)
@@ -155,6 +157,7 @@ async def test_every_table_is_known_to_deletion(storage: Storage) -> None:
         "leases",  # no user data: session ids and process names
         "memory_pauses",
         "messages",
+        "queued_messages",  # ids of messages waiting for their turn (deleted with the user's)
         "rate_windows",
         "role_rules",
         "schema_version",  # migration numbers only
