@@ -397,17 +397,28 @@ class MemoryEngine:
             LastRecall(prompt.recalled, prompt.section_tokens.get("recall", 0)),
         )
         answer_tokens = self._tokenizer.count(result.text)  # once: usage and storage
-        await self.limits.charge(incoming.key, result.usage, lambda: prompt.tokens + answer_tokens)
+        spent = partial(self._charge, incoming.key, result.usage, prompt.tokens + answer_tokens)
         if result.outcome is Outcome.ANSWERED:
             if await self.storage.erasures.fence(incoming.key) != fence:
                 # Erased while it was generated: the answer drew on erased memory.
+                await spent()
                 return ReplyResult(Outcome.ERASED, prompt=prompt, usage=result.usage)
             result = await self._deliver_and_store(incoming, result, answer_tokens, fence, deliver)
+        # Charged after the answer is shown: accounting is not on the way to the user.
+        await spent()
         if view.memory:
             self._after_turn(session)
         else:
             await self._keep_only_window(session)
         return result
+
+    async def _charge(self, key: SessionKey, usage: Usage | None, estimate: int) -> None:
+        """Count a model call's tokens against the budgets; a database error is logged (the
+        answer was already shown, or the error already told)."""
+        try:
+            await self.limits.charge(key, usage, lambda: estimate)
+        except StorageError as error:
+            log.warning("Could not count the tokens of a reply to user %s: %s", key.user_id, error)
 
     async def _store_incoming(
         self, incoming: IncomingMessage, fence: int
