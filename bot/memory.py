@@ -240,14 +240,13 @@ class MemoryEngine:
         if on_progress is not None:
             on_progress = _unless(erased, on_progress)
         try:
-            fence = await self.storage.erasures.fence(incoming.key)
-            refusal = None if stored is not None else await self._admit(incoming.key)
+            fence, refusal, paused = await self._arrival_checks(incoming.key, stored is not None)
             if refusal is not None:
                 return ReplyResult(Outcome.REFUSED, refusal=refusal)
             self._in_flight.add(task)
             ticket = self._llm_slots.enter(incoming.key.user_id)
             try:
-                if stored is None and await self.controls.is_paused(incoming.key.user_id):
+                if paused:
                     await turn.wait()
                     return await self._reply_unstored(incoming, on_progress, deliver, ticket)
                 queued = stored is None and not turn.ready and await self._note_queued(incoming)
@@ -320,6 +319,19 @@ class MemoryEngine:
         worth reading (and its attachments worth downloading)."""
         return discord_id in self._waiting or await self.storage.messages.exists(discord_id)
 
+    async def _arrival_checks(
+        self, key: SessionKey, resumed: bool
+    ) -> tuple[int, Refusal | None, bool]:
+        """(the erasure fence, a refusal, whether the user paused memory) as the message
+        arrives. A message stored before a restart was admitted then, and stored: only its
+        fence is read. Independent reads, made at once: on PostgreSQL they run side by side
+        on pooled connections, instead of one round trip after the other."""
+        if resumed:
+            return await self.storage.erasures.fence(key), None, False
+        return await asyncio.gather(
+            self.storage.erasures.fence(key), self._admit(key), self.controls.is_paused(key.user_id)
+        )
+
     async def _admit(self, key: SessionKey) -> Refusal | None:
         """Rate and budget limits, and a queue as long as can be answered within the deadline.
 
@@ -329,7 +341,10 @@ class MemoryEngine:
         wait = self._llm_slots.expected_wait(key.user_id)
         if wait > self._settings.reply_deadline_seconds:
             return self._busy(wait)
-        return await self.limits.check_rate(key.user_id) or await self.limits.check_budget(key)
+        rate, budget = await asyncio.gather(
+            self.limits.check_rate(key.user_id), self.limits.check_budget(key)
+        )
+        return rate or budget
 
     def _busy(self, wait: float) -> Refusal:
         return Refusal(
@@ -556,7 +571,11 @@ class MemoryEngine:
         facts, no summary. `session` is None for a paused user who never talked here.
         """
         space = space_of(new_message.guild_id)
-        facts = await self.storage.facts.current(new_message.user_id, space) if view.memory else []
+        # The facts and the newest messages do not depend on each other: read them at once.
+        facts, newest = await asyncio.gather(
+            self.storage.facts.current(new_message.user_id, space) if view.memory else _none(),
+            self._newest(session, before_id=new_message.id) if session is not None else _none(),
+        )
         limits = self._prompt_limits
         if budget_share < 1.0:
             limits = PromptLimits(
@@ -565,41 +584,43 @@ class MemoryEngine:
         builder = PromptBuilder(self._tokenizer, limits)
         builder.fixed_sections(
             system_prompt=self._system_prompt(author_name, view),
-            facts=facts,
+            facts=facts or [],
             summary=session.summary if session is not None and view.memory else "",
             new_message=new_message.content,
         )
         window: list[StoredMessage] = []
         recalled: list[RecalledExcerpt] = []
         if session is not None:
-            window = await self._window(
-                session, before_id=new_message.id, budget=builder.window_budget
-            )
+            window = await self._window(session, newest or [], budget=builder.window_budget)
             if view.memory:  # memory off: the recent window only, no recall
                 recalled = await recall_for(
                     self.storage.recall, session, new_message, window, builder, self._clock()
                 )
         return builder.finish(window, recalled)
 
+    async def _newest(self, session: Session, *, before_id: int) -> list[StoredMessage]:
+        """One batch of the session's newest unsummarized messages before `before_id`."""
+        return await self.storage.messages.newest(
+            session.id,
+            after_id=session.summarized_through,
+            before_id=before_id,
+            limit=WINDOW_FETCH_BATCH,
+        )
+
     async def _window(
-        self, session: Session, *, before_id: int, budget: int
+        self, session: Session, first_batch: list[StoredMessage], *, budget: int
     ) -> list[StoredMessage]:
-        """Unsummarized messages, newest first, until they surely exceed `budget`."""
+        """Unsummarized messages, newest first, until they surely exceed `budget`: the first
+        batch (read already), then more batches while needed."""
         found: list[StoredMessage] = []
+        batch = first_batch
         tokens = 0
-        while tokens <= budget:
-            batch = await self.storage.messages.newest(
-                session.id,
-                after_id=session.summarized_through,
-                before_id=before_id,
-                limit=WINDOW_FETCH_BATCH,
-            )
+        while True:
             found.extend(batch)
             tokens += sum(min(m.tokens, self._settings.max_message_tokens) for m in batch)
-            if len(batch) < WINDOW_FETCH_BATCH:
-                break
-            before_id = batch[-1].id
-        return found
+            if len(batch) < WINDOW_FETCH_BATCH or tokens > budget:
+                return found
+            batch = await self._newest(session, before_id=batch[-1].id)
 
     # -- what users see and erase -------------------------------------------------------------
 
@@ -618,7 +639,8 @@ class MemoryEngine:
             summary=session.summary,
             new_message="",
         )
-        window = await self._window(session, before_id=2**63 - 1, budget=builder.window_budget)
+        newest = await self._newest(session, before_id=2**63 - 1)
+        window = await self._window(session, newest, budget=builder.window_budget)
         prompt = builder.finish(window)
         stats = await self.storage.messages.stats(session)
         last = self.recall_log.get(key.channel_id, key.user_id)
@@ -856,6 +878,11 @@ class MemoryEngine:
             if not rules.memory:
                 return
         await job(session_id)
+
+
+async def _none() -> None:
+    """In place of a read that is not needed (to `asyncio.gather` with the ones that are)."""
+    return None
 
 
 def _unless(erased: asyncio.Event, on_progress: ProgressCallback) -> ProgressCallback:
