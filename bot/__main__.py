@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dotenv import find_dotenv, load_dotenv
 
@@ -32,7 +32,11 @@ from bot.startup import (
     open_storage,
     reach_discord,
     ready_line,
+    recommended_shards,
 )
+
+if TYPE_CHECKING:
+    from bot.client import MemoryBot
 
 log = logging.getLogger("bot")
 
@@ -87,12 +91,15 @@ async def _run(settings: Settings, stopping: asyncio.Event) -> int:
     if storage is None:
         return EXIT_OK  # stopped while waiting for the database
     llm = make_llm(settings)
-    # The bot owns the storage and the LLM client from here and closes them in close().
-    bot = create_bot(settings, storage=storage, llm=llm)
+    bot: MemoryBot | None = None
     try:
         await check_model_server(llm, settings)
         if not await reach_discord(settings, stopping):
             return EXIT_OK
+        # The bot owns the storage and the LLM client from here and closes them in close().
+        bot = create_bot(
+            settings, storage=storage, llm=llm, shards=await recommended_shards(settings)
+        )
         await log_in(bot, settings.discord_token)
         stop = asyncio.ensure_future(stopping.wait())
         try:
@@ -112,7 +119,11 @@ async def _run(settings: Settings, stopping: asyncio.Event) -> int:
         log.info("Mnemo stopped cleanly")
         return EXIT_OK
     finally:
-        await bot.close()
+        if bot is not None:
+            await bot.close()
+        else:
+            await llm.close()
+            await storage.close()
 
 
 if __name__ == "__main__":

@@ -128,7 +128,7 @@ class MemoryBot(commands.Bot):
     async def _read_identify_concurrency(self) -> int:
         """Discord's `max_concurrency`: how many shards may IDENTIFY per 5 s."""
         recommended, _, limit = await self.http.get_bot_gateway()
-        if recommended > max(self.settings.shard_count, 1):
+        if self.settings.shard_count and recommended > self.settings.shard_count:
             log.warning(
                 "Discord recommends %d shards for this bot; set SHARD_COUNT (see the README's"
                 " Running at scale)",
@@ -303,16 +303,18 @@ def _shard_options(settings: Settings) -> dict[str, Any]:
 
 
 class ShardedMemoryBot(MemoryBot, commands.AutoShardedBot):
-    """The same bot over the shards SHARD_COUNT/SHARD_IDS name, all in this process.
+    """The same bot over the shards SHARD_COUNT/SHARD_IDS name, all in this process; with
+    SHARD_COUNT 0, over as many shards as Discord recommends (discord.py asks it).
 
-    Only with SHARD_COUNT set: one unsharded connection is what a bot in fewer than 2,500
+    Only when shards are needed: one unsharded connection is what a bot in fewer than 2,500
     servers needs, and discord.py's plain client handles a fatal close more reliably.
     """
 
 
-def create_bot(settings: Settings, **options: Any) -> MemoryBot:
-    """The bot for these settings: sharded when SHARD_COUNT is set."""
-    cls = ShardedMemoryBot if settings.shard_count else MemoryBot
+def create_bot(settings: Settings, *, shards: int = 1, **options: Any) -> MemoryBot:
+    """The bot for these settings: sharded when SHARD_COUNT is set, or when it is 0 and
+    Discord recommends more than one shard (`shards`, see startup.recommended_shards)."""
+    cls = ShardedMemoryBot if settings.shard_count or shards > 1 else MemoryBot
     return cls(settings, **options)
 
 

@@ -140,6 +140,26 @@ async def reach_discord(settings: Settings, stopping: asyncio.Event) -> bool:
             delay = min(delay * 2, BACKOFF_MAX_SECONDS)
 
 
+async def recommended_shards(settings: Settings) -> int:
+    """With SHARD_COUNT 0 (automatic): how many shards Discord recommends for this bot, asked
+    with discord.py's own REST client (one login check, one GET /gateway/bot). 1 when it
+    cannot tell; the login that follows then says what is wrong."""
+    if settings.shard_count:
+        return settings.shard_count
+    http = discord.http.HTTPClient(asyncio.get_running_loop())
+    try:
+        await http.static_login(settings.discord_token)
+        shards, _, _ = await http.get_bot_gateway()
+        return max(int(shards), 1)
+    except discord.LoginFailure:
+        raise StartupError(EXIT_CONFIG, BAD_TOKEN) from None
+    except (discord.DiscordException, aiohttp.ClientError, OSError, TimeoutError) as error:
+        log.info("Could not ask Discord how many shards it recommends (%s); using one", error)
+        return 1
+    finally:
+        await http.close()
+
+
 async def _probe(session: aiohttp.ClientSession, url: str) -> str | None:
     """None when Discord answers (any status below 500), else what went wrong."""
     try:
@@ -284,7 +304,15 @@ def database_in_use(settings: Settings) -> str:
 
 def ready_line(bot: discord.Client, settings: Settings) -> str:
     servers = len(bot.guilds)
-    shards = f"shard {bot.shard_id} of {bot.shard_count}" if bot.shard_count else "1 shard"
+    running: list[int] | None = getattr(bot, "shard_ids", None) or (
+        list(range(bot.shard_count)) if bot.shard_count else None
+    )
+    shards = (
+        f"shard{'s' if len(running) > 1 else ''} {', '.join(map(str, running))}"
+        f" of {bot.shard_count}"
+        if running and bot.shard_count and bot.shard_count > 1
+        else "1 shard"
+    )
     line = (
         f"Mnemo is ready as {bot.user} in {servers} server{'s' if servers != 1 else ''}"
         f" ({shards}), database {database_in_use(settings)}"

@@ -185,6 +185,26 @@ async def test_ready_line_then_stopped_cleanly(launch: Launch, db_path: Path) ->
     assert "voice" not in text  # discord.py's PyNaCl/davey warnings are hidden
 
 
+async def test_automatic_sharding_runs_the_recommended_shards(
+    launch: Launch, fake_discord: FakeDiscord
+) -> None:
+    """SHARD_COUNT unset (0), and Discord requires shards (past 2,500 servers it closes an
+    unsharded connection with 4011): the process runs as many as Discord recommends."""
+    d = fake_discord
+    d.shard_count = 2
+    bot = await launch(LOG_LEVEL="INFO")
+    ready = await bot.wait_line("Mnemo is ready")
+    assert "(shards 0, 1 of 2)" in ready, ready
+    assert {d.shard_of(d.GUILD_ID), d.shard_of(d.GUILD2_ID)} == {0, 1}
+    for channel in (d.CHANNEL_ID, d.GUILD2_CHANNEL_ID):  # one server on each shard
+        await d.send_message(d.alice, channel, "hello there", mention_bot=True)
+        reply = await d.next_bot_message(channel, timeout=20)
+        assert await d.final_text(reply, quiet=0.3) == "echo: hello there"
+    bot.process.send_signal(signal.SIGTERM)
+    code, _ = await bot.exit()
+    assert code == 0
+
+
 def test_invite_url_is_the_readmes() -> None:
     readme = (ROOT / "README.md").read_text()
     assert INVITE.format("APP_ID") in readme
