@@ -30,6 +30,7 @@ from storage.errors import (
 from storage.url import DatabaseURL
 
 BUSY_TIMEOUT_MS = 5000
+CONFIGURE_ATTEMPTS = 20
 
 # Primary result codes (sqlite3.h) meaning "not now" rather than "never".
 _UNAVAILABLE_CODES = {
@@ -79,13 +80,26 @@ class SQLiteDatabase(Database):
             await self._conn.close()
 
     async def _configure(self) -> None:
+        # Two connections switching a new file to WAL at once can deadlock on its lock, and
+        # SQLite then fails one at once rather than calling the busy handler: try again.
+        for attempt in range(CONFIGURE_ATTEMPTS):
+            try:
+                return await self._configure_once()
+            except RetryableStorageError as error:
+                if "locked" not in str(error) or attempt == CONFIGURE_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
+
+    async def _configure_once(self) -> None:
         try:
             for pragma in (
+                # First: switching to WAL needs a moment of exclusive access, which another
+                # connection opening the file at the same time may hold.
+                f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
                 "PRAGMA journal_mode=WAL",
                 # NORMAL survives a process crash; only FULL also survives power loss (README).
                 "PRAGMA synchronous=NORMAL",
                 "PRAGMA foreign_keys=ON",
-                f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
                 # Deleted text must not linger in free pages of the file.
                 "PRAGMA secure_delete=ON",
             ):
