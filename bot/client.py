@@ -186,6 +186,11 @@ class MemoryBot(commands.Bot):
         try:
             stored = [m for m in await self.engine.awaiting_reply() if self.owns(m.guild_id)]
             queued = [m for m in await self.engine.left_in_queue() if self.owns(m.guild_id)]
+            stored_ids = {m.discord_id for m in stored}
+            for known in [m for m in queued if m.discord_id in stored_ids]:
+                # Stored just before the stop (its row not yet cleared): answered as stored.
+                await self.engine.forget_queued(known.discord_id)
+                queued.remove(known)
         except StorageError as error:
             log.warning("Could not look for unanswered messages: %s", error)
             return

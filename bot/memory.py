@@ -135,6 +135,8 @@ class MemoryEngine:
         self._settings = settings
         self._clock = clock
         self._started_at = clock()  # set again by start()
+        self._queued: set[int] = set()  # noted in queued_messages by this process, not stored
+        self._left_in_queue: set[int] = set()  # left there by a stop, being answered now
         self._order = KeyedLocks()
         self._in_flight: set[asyncio.Task[object]] = set()
         self._waiting: set[int] = set()  # Discord ids of messages taken but not yet stored
@@ -240,7 +242,12 @@ class MemoryEngine:
         if on_progress is not None:
             on_progress = _unless(erased, on_progress)
         try:
-            fence, refusal, paused = await self._arrival_checks(incoming.key, stored is not None)
+            # A message left in the queue by a stop was admitted when it first arrived; one
+            # stored before a stop was also stored (so not paused).
+            readmitted = incoming.discord_id in self._left_in_queue
+            fence, refusal, paused = await self._arrival_checks(
+                incoming.key, admit=stored is None and not readmitted, pause=stored is None
+            )
             if refusal is not None:
                 return ReplyResult(Outcome.REFUSED, refusal=refusal)
             self._in_flight.add(task)
@@ -249,18 +256,19 @@ class MemoryEngine:
                 if paused:
                     await turn.wait()
                     return await self._reply_unstored(incoming, on_progress, deliver, ticket)
-                queued = stored is None and not turn.ready and await self._note_queued(incoming)
+                if stored is None and not turn.ready:
+                    await self._note_queued(incoming, fence)
                 try:
                     await turn.wait()
                     return await self._reply_in_order(
                         incoming, fence, on_progress, deliver, ticket, stored
                     )
                 except asyncio.CancelledError:
-                    queued = False  # stopped before its turn ended: the next start answers it
+                    # Stopped before it was stored: the next start answers it.
+                    self._queued.discard(incoming.discord_id)
                     raise
                 finally:
-                    if queued:
-                        await self._unqueue(incoming.discord_id)
+                    await self._unqueue(incoming.discord_id)  # refused, dropped, or failed
             finally:
                 self._llm_slots.leave(ticket)
                 self._in_flight.discard(task)
@@ -269,20 +277,26 @@ class MemoryEngine:
             self._waiting.discard(incoming.discord_id)
             self._turns.pop(incoming.discord_id, None)
 
-    async def _note_queued(self, incoming: IncomingMessage) -> bool:
+    async def _note_queued(self, incoming: IncomingMessage, fence: int) -> None:
         """Write down a message that must wait behind an earlier one of its conversation
         (it is stored when its turn comes), so that it outlives a crash of this process."""
         try:
-            await self.storage.queued.add(incoming.key, incoming.discord_id, now=self._clock())
+            await self.storage.queued.add(
+                incoming.key, incoming.discord_id, fence=fence, now=self._clock()
+            )
         except StorageError as error:  # the turn itself will meet the database's state
             log.warning("Could not note queued message %s: %s", incoming.discord_id, error)
-            return False
-        return True
+            return
+        self._queued.add(incoming.discord_id)
 
     async def _unqueue(self, discord_id: int) -> None:
-        """The turn is over: stored (and answered), refused, or dropped. A row left by a
-        failure here is harmless: after a restart the message is known and not answered
-        twice, or, if it was never stored, answered then."""
+        """The message no longer waits: stored (from then on, a stop leaves it to be
+        answered as a stored message), refused, or dropped. A row left by a failure here is
+        harmless: after a restart the message is known and not answered twice, or, if it
+        was never stored, answered then."""
+        if discord_id not in self._queued:
+            return
+        self._queued.discard(discord_id)
         try:
             await self.storage.queued.remove(discord_id)
         except StorageError as error:
@@ -290,14 +304,30 @@ class MemoryEngine:
 
     async def left_in_queue(self) -> list[QueuedMessage]:
         """Messages that were waiting for their turn when their process stopped, recent
-        enough that an answer still makes sense, in arrival order."""
+        enough that an answer still makes sense, in arrival order; one that an erasure
+        covered meanwhile is dropped (it would never have been stored)."""
         now = self._clock()
-        return await self.storage.queued.left_behind(
+        left = await self.storage.queued.left_behind(
             since=now - RESUME_WINDOW_SECONDS, before=self._started_at
         )
+        kept = []
+        for queued in left:
+            if await self.storage.erasures.fence(queued.key) == queued.fence:
+                kept.append(queued)
+                self._left_in_queue.add(queued.discord_id)
+            else:
+                await self.storage.queued.remove(queued.discord_id)
+        return kept
+
+    @property
+    def accepting(self) -> bool:
+        """False once the engine is stopping: messages are no longer answered."""
+        return self._accepting
 
     async def forget_queued(self, discord_id: int) -> None:
         """A message left in the queue is dealt with (answered again, or not to be)."""
+        self._left_in_queue.discard(discord_id)
+        self._queued.add(discord_id)  # the row is the one a stop left: remove it
         await self._unqueue(discord_id)
 
     async def awaiting_reply(self) -> list[StoredMessage]:
@@ -320,16 +350,16 @@ class MemoryEngine:
         return discord_id in self._waiting or await self.storage.messages.exists(discord_id)
 
     async def _arrival_checks(
-        self, key: SessionKey, resumed: bool
+        self, key: SessionKey, *, admit: bool, pause: bool
     ) -> tuple[int, Refusal | None, bool]:
         """(the erasure fence, a refusal, whether the user paused memory) as the message
-        arrives. A message stored before a restart was admitted then, and stored: only its
-        fence is read. Independent reads, made at once: on PostgreSQL they run side by side
-        on pooled connections, instead of one round trip after the other."""
-        if resumed:
-            return await self.storage.erasures.fence(key), None, False
+        arrives; admission and the pause only when asked. Independent reads, made at once:
+        on PostgreSQL they run side by side on pooled connections, instead of one round trip
+        after the other."""
         return await asyncio.gather(
-            self.storage.erasures.fence(key), self._admit(key), self.controls.is_paused(key.user_id)
+            self.storage.erasures.fence(key),
+            self._admit(key) if admit else _none(),
+            self.controls.is_paused(key.user_id) if pause else _false(),
         )
 
     async def _admit(self, key: SessionKey) -> Refusal | None:
@@ -412,15 +442,18 @@ class MemoryEngine:
             LastRecall(prompt.recalled, prompt.section_tokens.get("recall", 0)),
         )
         answer_tokens = self._tokenizer.count(result.text)  # once: usage and storage
-        spent = partial(self._charge, incoming.key, result.usage, prompt.tokens + answer_tokens)
-        if result.outcome is Outcome.ANSWERED:
-            if await self.storage.erasures.fence(incoming.key) != fence:
-                # Erased while it was generated: the answer drew on erased memory.
-                await spent()
-                return ReplyResult(Outcome.ERASED, prompt=prompt, usage=result.usage)
-            result = await self._deliver_and_store(incoming, result, answer_tokens, fence, deliver)
-        # Charged after the answer is shown: accounting is not on the way to the user.
-        await spent()
+        try:
+            if result.outcome is Outcome.ANSWERED:
+                if await self.storage.erasures.fence(incoming.key) != fence:
+                    # Erased while it was generated: the answer drew on erased memory.
+                    return ReplyResult(Outcome.ERASED, prompt=prompt, usage=result.usage)
+                result = await self._deliver_and_store(
+                    incoming, result, answer_tokens, fence, deliver
+                )
+        finally:
+            # Charged after the answer is shown (accounting is not on the way to the user),
+            # and whatever happened since the model answered: its tokens were spent.
+            await self._charge(incoming.key, result.usage, prompt.tokens + answer_tokens)
         if view.memory:
             self._after_turn(session)
         else:
@@ -456,6 +489,7 @@ class MemoryEngine:
         except ErasedMeanwhile:
             return Outcome.ERASED
         self._waiting.discard(incoming.discord_id)
+        await self._unqueue(incoming.discord_id)  # stored (or known): no longer waiting
         if stored is None:
             return Outcome.DUPLICATE
         # A change that arrived while the row was being written (no await since).
@@ -883,6 +917,10 @@ class MemoryEngine:
 async def _none() -> None:
     """In place of a read that is not needed (to `asyncio.gather` with the ones that are)."""
     return None
+
+
+async def _false() -> bool:
+    return False
 
 
 def _unless(erased: asyncio.Event, on_progress: ProgressCallback) -> ProgressCallback:

@@ -148,8 +148,9 @@ async def recommended_shards(settings: Settings) -> int:
         return settings.shard_count
     http = discord.http.HTTPClient(asyncio.get_running_loop())
     try:
-        await http.static_login(settings.discord_token)
-        shards, _, _ = await http.get_bot_gateway()
+        async with asyncio.timeout(PROBE_TIMEOUT_SECONDS * 3):
+            await http.static_login(settings.discord_token)
+            shards, _, _ = await http.get_bot_gateway()
         return max(int(shards), 1)
     except discord.LoginFailure:
         raise StartupError(EXIT_CONFIG, BAD_TOKEN) from None

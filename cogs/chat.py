@@ -151,7 +151,8 @@ class Chat(commands.Cog):
         except discord.HTTPException as error:
             log.warning("Could not fetch message %s to answer it: %s", queued.discord_id, error)
             return  # kept: a later restart may reach it
-        await self.bot.engine.forget_queued(queued.discord_id)
+        if self.bot.engine.accepting:  # not stopping again meanwhile: its turn has ended
+            await self.bot.engine.forget_queued(queued.discord_id)
 
     async def _answered_on_discord(self, channel: Any, message: discord.Message) -> bool:
         """Whether a reply of this bot to `message` is already in the channel."""

@@ -122,8 +122,11 @@ class Database(ABC):
     async def close(self) -> None: ...
 
     @abstractmethod
-    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
-        """A write transaction. Commits on success, rolls back on any exception."""
+    def transaction(self, *, maintenance: bool = False) -> AbstractAsyncContextManager[Transaction]:
+        """A write transaction. Commits on success, rolls back on any exception.
+
+        `maintenance`: bulk work (an erasure, a retention pass) whose statements may run long
+        on a big database; PostgreSQL does not hold them to the URL's `command_timeout`."""
 
     @abstractmethod
     async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[Row]: ...

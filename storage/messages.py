@@ -263,7 +263,7 @@ class MessageRepository:
     async def delete_expired(self, older_than: float) -> int:
         """Retention: delete raw messages older than the cutoff that a summary already holds;
         never one that is not yet summarized."""
-        async with self._db.transaction() as tx:
+        async with self._db.transaction(maintenance=True) as tx:
             deleted = await tx.execute(
                 "DELETE FROM messages WHERE created_at < ? AND id <= (SELECT summarized_through"
                 " FROM sessions WHERE sessions.id = messages.session_id)",

@@ -70,7 +70,12 @@ class QueuedMessage:
     guild_id: int | None
     channel_id: int
     user_id: int
+    fence: int
     arrived_at: float
+
+    @property
+    def key(self) -> SessionKey:
+        return SessionKey(self.guild_id, self.channel_id, self.user_id)
 
 
 @dataclass(frozen=True, slots=True)

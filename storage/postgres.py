@@ -47,8 +47,9 @@ CLOSE_TIMEOUT_SECONDS = 5.0
 VACUUM_DELAY_SECONDS = 5.0
 VACUUM_CLOSE_TIMEOUT_SECONDS = 3.0
 MAINTENANCE_TIMEOUT_SECONDS = 6 * 3600.0
-"""VACUUM and migrations may run long on a big database: they are not held to the URL's
-`command_timeout`, which catches a server or network that stopped answering mid-statement."""
+"""VACUUM, migrations and maintenance transactions (erasures, retention) may run long on a
+big database: they are not held to the URL's `command_timeout`, which catches a server or
+network that stopped answering mid-statement."""
 MIGRATION_LOCK_KEY = 0x6D6E656D6F  # "mnemo": one process migrates at a time
 
 # Quoted strings and identifiers, comments, and placeholders, in one left-to-right pass.
@@ -127,7 +128,7 @@ class PostgresDatabase(Database):
     # -- transactions and queries ----------------------------------------------------------
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
+    async def transaction(self, *, maintenance: bool = False) -> AsyncIterator[Transaction]:
         try:
             connection = await self._pool.acquire()
         except Exception as error:
@@ -139,7 +140,8 @@ class PostgresDatabase(Database):
             except Exception as error:
                 _raise(error, self.url)
             try:
-                yield PostgresTransaction(connection, self.url)
+                timeout = MAINTENANCE_TIMEOUT_SECONDS if maintenance else None
+                yield PostgresTransaction(connection, self.url, timeout)
             except BaseException:
                 with suppress(Exception):  # a broken connection is reset by the pool
                     await transaction.rollback()
@@ -203,13 +205,18 @@ class PostgresDatabase(Database):
 
 
 class PostgresTransaction(Transaction):
-    def __init__(self, connection: asyncpg.Connection, url: DatabaseURL) -> None:
+    def __init__(
+        self, connection: asyncpg.Connection, url: DatabaseURL, timeout: float | None = None
+    ) -> None:
         self._conn = connection
         self._url = url
+        self._timeout = timeout  # None: the pool's command_timeout
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
         try:
-            status: str = await self._conn.execute(pg_sql(sql), *_args(params))
+            status: str = await self._conn.execute(
+                pg_sql(sql), *_args(params), timeout=self._timeout
+            )
         except Exception as error:
             _raise(error, self._url)
         # "UPDATE 3", "DELETE 0", "INSERT 0 1": the count is the last word.
@@ -225,13 +232,13 @@ class PostgresTransaction(Transaction):
         if not batch:
             return
         try:
-            await self._conn.executemany(pg_sql(sql), batch)
+            await self._conn.executemany(pg_sql(sql), batch, timeout=self._timeout)
         except Exception as error:
             _raise(error, self._url)
 
     async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
         try:
-            return list(await self._conn.fetch(pg_sql(sql), *_args(params)))
+            return list(await self._conn.fetch(pg_sql(sql), *_args(params), timeout=self._timeout))
         except Exception as error:
             _raise(error, self._url)
 

@@ -17,11 +17,15 @@ class QueuedMessageRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def add(self, key: SessionKey, discord_id: int, *, now: float) -> None:
+    async def add(self, key: SessionKey, discord_id: int, *, fence: int, now: float) -> None:
+        """Note a waiting message with the erasure fence read as it arrived: an erasure
+        committed between that read and this insert does not find the row, so the fence is
+        what tells, after a restart, that the message was erased meanwhile."""
         await self._db.write_one(
-            "INSERT INTO queued_messages (discord_id, guild_id, channel_id, user_id, arrived_at)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (discord_id) DO NOTHING",
-            (discord_id, key.guild_id, key.channel_id, key.user_id, now),
+            "INSERT INTO queued_messages"
+            " (discord_id, guild_id, channel_id, user_id, fence, arrived_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (discord_id) DO NOTHING",
+            (discord_id, key.guild_id, key.channel_id, key.user_id, fence, now),
         )
 
     async def remove(self, discord_id: int) -> None:
@@ -32,7 +36,8 @@ class QueuedMessageRepository:
         died), in arrival order. Rows older than `since` are dropped: too late to answer."""
         await self._db.write_one("DELETE FROM queued_messages WHERE arrived_at < ?", (since,))
         rows = await self._db.fetch_all(
-            "SELECT discord_id, guild_id, channel_id, user_id, arrived_at FROM queued_messages"
+            "SELECT discord_id, guild_id, channel_id, user_id, fence, arrived_at"
+            " FROM queued_messages"
             " WHERE arrived_at < ? ORDER BY discord_id",
             (before,),
         )

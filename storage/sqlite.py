@@ -82,11 +82,15 @@ class SQLiteDatabase(Database):
     async def _configure(self) -> None:
         # Two connections switching a new file to WAL at once can deadlock on its lock, and
         # SQLite then fails one at once rather than calling the busy handler: try again.
+        # (A lock held for real waits the busy timeout, and then fails: not tried again.)
+        loop = asyncio.get_running_loop()
         for attempt in range(CONFIGURE_ATTEMPTS):
+            started = loop.time()
             try:
                 return await self._configure_once()
             except RetryableStorageError as error:
-                if "locked" not in str(error) or attempt == CONFIGURE_ATTEMPTS - 1:
+                fast = loop.time() - started < BUSY_TIMEOUT_MS / 2000
+                if "locked" not in str(error) or not fast or attempt == CONFIGURE_ATTEMPTS - 1:
                     raise
                 await asyncio.sleep(0.05 * (attempt + 1))
 
@@ -110,7 +114,7 @@ class SQLiteDatabase(Database):
     # -- transactions and queries ----------------------------------------------------------
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
+    async def transaction(self, *, maintenance: bool = False) -> AsyncIterator[Transaction]:
         async with self._lock:
             try:
                 await self._conn.execute("BEGIN IMMEDIATE")

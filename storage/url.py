@@ -8,7 +8,8 @@ PostgreSQL URLs take three options of Mnemo's own in the query string, removed b
 reaches asyncpg: `pool_size` (connections per process, default 10), `statement_cache_size`
 (prepared statements cached per connection, default 100; 0 behind PgBouncer in transaction
 mode) and `command_timeout` (seconds a statement may take before it fails as "database
-unavailable", default 30; maintenance such as VACUUM and migrations is not bounded by it).
+unavailable", default 30; VACUUM, migrations, erasures and retention passes are not bounded
+by it).
 Any other query parameter (`sslmode=require`, …) goes to asyncpg as it is.
 
 A password is never shown: `str()`, `repr()` and `redacted()` print `***` in its place.

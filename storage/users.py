@@ -55,7 +55,7 @@ class UserDataRepository:
 
     async def clear_session(self, channel_id: int, user_id: int) -> DeletedCounts:
         """Delete one conversation: its messages and its summary (facts stay)."""
-        async with self._db.transaction() as tx:
+        async with self._db.transaction(maintenance=True) as tx:
             await bump(tx, user_id, "channel", channel_id)
             counts = await _delete_sessions(
                 tx, "channel_id = ? AND user_id = ?", (channel_id, user_id)
@@ -65,7 +65,7 @@ class UserDataRepository:
 
     async def delete_user_data(self, user_id: int) -> DeletedCounts:
         """Delete every message, summary and fact of the user, in every server and DM."""
-        async with self._db.transaction() as tx:
+        async with self._db.transaction(maintenance=True) as tx:
             await bump(tx, user_id, "user")
             counts = await _delete_sessions(tx, "user_id = ?", (user_id,))
             facts = await tx.execute("DELETE FROM facts WHERE user_id = ?", (user_id,))
@@ -79,7 +79,7 @@ class UserDataRepository:
 
     async def delete_member_in_guild(self, user_id: int, guild_id: int) -> DeletedCounts:
         """Delete the user's data learned in one server, and nothing elsewhere."""
-        async with self._db.transaction() as tx:
+        async with self._db.transaction(maintenance=True) as tx:
             await bump(tx, user_id, "guild", guild_id)
             counts = await _delete_sessions(tx, "user_id = ? AND guild_id = ?", (user_id, guild_id))
             facts = await tx.execute(
@@ -140,12 +140,18 @@ class UserDataRepository:
         paused = await self._db.fetch_one(
             "SELECT paused_at FROM memory_pauses WHERE user_id = ?", (user_id,)
         )
+        waiting = await self._db.fetch_all(
+            "SELECT discord_id, guild_id, channel_id, arrived_at FROM queued_messages"
+            " WHERE user_id = ? ORDER BY discord_id",
+            (user_id,),
+        )
         return {
             "user_id": user_id,
             "memory_paused_since": paused["paused_at"] if paused else None,
             "sessions": [dict(row) for row in sessions],
             "messages": [dict(row) for row in messages],
             "facts": [{**dict(row), "sources": by_fact.get(row["id"], [])} for row in facts],
+            "messages_waiting_their_turn": [dict(row) for row in waiting],
         }
 
     async def guild_stats(self, guild_id: int) -> GuildStats:

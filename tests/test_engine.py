@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 
 import pytest
 
@@ -213,3 +214,23 @@ async def test_every_reply_path_query_uses_an_index(engines: Engines, fake_llm: 
         details = re.sub(r"SCAN messages_fts VIRTUAL TABLE INDEX \d+:M\S*", "", details)
         details = details.replace("SCAN hit", "").replace("SCAN CONSTANT ROW", "")
         assert "SCAN" not in details, (query, details)
+
+
+async def test_a_queued_message_erased_before_a_restart_is_not_answered_after_it(
+    engines: Engines,
+) -> None:
+    """The queue row carries the fence read on arrival: an erasure that committed just before
+    the row was written (so did not delete it) still drops the message after a restart."""
+    first = await engines.start()
+    storage = first.storage
+    arrived_fence = await storage.erasures.fence(ALICE_HERE)
+    await storage.users.clear_session(ALICE_HERE.channel_id, ALICE_HERE.user_id)  # the erasure
+    arrived = time.time() - 5
+    await storage.queued.add(ALICE_HERE, 777, fence=arrived_fence, now=arrived)  # written after
+    bob_fence = await storage.erasures.fence(BOB_HERE)
+    await storage.queued.add(BOB_HERE, 778, fence=bob_fence, now=arrived)  # not erased
+    await engines.stop(first)
+    second = await engines.start()
+    assert [m.discord_id for m in await second.left_in_queue()] == [778]
+    left = await second.storage.queued.left_behind(since=0, before=time.time() + 60)
+    assert [m.discord_id for m in left] == [778]  # the erased one's row is gone too

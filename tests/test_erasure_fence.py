@@ -151,7 +151,7 @@ async def test_an_erasure_drops_the_messages_waiting_in_its_scope(storage: Stora
     """A message waiting for its turn when its process died is answered after a restart,
     unless an erasure covering it came first (it would have been dropped, not stored)."""
     for key in ALL:
-        await storage.queued.add(key, next(_ids), now=1.0)
+        await storage.queued.add(key, next(_ids), fence=0, now=1.0)
     await storage.users.clear_session(ALICE_HERE.channel_id, ALICE_HERE.user_id)
     assert await _queued(storage) == set(ALL) - {ALICE_HERE}
     await storage.users.delete_member_in_guild(1, 100)
@@ -161,9 +161,9 @@ async def test_an_erasure_drops_the_messages_waiting_in_its_scope(storage: Stora
 
 
 async def test_queued_messages_too_old_to_answer_are_dropped(storage: Storage) -> None:
-    await storage.queued.add(ALICE_HERE, 1, now=100.0)
-    await storage.queued.add(ALICE_THERE, 2, now=200.0)
-    await storage.queued.add(BOB_HERE, 3, now=300.0)  # arrived after this process started
+    await storage.queued.add(ALICE_HERE, 1, fence=0, now=100.0)
+    await storage.queued.add(ALICE_THERE, 2, fence=0, now=200.0)
+    await storage.queued.add(BOB_HERE, 3, fence=0, now=300.0)  # arrived after this process started
     left = await storage.queued.left_behind(since=150.0, before=250.0)
     assert [m.discord_id for m in left] == [2]
     assert [m.discord_id for m in await storage.queued.left_behind(since=0, before=1e9)] == [2, 3]

@@ -287,3 +287,52 @@ async def test_messages_queued_at_a_graceful_stop_are_answered_at_the_next_start
     assert [a.reply_to_id for a in answers] == [int(first["id"]), int(second["id"])]
     assert await d.final_text(answers[1], quiet=0.3) == "echo: quick follow-up"
     await d.wait_for(lambda: not queued_ids(db_path) or None, 10, "the queue emptied")
+
+
+async def test_queued_messages_resumed_are_not_admitted_twice_nor_lost_to_another_stop(
+    launch: Callable[..., Any], fake_discord: FakeDiscord, fake_llm: FakeLLM, db_path: Path
+) -> None:
+    """Left in the queue by a crash, then by a stop during their resumption, then answered:
+    they count once against the user's rate (they were admitted when they arrived), and a
+    message stored just before a crash whose queue row was not yet cleared is answered once."""
+    d = fake_discord
+    rate = {"USER_MESSAGES_PER_MINUTE": "3"}  # the three messages below, and not one more
+    bot = await launch(**rate)
+    fake_llm.latency = 30.0
+    first = await d.send_message(d.alice, d.CHANNEL_ID, "question one", mention_bot=True)
+    await asyncio.wait_for(fake_llm.wait_for_chat_calls(1), 15)
+    second = await d.send_message(d.alice, d.CHANNEL_ID, "question two", mention_bot=True)
+    third = await d.send_message(d.alice, d.CHANNEL_ID, "question three", mention_bot=True)
+    waiting = {int(second["id"]), int(third["id"])}
+    await d.wait_for(lambda: queued_ids(db_path) == waiting or None, 15, "2 queued")
+    bot.kill()
+    await bot.process.wait()
+    with sqlite3.connect(db_path) as conn:  # as if it died between storing and clearing
+        conn.execute(
+            "INSERT INTO queued_messages (discord_id, guild_id, channel_id, user_id, fence,"
+            " arrived_at) VALUES (?, ?, ?, ?, 0, ?)",
+            (int(first["id"]), d.GUILD_ID, d.CHANNEL_ID, d.alice.id, time.time() - 1),
+        )
+
+    # A second start is stopped while it answers the first message again (slowly).
+    calls = len(fake_llm.chat_calls)
+    bot = await launch(**rate)
+    await asyncio.wait_for(fake_llm.wait_for_chat_calls(calls + 1), 20)
+    bot.process.send_signal(signal.SIGTERM)
+    code, stderr = await bot.wait(seconds=15)
+    assert code == 0, stderr
+    assert waiting <= queued_ids(db_path)  # not dropped by the stop
+
+    fake_llm.latency = 0.0
+    await launch(**rate)
+    expected = [int(m["id"]) for m in (first, second, third)]
+    await d.wait_for(
+        lambda: [m.reply_to_id for m in d.bot_messages(d.CHANNEL_ID)] == expected or None,
+        30,
+        "each message answered once, in order",
+    )
+    texts = [await d.final_text(m, quiet=0.3) for m in d.bot_messages(d.CHANNEL_ID)]
+    assert texts == ["echo: question one", "echo: question two", "echo: question three"]
+    await asyncio.sleep(1.5)
+    assert len(d.bot_messages(d.CHANNEL_ID)) == 3  # no rate notice, no second answer
+    assert queued_ids(db_path) == set()

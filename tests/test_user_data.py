@@ -45,7 +45,9 @@ async def fill_user(storage: Storage, user_id: int, marker: str) -> None:
             discord_id=None,
             now=1.0,
         )
-        await storage.queued.add(key, discord_id + 500, now=1.0)  # a follow-up waiting its turn
+        await storage.queued.add(
+            key, discord_id + 500, fence=0, now=1.0
+        )  # a follow-up waiting its turn
         assert stored is not None
         await storage.sessions.save_summary(
             stored.session_id,
@@ -237,7 +239,9 @@ async def test_admin_forget_is_limited_to_one_server(storage: Storage) -> None:
     export = await storage.users.export(ALICE)
     assert {m["guild_id"] for m in export["messages"]} == {GUILD_B, None}
     assert {f["space_id"] for f in export["facts"]} == {GUILD_B, 0}
+    assert {m["guild_id"] for m in export["messages_waiting_their_turn"]} == {GUILD_B, None}
     assert len((await storage.users.export(BOB))["messages"]) == 8
+    assert len((await storage.users.export(BOB))["messages_waiting_their_turn"]) == 4
 
 
 async def test_clear_one_conversation(storage: Storage) -> None:

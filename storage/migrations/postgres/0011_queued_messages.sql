@@ -6,6 +6,7 @@ CREATE TABLE queued_messages (
     guild_id BIGINT,
     channel_id BIGINT NOT NULL,
     user_id BIGINT NOT NULL,
+    fence BIGINT NOT NULL,  -- the erasure fence read on arrival: changed since, not answered
     arrived_at DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX queued_messages_user ON queued_messages (user_id);

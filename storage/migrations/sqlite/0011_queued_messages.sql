@@ -7,6 +7,7 @@ CREATE TABLE queued_messages (
     guild_id INTEGER,
     channel_id INTEGER NOT NULL,
     user_id INTEGER NOT NULL,
+    fence INTEGER NOT NULL,  -- the erasure fence read on arrival: changed since, not answered
     arrived_at REAL NOT NULL
 );
 CREATE INDEX queued_messages_user ON queued_messages (user_id);
