@@ -350,6 +350,7 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
 def _add_measured(conn: sqlite3.Connection, corpus: Corpus, keys: Sequence[SessionKey]) -> None:
     now = time.time()
     discord_ids = iter(range(10**17, 10**18))
+    with_facts: set[tuple[int, int]] = set()  # facts are per person and server, not session
     for key in keys:
         cursor = conn.execute(
             "INSERT INTO sessions (guild_id, channel_id, user_id, created_at) VALUES (?, ?, ?, ?)",
@@ -379,6 +380,9 @@ def _add_measured(conn: sqlite3.Connection, corpus: Corpus, keys: Sequence[Sessi
             " content, tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             messages,
         )
+        if (key.user_id, key.space_id) in with_facts:
+            continue
+        with_facts.add((key.user_id, key.space_id))
         conn.executemany(
             "INSERT INTO facts (user_id, space_id, attribute, value, tokens, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
