@@ -319,6 +319,9 @@ def _plan(rng: random.Random, sessions: int, size: int) -> list[int]:
 async def _repo_inserts(
     storage: Storage, corpus: Corpus, plan: list[int], ids: Iterator[int]
 ) -> float:
+    # As the engine writes: fenced, with each user's current fence (read before the clock
+    # starts; the erasure measurement before this may have erased some of them).
+    fences = {index: await storage.erasures.fence(session_key(index)) for index in set(plan)}
     started = time.perf_counter()
     for step, index in enumerate(plan):
         text, tokens = corpus.user[step % len(corpus.user)]
@@ -329,7 +332,7 @@ async def _repo_inserts(
             tokens=tokens,
             discord_id=next(ids),
             now=time.time(),
-            fence=0,  # as the engine writes: fenced (these users were never erased)
+            fence=fences[index],
         )
     return len(plan) / (time.perf_counter() - started)
 
