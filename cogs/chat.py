@@ -403,16 +403,29 @@ def place_of(message: discord.Message) -> Place:
     if message.guild is None:
         return Place(message.author.id, None, channel.id)
     parent_id = channel.parent_id if isinstance(channel, discord.Thread) else None
-    category_id = getattr(channel, "category_id", None)
     roles = getattr(message.author, "roles", [])
     return Place(
         message.author.id,
         message.guild.id,
         channel.id,
         parent_id,
-        category_id,
+        category_of(channel),
         frozenset(role.id for role in roles),
     )
+
+
+def category_of(channel: object) -> int | None:
+    """The category a channel (or a thread's channel) is in, from the cache.
+
+    `Thread.category_id` raises `ClientException` when the thread's parent channel is not
+    cached; then the category is unknown and the place is decided on the thread and its
+    channel alone (as a channel outside any category).
+    """
+    if isinstance(channel, discord.Thread):
+        parent = channel.parent
+        return parent.category_id if parent is not None else None
+    category_id = getattr(channel, "category_id", None)
+    return category_id if isinstance(category_id, int) else None
 
 
 def answer_text(result: ReplyResult) -> str:

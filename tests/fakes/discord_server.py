@@ -701,6 +701,12 @@ class FakeDiscord:
         }
         self._channel_guild[thread_id] = guild_id
 
+    def add_thread_of_unseen_channel(self, thread_id: int, parent_id: int) -> None:
+        """A thread in GUILD_ID whose parent channel is never sent to the bot, so discord.py
+        has the thread cached and not its parent (`Thread.parent` is None and
+        `Thread.category_id` raises). Call before the bot connects."""
+        self._add_thread(self.GUILD_ID, thread_id, parent_id, "thread of an unseen channel")
+
     def _add_dm_channel(self, user: FakeUser) -> None:
         channel_id = self.dm_channel_id(user)
         self._channels[channel_id] = {
