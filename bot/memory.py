@@ -58,7 +58,9 @@ class Status(str):
 
 THINKING = Status("thinking…")
 # Shows a finished answer to the user; False when it could not be delivered (e.g. a 403).
-DeliverCallback = Callable[["ReplyResult"], Awaitable[bool]]
+# It may return the Discord ids of the messages that show the answer instead of True (kept
+# with the answer, so that it can be deleted there when the user deletes their message).
+DeliverCallback = Callable[["ReplyResult"], Awaitable[bool | Sequence[int]]]
 WINDOW_FETCH_BATCH = 64
 RETENTION_INTERVAL_SECONDS = 24 * 3600
 # A message stored but left unanswered by a process that died is answered after the restart
@@ -116,6 +118,14 @@ class ReplyResult:
     cut_at_limit: bool = False  # the model stopped at MAX_REPLY_TOKENS
     paused: bool = False  # the user's memory is paused: nothing of this turn was stored
     delivered: bool = False  # the `deliver` callback showed the answer
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedMessage:
+    """A stored message the user deleted: where the answers to it were shown in Discord,
+    as (channel id, message id)."""
+
+    answers_shown_as: tuple[tuple[int, int], ...] = ()
 
 
 class MemoryEngine:
@@ -448,7 +458,7 @@ class MemoryEngine:
                     # Erased while it was generated: the answer drew on erased memory.
                     return ReplyResult(Outcome.ERASED, prompt=prompt, usage=result.usage)
                 result = await self._deliver_and_store(
-                    incoming, result, answer_tokens, fence, deliver
+                    incoming, stored, result, answer_tokens, fence, deliver
                 )
         finally:
             # Charged after the answer is shown (accounting is not on the way to the user),
@@ -505,16 +515,22 @@ class MemoryEngine:
     async def _deliver_and_store(
         self,
         incoming: IncomingMessage,
+        stored: StoredMessage,
         result: ReplyResult,
         answer_tokens: int,
         fence: int,
         deliver: DeliverCallback | None,
     ) -> ReplyResult:
-        """Show the answer, then store it: an answer the user never saw is not memory."""
+        """Show the answer, then store it: an answer the user never saw is not memory. It is
+        stored as the answer to `stored`, and goes when that message is deleted."""
+        shown_as: Sequence[int] = ()
         if deliver is not None:
-            if not await deliver(result):
+            delivered = await deliver(result)
+            if not delivered:
                 log.info("Answer to message %s was not delivered; not stored", incoming.discord_id)
                 return result
+            if not isinstance(delivered, bool):
+                shown_as = delivered
             result = dataclasses.replace(result, delivered=True)
         try:
             await self.storage.messages.add(
@@ -525,6 +541,8 @@ class MemoryEngine:
                 discord_id=None,
                 now=self._clock(),
                 fence=fence,
+                reply_to=stored.id,
+                shown_as=shown_as,
             )
         except ErasedMeanwhile:
             log.info("Memory of user %s erased as an answer was delivered", incoming.key.user_id)
@@ -578,7 +596,7 @@ class MemoryEngine:
         )
         result = dataclasses.replace(result, paused=True)
         if result.outcome is Outcome.ANSWERED and deliver is not None:
-            result = dataclasses.replace(result, delivered=await deliver(result))
+            result = dataclasses.replace(result, delivered=bool(await deliver(result)))
         return result
 
     async def _keep_only_window(self, session: Session) -> None:
@@ -775,16 +793,18 @@ class MemoryEngine:
             self._schedule_facts(edit.session_id)
         return True
 
-    async def message_deleted(self, discord_id: int) -> bool:
-        """The user deleted a message: delete it and what was derived from it alone. One not
-        stored (yet) is remembered, so that it is never answered if it is still waiting."""
+    async def message_deleted(self, discord_id: int) -> DeletedMessage | None:
+        """The user deleted a message: delete it, the answers to it, and what was derived
+        from it alone. One not stored (yet) is remembered, so that it is never answered if it
+        is still waiting. None when nothing was stored; else where the deleted answers were
+        shown in Discord (for the caller to delete there too)."""
         was_waiting = discord_id in self._waiting
         deletion = await self.storage.messages.delete_by_discord_id(discord_id)
         if deletion is None and was_waiting and discord_id not in self._waiting:
             deletion = await self.storage.messages.delete_by_discord_id(discord_id)
         if deletion is None:
             self._unstored.deleted(discord_id)
-            return False
+            return None
         self.recall_log.forget_message(discord_id)
         # The row is out of the index now; its words leave the index's pages with the next
         # merge. Deletions in Discord come often and a merge rewrites the index, so they
@@ -793,7 +813,7 @@ class MemoryEngine:
         # Rebuilt from what remains; work in flight that read the message lands nothing.
         self._schedule_summary(deletion.session_id)
         self._schedule_facts(deletion.session_id)
-        return True
+        return DeletedMessage(deletion.answers_shown_as)
 
     async def _purge_recall_index(self) -> None:
         await self.storage.recall.purge_deleted()

@@ -118,7 +118,7 @@ class Chat(commands.Cog):
         try:
             message = await source_channel.fetch_message(stored.discord_id)
         except discord.NotFound:  # deleted meanwhile: forget it as a deletion would
-            await self.bot.engine.message_deleted(stored.discord_id)
+            await self._message_deleted(stored.discord_id)
             return
         except discord.HTTPException as error:
             log.warning("Could not fetch message %s to answer it: %s", stored.discord_id, error)
@@ -195,9 +195,9 @@ class Chat(commands.Cog):
         # cancelled at shutdown or fails.
         async with StreamedReply(message, channel=thread) as reply:
 
-            async def deliver(result: ReplyResult) -> bool:
+            async def deliver(result: ReplyResult) -> bool | list[int]:
                 await reply.finish(answer_text(result))
-                return reply.delivered
+                return reply.message_ids if reply.delivered else False
 
             try:
                 result = await self.bot.engine.reply(
@@ -229,12 +229,29 @@ class Chat(commands.Cog):
 
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
-        await self.bot.engine.message_deleted(payload.message_id)
+        await self._message_deleted(payload.message_id)
 
     @commands.Cog.listener()
     async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
         for message_id in payload.message_ids:
-            await self.bot.engine.message_deleted(message_id)
+            await self._message_deleted(message_id)
+
+    async def _message_deleted(self, message_id: int) -> None:
+        """Forget a deleted message and the answers to it, and take those answers down in
+        Discord too: they may repeat what the user deleted."""
+        deleted = await self.bot.engine.message_deleted(message_id)
+        if deleted is None:
+            return
+        for channel_id, answer_id in deleted.answers_shown_as:
+            channel = self.bot.get_partial_messageable(channel_id)
+            try:
+                await channel.get_partial_message(answer_id).delete()
+            except discord.NotFound:
+                pass  # already gone
+            except discord.HTTPException as error:
+                log.warning(
+                    "Could not delete answer %s: %s %s", answer_id, error.status, error.text
+                )
 
     def _from_a_person(self, message: discord.Message) -> bool:
         """Not a bot, a webhook, the bot itself, or a system message."""
