@@ -15,7 +15,7 @@ from bot.access import ChannelView, Decision, Place
 from bot.memory import IncomingMessage, Outcome, ReplyResult
 from bot.replies import StreamedReply
 from bot.splitter import append_outside_code
-from bot.text import clean_text
+from bot.text import cap_stored, clean_text
 from storage.errors import StorageError
 from storage.models import QueuedMessage, SessionKey, StoredMessage
 
@@ -330,25 +330,39 @@ class Chat(commands.Cog):
 
     async def model_text(self, message: discord.Message) -> tuple[str, list[str]]:
         """The text the model sees: the bot's mention removed, other mentions as names, text
-        attachments appended. Also returns the names of attachments it could not read.
+        attachments appended, all within MAX_STORED_MESSAGE_CHARS (a file past it is not
+        downloaded; the cut is marked). Also returns the names of attachments it could not read.
 
         The text is empty when the user said nothing readable (only the mention, or only an
         image): then the bot answers directly and stores nothing.
         """
-        text = self._resolve_mentions(message)
-        unreadable = []
+        limit = self.bot.settings.max_stored_message_chars
+        text = cap_stored(self._resolve_mentions(message), limit)
+        unreadable: list[str] = []
+        unread: list[str] = []  # past the message's limit: not downloaded
         for attachment in message.attachments:
+            name = attachment.filename
+            header, footer = f"\n\n--- {name} ---\n", f"\n--- end of {name} ---"
+            room = limit - len(text) - len(header) - len(footer)
+            if room <= 0:
+                unread.append(name)
+                continue
             body = await read_text_attachment(attachment)
             if body is None:
-                unreadable.append(attachment.filename)
-            else:
-                name = attachment.filename
-                text += f"\n\n--- {name} ---\n{body}\n--- end of {name} ---"
+                unreadable.append(name)
+                continue
+            if len(body) > room:
+                body = body[:room].rstrip() + f"\n[… the rest of {name} was not read]"
+            text += header + body + footer
         text = clean_text(text).strip()
         if text:
             # Tell the model what it cannot see, so it does not pretend to.
             text += "".join(
                 f"\n[attached file {name}: not readable as text]" for name in unreadable
+            )
+            text += "".join(
+                f"\n[attached file {name}: not read, the message's limit was reached]"
+                for name in unread
             )
         return text, unreadable
 
