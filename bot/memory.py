@@ -728,9 +728,27 @@ class MemoryEngine:
     async def guild_stats(self, guild_id: int) -> GuildStats:
         return await self.storage.users.guild_stats(guild_id)
 
-    def last_recall(self, key: SessionKey) -> LastRecall | None:
-        """What was recalled for the user's last answer in this conversation (`/memory why`)."""
-        return self.recall_log.get(key.channel_id, key.user_id)
+    async def last_recall(self, key: SessionKey) -> LastRecall | None:
+        """What was recalled for the user's last answer in this conversation (`/memory why`),
+        as far as it is still stored.
+
+        The log is this process's: an erasure or deletion handled by another process of the
+        fleet does not reach it, so each excerpt is checked against storage before it is
+        shown (one read on the primary key), and those gone are dropped from the log too.
+        """
+        last = self.recall_log.get(key.channel_id, key.user_id)
+        if last is None or not last.excerpts:
+            return last
+        still = await self.stored_message_ids([item.message_id for item in last.excerpts])
+        if len(still) == len(last.excerpts):
+            return last
+        kept = tuple(item for item in last.excerpts if item.message_id in still)
+        if not kept:  # as after an erasure here
+            self.recall_log.forget_conversation(key.channel_id, key.user_id)
+            return None
+        trimmed = LastRecall(kept, last.tokens)
+        self.recall_log.record(key.channel_id, key.user_id, trimmed)
+        return trimmed
 
     async def clear_conversation(self, key: SessionKey) -> DeletedCounts:
         """Delete one conversation's messages and summary, and stop its background jobs.

@@ -111,7 +111,7 @@ class Memory(commands.Cog):
         name="why", description="Which older messages Mnemo recalled for its last answer"
     )
     async def why(self, interaction: discord.Interaction) -> None:
-        last = self.bot.engine.last_recall(session_key(interaction))
+        last = await self.bot.engine.last_recall(session_key(interaction))
         await interaction.response.send_message(describe_recall(last), ephemeral=True)
 
     @memory.command(name="clear", description="Erase your conversation here, or everything")
