@@ -74,6 +74,20 @@ async def test_commands_are_synced_globally_once(bots: Bots, fake_discord: FakeD
     assert len([r for r in fake_discord.requests if r.method == "PUT"]) == 1
 
 
+async def test_commands_lost_on_discords_side_are_synced_again(
+    bots: Bots, fake_discord: FakeDiscord
+) -> None:
+    """The stored fingerprint is not trusted alone: an operator reset the commands (or another
+    application shares the database), so Discord has none, and the next start syncs."""
+    bot = await bots.start()
+    await bots.stop(bot)
+    fake_discord.global_commands = []
+    await bots.start()
+    names = {command["name"] for command in fake_discord.global_commands}
+    assert names == {"memory", "facts", "mnemo-admin", "help"}
+    assert len([r for r in fake_discord.requests if r.method == "PUT"]) == 2
+
+
 async def test_dev_guild_sync(bots: Bots, fake_discord: FakeDiscord) -> None:
     await bots.start(dev_guild_id=fake_discord.GUILD_ID)
     names = {c["name"] for c in fake_discord.guild_commands[fake_discord.GUILD_ID]}
