@@ -42,8 +42,8 @@ class Settings:
     db_backups: int  # copies of the database kept from before migrations (0 = none)
     system_prompt: str
     log_level: str
-    # Token budgets: everything sent must fit in max_prompt_tokens; max_reply_tokens is
-    # reserved on top for the answer.
+    # Token budgets: a reply's prompt fits in max_prompt_tokens, and max_reply_tokens is
+    # reserved on top for the answer; every request (background work too) fits in the sum.
     max_prompt_tokens: int
     max_reply_tokens: int
     max_message_tokens: int
