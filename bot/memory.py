@@ -153,6 +153,8 @@ class MemoryEngine:
         # The session key of each turn in hand, and an event set when an erasure in this process
         # covers it: its text stops showing at once (the database fence decides what is stored).
         self._turns: dict[int, tuple[SessionKey, asyncio.Event]] = {}
+        # Messages of turns in hand that the user deleted (stored already): not answered.
+        self._deleted_in_turn: set[int] = set()
         # A message is admitted only if it can be answered within the reply deadline, and
         # its answer takes up to another: changes are remembered a little longer than that.
         self._unstored = UnstoredChanges(2 * settings.reply_deadline_seconds + 60)
@@ -286,6 +288,7 @@ class MemoryEngine:
             turn.release()
             self._waiting.discard(incoming.discord_id)
             self._turns.pop(incoming.discord_id, None)
+            self._deleted_in_turn.discard(incoming.discord_id)
 
     async def _note_queued(self, incoming: IncomingMessage, fence: int) -> None:
         """Write down a message that must wait behind an earlier one of its conversation
@@ -524,6 +527,9 @@ class MemoryEngine:
         """Show the answer, then store it: an answer the user never saw is not memory. It is
         stored as the answer to `stored`, and goes when that message is deleted."""
         shown_as: Sequence[int] = ()
+        if incoming.discord_id in self._deleted_in_turn:
+            # Deleted while it was answered: the answer might repeat it. Not shown, not kept.
+            return ReplyResult(Outcome.DELETED, usage=result.usage)
         if deliver is not None:
             delivered = await deliver(result)
             if not delivered:
@@ -533,7 +539,7 @@ class MemoryEngine:
                 shown_as = delivered
             result = dataclasses.replace(result, delivered=True)
         try:
-            await self.storage.messages.add(
+            answer = await self.storage.messages.add(
                 incoming.key,
                 role="assistant",
                 content=result.text,
@@ -546,6 +552,12 @@ class MemoryEngine:
             )
         except ErasedMeanwhile:
             log.info("Memory of user %s erased as an answer was delivered", incoming.key.user_id)
+            return result
+        if incoming.discord_id in self._deleted_in_turn:
+            # Deleted while the answer was shown: withdrawn, here and (by the caller) there.
+            if answer is not None:
+                await self.storage.messages.delete_answer(answer.id)
+            return ReplyResult(Outcome.DELETED, usage=result.usage, delivered=result.delivered)
         return result
 
     async def _reply_unstored(
@@ -817,6 +829,10 @@ class MemoryEngine:
         is still waiting. None when nothing was stored; else where the deleted answers were
         shown in Discord (for the caller to delete there too)."""
         was_waiting = discord_id in self._waiting
+        if discord_id in self._turns:
+            # An answer in the making is dropped, and no more of it shows.
+            self._deleted_in_turn.add(discord_id)
+            self._turns[discord_id][1].set()
         deletion = await self.storage.messages.delete_by_discord_id(discord_id)
         if deletion is None and was_waiting and discord_id not in self._waiting:
             deletion = await self.storage.messages.delete_by_discord_id(discord_id)

@@ -406,7 +406,10 @@ class Chat(commands.Cog):
             )
 
     async def _show(self, reply: StreamedReply, result: ReplyResult) -> None:
-        if result.outcome in (Outcome.DUPLICATE, Outcome.STOPPING, Outcome.DELETED):
+        if result.outcome is Outcome.DELETED:  # deleted while waiting, or while answered
+            await reply.withdraw()
+            return
+        if result.outcome in (Outcome.DUPLICATE, Outcome.STOPPING):
             await reply.abandon()
             return
         if result.outcome is Outcome.ANSWERED:

@@ -276,6 +276,13 @@ class MessageRepository:
         )
         return MessageDeletion(row["session_id"], bool(row["summarized"]), facts, shown)
 
+    async def delete_answer(self, message_id: int) -> None:
+        """Withdraw an answer just stored to a message deleted meanwhile (it may repeat it)."""
+        await self._db.write_one(
+            "DELETE FROM messages WHERE id = ? AND role = 'assistant'", (message_id,)
+        )
+        await self._db.checkpoint()
+
     async def delete_expired(self, older_than: float) -> int:
         """Retention: delete raw messages older than the cutoff that a summary already holds;
         never one that is not yet summarized."""

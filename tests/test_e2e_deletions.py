@@ -3,6 +3,7 @@ the answer may repeat it. Through the loopback Discord and the loopback LLM, on 
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -10,7 +11,8 @@ import pytest
 from tests.conftest import Bots, settled
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM, message_text
-from tests.test_e2e_faults import ask, stored
+from tests.test_e2e_faults import ask, eventually, stored
+from tests.test_e2e_memory_truth import Gate, no_reply_in_flight
 
 pytestmark = pytest.mark.both_backends
 
@@ -40,3 +42,25 @@ async def test_deleting_a_message_deletes_the_answer_that_repeated_it(
         ("assistant", "echo: something else"),
     ]
     assert "1234" not in json.dumps(await bot.storage.users.export(d.alice.id))
+
+
+async def test_a_message_deleted_while_it_is_answered_leaves_no_answer(
+    bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM
+) -> None:
+    d = fake_discord
+    bot = await bots.start()
+    gate = Gate("PIN")
+    fake_llm.responder = gate
+    doomed = await d.send_message(d.alice, d.CHANNEL_ID, "my PIN is 4321", mention_bot=True)
+    await asyncio.wait_for(gate.arrived.wait(), 5)
+    await d.delete_user_message(doomed)
+
+    async def row_gone() -> bool:
+        return await stored(bot, d.alice) == []
+
+    await eventually(row_gone, "the message's row deleted")
+    gate.release.set()
+    await eventually(lambda: no_reply_in_flight(bot), "the reply to end")
+    assert all(m.deleted for m in d.bot_messages(d.CHANNEL_ID)), "nothing of it left shown"
+    assert await stored(bot, d.alice) == []
+    assert "4321" not in json.dumps(await bot.storage.users.export(d.alice.id))
