@@ -156,8 +156,10 @@ class MemoryBot(commands.Bot):
         """Make the slash commands visible where users are.
 
         With DEV_GUILD_ID: to that server, at every start (instant). Otherwise globally, and
-        only when the definitions changed since the last sync: global syncs are rate-limited
-        and take a while to reach every client.
+        only when the definitions changed since the last sync by this application, or Discord
+        lost them (an operator reset them, another application shares the database): global
+        syncs are rate-limited and take a while to reach every client, and one read of what
+        Discord has is cheap.
         """
         if self.settings.dev_guild_id:
             guild = discord.Object(id=self.settings.dev_guild_id)
@@ -165,12 +167,16 @@ class MemoryBot(commands.Bot):
             synced = await self.tree.sync(guild=guild)
             log.info("Synced %d slash commands to server %s", len(synced), guild.id)
             return
-        fingerprint = self.command_fingerprint()
+        # Keyed by the application: a sync of another application's commands is not ours.
+        fingerprint = f"{self.application_id}:{self.command_fingerprint()}"
+        claim = "command-sync"
         if await self.storage.state.get(SYNC_FINGERPRINT_KEY) == fingerprint:
-            log.info("Slash commands unchanged since the last sync; not syncing")
-            return
+            if await self._discord_has_our_commands():
+                log.info("Slash commands unchanged since the last sync; not syncing")
+                return
+            claim = "command-resync"  # lost on Discord's side since that sync, maybe just now
         # Processes of a fleet start together: one of them syncs, the others see its result.
-        if not await self.engine.fleet.claim_period("command-sync", SYNC_CLAIM_SECONDS):
+        if not await self.engine.fleet.claim_period(claim, SYNC_CLAIM_SECONDS):
             log.info("Another process is syncing the slash commands")
             return
         synced = await self.tree.sync()
@@ -241,6 +247,27 @@ class MemoryBot(commands.Bot):
                         log.warning("Could not write the heartbeat: %s", error)
                     failing = True
             await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    async def _discord_has_our_commands(self) -> bool:
+        """Whether Discord has a global command for each of ours, and no other (by name and
+        type; the fingerprint covers the definitions). A failed read trusts the last sync."""
+        try:
+            registered = await self.tree.fetch_commands()
+        except discord.HTTPException as error:
+            log.warning("Could not read the registered slash commands: %s", error)
+            return True
+        ours = {
+            (str(definition.get("name")), int(definition.get("type", 1)))
+            for definition in (command.to_dict(self.tree) for command in self.tree.get_commands())
+        }
+        theirs = {(command.name, command.type.value) for command in registered}
+        if ours != theirs:
+            log.info(
+                "Discord has %d of this bot's %d slash commands registered; syncing",
+                len(ours & theirs),
+                len(ours),
+            )
+        return ours == theirs
 
     def command_fingerprint(self) -> str:
         definitions = sorted(

@@ -42,11 +42,13 @@ class Settings:
     db_backups: int  # copies of the database kept from before migrations (0 = none)
     system_prompt: str
     log_level: str
-    # Token budgets: everything sent must fit in max_prompt_tokens; max_reply_tokens is
-    # reserved on top for the answer.
+    # Token budgets: a reply's prompt fits in max_prompt_tokens, and max_reply_tokens is
+    # reserved on top for the answer; every request (background work too) fits in the sum.
     max_prompt_tokens: int
     max_reply_tokens: int
     max_message_tokens: int
+    # A message's text as stored, attachments' text included (read up to this in all).
+    max_stored_message_chars: int
     tokenizer_encoding: str
     # LLM deadlines.
     llm_timeout_seconds: float
@@ -106,6 +108,9 @@ class Settings:
             max_prompt_tokens=reader.integer("MAX_PROMPT_TOKENS", 6000, minimum=500),
             max_reply_tokens=reader.integer("MAX_REPLY_TOKENS", 1000, minimum=16),
             max_message_tokens=reader.integer("MAX_MESSAGE_TOKENS", 1500, minimum=50),
+            max_stored_message_chars=reader.integer(
+                "MAX_STORED_MESSAGE_CHARS", 16000, minimum=4000
+            ),
             tokenizer_encoding=reader.text("TOKENIZER_ENCODING", "auto"),
             llm_timeout_seconds=reader.number("LLM_TIMEOUT_SECONDS", 60.0, minimum=0.1),
             llm_max_retries=reader.integer("LLM_MAX_RETRIES", 2, minimum=0),

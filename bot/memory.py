@@ -58,7 +58,9 @@ class Status(str):
 
 THINKING = Status("thinking…")
 # Shows a finished answer to the user; False when it could not be delivered (e.g. a 403).
-DeliverCallback = Callable[["ReplyResult"], Awaitable[bool]]
+# It may return the Discord ids of the messages that show the answer instead of True (kept
+# with the answer, so that it can be deleted there when the user deletes their message).
+DeliverCallback = Callable[["ReplyResult"], Awaitable[bool | Sequence[int]]]
 WINDOW_FETCH_BATCH = 64
 RETENTION_INTERVAL_SECONDS = 24 * 3600
 # A message stored but left unanswered by a process that died is answered after the restart
@@ -118,6 +120,14 @@ class ReplyResult:
     delivered: bool = False  # the `deliver` callback showed the answer
 
 
+@dataclass(frozen=True, slots=True)
+class DeletedMessage:
+    """A stored message the user deleted: where the answers to it were shown in Discord,
+    as (channel id, message id)."""
+
+    answers_shown_as: tuple[tuple[int, int], ...] = ()
+
+
 class MemoryEngine:
     def __init__(
         self,
@@ -143,6 +153,8 @@ class MemoryEngine:
         # The session key of each turn in hand, and an event set when an erasure in this process
         # covers it: its text stops showing at once (the database fence decides what is stored).
         self._turns: dict[int, tuple[SessionKey, asyncio.Event]] = {}
+        # Messages of turns in hand that the user deleted (stored already): not answered.
+        self._deleted_in_turn: set[int] = set()
         # A message is admitted only if it can be answered within the reply deadline, and
         # its answer takes up to another: changes are remembered a little longer than that.
         self._unstored = UnstoredChanges(2 * settings.reply_deadline_seconds + 60)
@@ -276,6 +288,7 @@ class MemoryEngine:
             turn.release()
             self._waiting.discard(incoming.discord_id)
             self._turns.pop(incoming.discord_id, None)
+            self._deleted_in_turn.discard(incoming.discord_id)
 
     async def _note_queued(self, incoming: IncomingMessage, fence: int) -> None:
         """Write down a message that must wait behind an earlier one of its conversation
@@ -448,7 +461,7 @@ class MemoryEngine:
                     # Erased while it was generated: the answer drew on erased memory.
                     return ReplyResult(Outcome.ERASED, prompt=prompt, usage=result.usage)
                 result = await self._deliver_and_store(
-                    incoming, result, answer_tokens, fence, deliver
+                    incoming, stored, result, answer_tokens, fence, deliver
                 )
         finally:
             # Charged after the answer is shown (accounting is not on the way to the user),
@@ -505,19 +518,28 @@ class MemoryEngine:
     async def _deliver_and_store(
         self,
         incoming: IncomingMessage,
+        stored: StoredMessage,
         result: ReplyResult,
         answer_tokens: int,
         fence: int,
         deliver: DeliverCallback | None,
     ) -> ReplyResult:
-        """Show the answer, then store it: an answer the user never saw is not memory."""
+        """Show the answer, then store it: an answer the user never saw is not memory. It is
+        stored as the answer to `stored`, and goes when that message is deleted."""
+        shown_as: Sequence[int] = ()
+        if incoming.discord_id in self._deleted_in_turn:
+            # Deleted while it was answered: the answer might repeat it. Not shown, not kept.
+            return ReplyResult(Outcome.DELETED, usage=result.usage)
         if deliver is not None:
-            if not await deliver(result):
+            delivered = await deliver(result)
+            if not delivered:
                 log.info("Answer to message %s was not delivered; not stored", incoming.discord_id)
                 return result
+            if not isinstance(delivered, bool):
+                shown_as = delivered
             result = dataclasses.replace(result, delivered=True)
         try:
-            await self.storage.messages.add(
+            answer = await self.storage.messages.add(
                 incoming.key,
                 role="assistant",
                 content=result.text,
@@ -525,9 +547,17 @@ class MemoryEngine:
                 discord_id=None,
                 now=self._clock(),
                 fence=fence,
+                reply_to=stored.id,
+                shown_as=shown_as,
             )
         except ErasedMeanwhile:
             log.info("Memory of user %s erased as an answer was delivered", incoming.key.user_id)
+            return result
+        if incoming.discord_id in self._deleted_in_turn:
+            # Deleted while the answer was shown: withdrawn, here and (by the caller) there.
+            if answer is not None:
+                await self.storage.messages.delete_answer(answer.id)
+            return ReplyResult(Outcome.DELETED, usage=result.usage, delivered=result.delivered)
         return result
 
     async def _reply_unstored(
@@ -578,7 +608,7 @@ class MemoryEngine:
         )
         result = dataclasses.replace(result, paused=True)
         if result.outcome is Outcome.ANSWERED and deliver is not None:
-            result = dataclasses.replace(result, delivered=await deliver(result))
+            result = dataclasses.replace(result, delivered=bool(await deliver(result)))
         return result
 
     async def _keep_only_window(self, session: Session) -> None:
@@ -710,9 +740,27 @@ class MemoryEngine:
     async def guild_stats(self, guild_id: int) -> GuildStats:
         return await self.storage.users.guild_stats(guild_id)
 
-    def last_recall(self, key: SessionKey) -> LastRecall | None:
-        """What was recalled for the user's last answer in this conversation (`/memory why`)."""
-        return self.recall_log.get(key.channel_id, key.user_id)
+    async def last_recall(self, key: SessionKey) -> LastRecall | None:
+        """What was recalled for the user's last answer in this conversation (`/memory why`),
+        as far as it is still stored.
+
+        The log is this process's: an erasure or deletion handled by another process of the
+        fleet does not reach it, so each excerpt is checked against storage before it is
+        shown (one read on the primary key), and those gone are dropped from the log too.
+        """
+        last = self.recall_log.get(key.channel_id, key.user_id)
+        if last is None or not last.excerpts:
+            return last
+        still = await self.stored_message_ids([item.message_id for item in last.excerpts])
+        if len(still) == len(last.excerpts):
+            return last
+        kept = tuple(item for item in last.excerpts if item.message_id in still)
+        if not kept:  # as after an erasure here
+            self.recall_log.forget_conversation(key.channel_id, key.user_id)
+            return None
+        trimmed = LastRecall(kept, last.tokens)
+        self.recall_log.record(key.channel_id, key.user_id, trimmed)
+        return trimmed
 
     async def clear_conversation(self, key: SessionKey) -> DeletedCounts:
         """Delete one conversation's messages and summary, and stop its background jobs.
@@ -775,16 +823,22 @@ class MemoryEngine:
             self._schedule_facts(edit.session_id)
         return True
 
-    async def message_deleted(self, discord_id: int) -> bool:
-        """The user deleted a message: delete it and what was derived from it alone. One not
-        stored (yet) is remembered, so that it is never answered if it is still waiting."""
+    async def message_deleted(self, discord_id: int) -> DeletedMessage | None:
+        """The user deleted a message: delete it, the answers to it, and what was derived
+        from it alone. One not stored (yet) is remembered, so that it is never answered if it
+        is still waiting. None when nothing was stored; else where the deleted answers were
+        shown in Discord (for the caller to delete there too)."""
         was_waiting = discord_id in self._waiting
+        if discord_id in self._turns:
+            # An answer in the making is dropped, and no more of it shows.
+            self._deleted_in_turn.add(discord_id)
+            self._turns[discord_id][1].set()
         deletion = await self.storage.messages.delete_by_discord_id(discord_id)
         if deletion is None and was_waiting and discord_id not in self._waiting:
             deletion = await self.storage.messages.delete_by_discord_id(discord_id)
         if deletion is None:
             self._unstored.deleted(discord_id)
-            return False
+            return None
         self.recall_log.forget_message(discord_id)
         # The row is out of the index now; its words leave the index's pages with the next
         # merge. Deletions in Discord come often and a merge rewrites the index, so they
@@ -793,7 +847,7 @@ class MemoryEngine:
         # Rebuilt from what remains; work in flight that read the message lands nothing.
         self._schedule_summary(deletion.session_id)
         self._schedule_facts(deletion.session_id)
-        return True
+        return DeletedMessage(deletion.answers_shown_as)
 
     async def _purge_recall_index(self) -> None:
         await self.storage.recall.purge_deleted()

@@ -112,6 +112,17 @@ class StreamedReply:
         if tasks:
             await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))
 
+    async def withdraw(self) -> None:
+        """Stop rendering and delete what was shown (the message it answered was deleted)."""
+        await self.abandon()
+        while self._sent:
+            message = self._sent.pop()
+            self._shown.pop()
+            try:
+                await message.delete()
+            except discord.HTTPException as error:
+                log.warning("Could not withdraw reply %s: %s", message.id, error.status)
+
     async def _render_loop(self) -> None:
         last_render = float("-inf")
         while True:

@@ -13,3 +13,13 @@ def clean_text(text: str) -> str:
     SQLite and Discord both need UTF-8; a lone surrogate would make the write raise.
     """
     return _LONE_SURROGATE.sub("\ufffd", text)
+
+
+STORED_CUT_NOTICE = "\n[… cut here when stored: the message was longer than {limit} characters]"
+
+
+def cap_stored(text: str, limit: int) -> str:
+    """At most `limit` characters of a message as stored, the cut marked (after `limit`)."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rstrip() + STORED_CUT_NOTICE.format(limit=limit)

@@ -15,7 +15,7 @@ from bot.access import ChannelView, Decision, Place
 from bot.memory import IncomingMessage, Outcome, ReplyResult
 from bot.replies import StreamedReply
 from bot.splitter import append_outside_code
-from bot.text import clean_text
+from bot.text import cap_stored, clean_text
 from storage.errors import StorageError
 from storage.models import QueuedMessage, SessionKey, StoredMessage
 
@@ -118,7 +118,7 @@ class Chat(commands.Cog):
         try:
             message = await source_channel.fetch_message(stored.discord_id)
         except discord.NotFound:  # deleted meanwhile: forget it as a deletion would
-            await self.bot.engine.message_deleted(stored.discord_id)
+            await self._message_deleted(stored.discord_id)
             return
         except discord.HTTPException as error:
             log.warning("Could not fetch message %s to answer it: %s", stored.discord_id, error)
@@ -195,9 +195,9 @@ class Chat(commands.Cog):
         # cancelled at shutdown or fails.
         async with StreamedReply(message, channel=thread) as reply:
 
-            async def deliver(result: ReplyResult) -> bool:
+            async def deliver(result: ReplyResult) -> bool | list[int]:
                 await reply.finish(answer_text(result))
-                return reply.delivered
+                return reply.message_ids if reply.delivered else False
 
             try:
                 result = await self.bot.engine.reply(
@@ -229,12 +229,29 @@ class Chat(commands.Cog):
 
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
-        await self.bot.engine.message_deleted(payload.message_id)
+        await self._message_deleted(payload.message_id)
 
     @commands.Cog.listener()
     async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
         for message_id in payload.message_ids:
-            await self.bot.engine.message_deleted(message_id)
+            await self._message_deleted(message_id)
+
+    async def _message_deleted(self, message_id: int) -> None:
+        """Forget a deleted message and the answers to it, and take those answers down in
+        Discord too: they may repeat what the user deleted."""
+        deleted = await self.bot.engine.message_deleted(message_id)
+        if deleted is None:
+            return
+        for channel_id, answer_id in deleted.answers_shown_as:
+            channel = self.bot.get_partial_messageable(channel_id)
+            try:
+                await channel.get_partial_message(answer_id).delete()
+            except discord.NotFound:
+                pass  # already gone
+            except discord.HTTPException as error:
+                log.warning(
+                    "Could not delete answer %s: %s %s", answer_id, error.status, error.text
+                )
 
     def _from_a_person(self, message: discord.Message) -> bool:
         """Not a bot, a webhook, the bot itself, or a system message."""
@@ -313,25 +330,39 @@ class Chat(commands.Cog):
 
     async def model_text(self, message: discord.Message) -> tuple[str, list[str]]:
         """The text the model sees: the bot's mention removed, other mentions as names, text
-        attachments appended. Also returns the names of attachments it could not read.
+        attachments appended, all within MAX_STORED_MESSAGE_CHARS (a file past it is not
+        downloaded; the cut is marked). Also returns the names of attachments it could not read.
 
         The text is empty when the user said nothing readable (only the mention, or only an
         image): then the bot answers directly and stores nothing.
         """
-        text = self._resolve_mentions(message)
-        unreadable = []
+        limit = self.bot.settings.max_stored_message_chars
+        text = cap_stored(self._resolve_mentions(message), limit)
+        unreadable: list[str] = []
+        unread: list[str] = []  # past the message's limit: not downloaded
         for attachment in message.attachments:
+            name = attachment.filename
+            header, footer = f"\n\n--- {name} ---\n", f"\n--- end of {name} ---"
+            room = limit - len(text) - len(header) - len(footer)
+            if room <= 0:
+                unread.append(name)
+                continue
             body = await read_text_attachment(attachment)
             if body is None:
-                unreadable.append(attachment.filename)
-            else:
-                name = attachment.filename
-                text += f"\n\n--- {name} ---\n{body}\n--- end of {name} ---"
+                unreadable.append(name)
+                continue
+            if len(body) > room:
+                body = body[:room].rstrip() + f"\n[… the rest of {name} was not read]"
+            text += header + body + footer
         text = clean_text(text).strip()
         if text:
             # Tell the model what it cannot see, so it does not pretend to.
             text += "".join(
                 f"\n[attached file {name}: not readable as text]" for name in unreadable
+            )
+            text += "".join(
+                f"\n[attached file {name}: not read, the message's limit was reached]"
+                for name in unread
             )
         return text, unreadable
 
@@ -375,7 +406,10 @@ class Chat(commands.Cog):
             )
 
     async def _show(self, reply: StreamedReply, result: ReplyResult) -> None:
-        if result.outcome in (Outcome.DUPLICATE, Outcome.STOPPING, Outcome.DELETED):
+        if result.outcome is Outcome.DELETED:  # deleted while waiting, or while answered
+            await reply.withdraw()
+            return
+        if result.outcome in (Outcome.DUPLICATE, Outcome.STOPPING):
             await reply.abandon()
             return
         if result.outcome is Outcome.ANSWERED:
@@ -403,16 +437,29 @@ def place_of(message: discord.Message) -> Place:
     if message.guild is None:
         return Place(message.author.id, None, channel.id)
     parent_id = channel.parent_id if isinstance(channel, discord.Thread) else None
-    category_id = getattr(channel, "category_id", None)
     roles = getattr(message.author, "roles", [])
     return Place(
         message.author.id,
         message.guild.id,
         channel.id,
         parent_id,
-        category_id,
+        category_of(channel),
         frozenset(role.id for role in roles),
     )
+
+
+def category_of(channel: object) -> int | None:
+    """The category a channel (or a thread's channel) is in, from the cache.
+
+    `Thread.category_id` raises `ClientException` when the thread's parent channel is not
+    cached; then the category is unknown and the place is decided on the thread and its
+    channel alone (as a channel outside any category).
+    """
+    if isinstance(channel, discord.Thread):
+        parent = channel.parent
+        return parent.category_id if parent is not None else None
+    category_id = getattr(channel, "category_id", None)
+    return category_id if isinstance(category_id, int) else None
 
 
 def answer_text(result: ReplyResult) -> str:

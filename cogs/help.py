@@ -10,6 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.access import ChannelView, Decision, Place
+from cogs.chat import category_of
 from storage.guild_settings import ServerRules
 
 if TYPE_CHECKING:
@@ -102,14 +103,13 @@ def place_of(interaction: discord.Interaction) -> Place:
     if interaction.guild_id is None:
         return Place(user.id, None, interaction.channel_id or 0)
     parent_id = channel.parent_id if isinstance(channel, discord.Thread) else None
-    category_id = getattr(channel, "category_id", None)
     roles = getattr(user, "roles", [])
     return Place(
         user.id,
         interaction.guild_id,
         interaction.channel_id or 0,
         parent_id,
-        category_id,
+        category_of(channel),
         frozenset(role.id for role in roles),
     )
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import io
 import json
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
@@ -111,7 +113,7 @@ class Memory(commands.Cog):
         name="why", description="Which older messages Mnemo recalled for its last answer"
     )
     async def why(self, interaction: discord.Interaction) -> None:
-        last = self.bot.engine.last_recall(session_key(interaction))
+        last = await self.bot.engine.last_recall(session_key(interaction))
         await interaction.response.send_message(describe_recall(last), ephemeral=True)
 
     @memory.command(name="clear", description="Erase your conversation here, or everything")
@@ -142,13 +144,26 @@ class Memory(commands.Cog):
     async def export(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         data = await self.bot.engine.export_user(interaction.user.id)
-        payload = json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8")
-        await interaction.followup.send(
+        # Discord tells each interaction how big a file may be (10 MiB for a bot by default).
+        limit = interaction.filesize_limit or DEFAULT_UPLOAD_LIMIT
+        files = await asyncio.to_thread(export_files, data, limit)  # off the event loop
+        summary = (
             f"Everything stored about you: {len(data['messages'])} messages, "
-            f"{len(data['sessions'])} conversations, {len(data['facts'])} facts (with history).",
-            file=discord.File(io.BytesIO(payload), filename="mnemo-export.json"),
-            ephemeral=True,
+            f"{len(data['sessions'])} conversations, {len(data['facts'])} facts (with history)."
         )
+        if len(files) > 1:
+            summary += (
+                f" It is large, so it comes gzipped in {len(files)} parts: join them in order"
+                " (`cat mnemo-export.json.gz.* > mnemo-export.json.gz`), then unzip."
+            )
+        elif files[0][0].endswith(".gz"):
+            summary += " It is large, so it comes gzipped."
+        for index, (name, payload) in enumerate(files):
+            await interaction.followup.send(
+                summary if index == 0 else f"Part {index + 1} of {len(files)}.",
+                file=discord.File(io.BytesIO(payload), filename=name),
+                ephemeral=True,
+            )
 
     @memory.command(name="pause", description="Stop Mnemo storing or learning what you say")
     async def pause(self, interaction: discord.Interaction) -> None:
@@ -172,6 +187,24 @@ class Memory(commands.Cog):
             else "Your memory was not paused: Mnemo remembers as usual.",
             ephemeral=True,
         )
+
+
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # a bot's upload limit, when Discord does not say
+EXPORT_COMPRESS_ABOVE = 1024 * 1024  # bytes of JSON past which an export is gzipped
+
+
+def export_files(data: dict[str, Any], limit: int) -> list[tuple[str, bytes]]:
+    """An export as files of at most `limit` bytes each: JSON; gzipped JSON when it is large;
+    the gzipped JSON cut into numbered parts when even that is too big for one upload.
+    Blocking (serialization, compression): run it in a thread."""
+    payload = json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8")
+    if len(payload) <= min(limit, EXPORT_COMPRESS_ABOVE):
+        return [("mnemo-export.json", payload)]
+    packed = gzip.compress(payload, compresslevel=6, mtime=0)
+    if len(packed) <= limit:
+        return [("mnemo-export.json.gz", packed)]
+    parts = [packed[start : start + limit] for start in range(0, len(packed), limit)]
+    return [(f"mnemo-export.json.gz.{n:03d}", part) for n, part in enumerate(parts, 1)]
 
 
 WHY_EXCERPT_CHARS = 160

@@ -26,8 +26,9 @@ _SESSION_COLUMNS = (
 # A message into its (channel, user) session; ignored when its Discord id is already stored.
 _INSERT_INTO_SESSION = (
     "INSERT INTO messages (session_id, discord_id, guild_id, channel_id, user_id,"
-    " role, content, tokens, created_at)"
-    " SELECT id, ?, ?, ?, ?, ?, ?, ?, ? FROM sessions WHERE channel_id = ? AND user_id = ?{}"
+    " role, content, tokens, created_at, reply_to, shown_as)"
+    " SELECT id, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM sessions"
+    " WHERE channel_id = ? AND user_id = ?{}"
     " ON CONFLICT (discord_id) DO NOTHING RETURNING id, session_id"
 )
 INSERT_INTO_SESSION = _INSERT_INTO_SESSION.format("")
@@ -49,6 +50,8 @@ class MessageRepository:
         discord_id: int | None,
         now: float,
         fence: int | None = None,
+        reply_to: int | None = None,
+        shown_as: Sequence[int] = (),
     ) -> StoredMessage | None:
         """Store a message, creating its session on first use.
 
@@ -57,22 +60,26 @@ class MessageRepository:
         creating no session, when the user's memory was erased since. Returns None when a
         message with this Discord id is already stored (a redelivered gateway event), so the
         caller answers each message once.
+
+        An answer records the stored message it answers (`reply_to`, its id) and the Discord
+        messages that show it (`shown_as`): deleting the message deletes the answer too.
         """
         values = (discord_id, key.guild_id, key.channel_id, key.user_id, role, content, tokens, now)
+        links = (reply_to, " ".join(str(i) for i in shown_as) or None)
         # Fast path, one statement: the session usually exists already.
         if fence is None:
             row = await self._db.write_one(
-                INSERT_INTO_SESSION, (*values, key.channel_id, key.user_id)
+                INSERT_INTO_SESSION, (*values, *links, key.channel_id, key.user_id)
             )
         else:
             row = await self._db.write_one(
                 INSERT_INTO_FENCED_SESSION,
-                (*values, key.channel_id, key.user_id, *fence_params(key), fence),
+                (*values, *links, key.channel_id, key.user_id, *fence_params(key), fence),
             )
         if row is not None:
             return StoredMessage(row["id"], row["session_id"], *values)
         # No row: a new session, a redelivered message, or (fenced) an erasure since.
-        row = await self._add_with_new_session(key, values, now, fence)
+        row = await self._add_with_new_session(key, (*values, *links), now, fence)
         if row is None:
             return None
         return StoredMessage(row["id"], row["session_id"], *values)
@@ -253,12 +260,28 @@ class MessageRepository:
                 " AND other.message_id != ?1)",
                 (row["id"],),
             )
-            await tx.execute("DELETE FROM messages WHERE id = ?", (row["id"],))
+            # The answers to it go too: they may repeat it ("your PIN is 1234").
+            answers = await tx.fetch_all(
+                "SELECT channel_id, shown_as FROM messages WHERE reply_to = ?", (row["id"],)
+            )
+            await tx.execute("DELETE FROM messages WHERE id = ?1 OR reply_to = ?1", (row["id"],))
             if row["summarized"]:
                 await _reset_summary(tx, row["session_id"])
             await _revise(tx, row["session_id"])
         await self._db.checkpoint()
-        return MessageDeletion(row["session_id"], bool(row["summarized"]), facts)
+        shown = tuple(
+            (int(answer["channel_id"]), int(part))
+            for answer in answers
+            for part in (answer["shown_as"] or "").split()
+        )
+        return MessageDeletion(row["session_id"], bool(row["summarized"]), facts, shown)
+
+    async def delete_answer(self, message_id: int) -> None:
+        """Withdraw an answer just stored to a message deleted meanwhile (it may repeat it)."""
+        await self._db.write_one(
+            "DELETE FROM messages WHERE id = ? AND role = 'assistant'", (message_id,)
+        )
+        await self._db.checkpoint()
 
     async def delete_expired(self, older_than: float) -> int:
         """Retention: delete raw messages older than the cutoff that a summary already holds;
@@ -303,6 +326,8 @@ class MessageDeletion:
     session_id: int
     summary_reset: bool
     facts_deleted: int
+    # The bot's Discord messages (channel id, message id) that showed the deleted answers.
+    answers_shown_as: tuple[tuple[int, int], ...] = ()
 
 
 class SessionRepository:

@@ -145,6 +145,30 @@ class UserDataRepository:
             " WHERE user_id = ? ORDER BY discord_id",
             (user_id,),
         )
+        # Kept against abuse, ids and numbers only: about the user all the same.
+        usage = await self._db.fetch_all(
+            "SELECT day, tokens FROM usage_daily WHERE scope = 'user' AND scope_id = ?"
+            " ORDER BY day",
+            (user_id,),
+        )
+        usage_in_servers = await self._db.fetch_all(
+            "SELECT day, guild_id, tokens FROM usage_members WHERE user_id = ?"
+            " ORDER BY day, guild_id",
+            (user_id,),
+        )
+        rate = await self._db.fetch_one(
+            "SELECT window_start, count FROM rate_windows WHERE user_id = ?", (user_id,)
+        )
+        # That a server's admins blocked the user (not which admin: that is about them).
+        blocks = await self._db.fetch_all(
+            "SELECT guild_id, created_at FROM blocked_members WHERE user_id = ? ORDER BY guild_id",
+            (user_id,),
+        )
+        erasures = await self._db.fetch_all(
+            "SELECT scope, scope_id, generation FROM user_erasures WHERE user_id = ?"
+            " ORDER BY scope, scope_id",
+            (user_id,),
+        )
         return {
             "user_id": user_id,
             "memory_paused_since": paused["paused_at"] if paused else None,
@@ -152,6 +176,11 @@ class UserDataRepository:
             "messages": [dict(row) for row in messages],
             "facts": [{**dict(row), "sources": by_fact.get(row["id"], [])} for row in facts],
             "messages_waiting_their_turn": [dict(row) for row in waiting],
+            "token_usage_by_day": [dict(row) for row in usage],
+            "token_usage_by_day_in_servers": [dict(row) for row in usage_in_servers],
+            "message_rate_window": dict(rate) if rate else None,
+            "blocked_in_servers": [dict(row) for row in blocks],
+            "erasure_counters": [dict(row) for row in erasures],
         }
 
     async def guild_stats(self, guild_id: int) -> GuildStats:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import gzip
 import json
 from pathlib import Path
+from random import Random
 from typing import Any
 
 from bot.client import MemoryBot
 from cogs.memory import CANCELLED, TIMED_OUT
+from storage.models import SessionKey
 from tests.conftest import Bots, settled
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, FakeUser
 from tests.fakes.llm_server import FakeLLM
@@ -68,6 +72,20 @@ async def test_commands_are_synced_globally_once(bots: Bots, fake_discord: FakeD
     await bots.stop(bot)
     await bots.start()  # same definitions: no second sync
     assert len([r for r in fake_discord.requests if r.method == "PUT"]) == 1
+
+
+async def test_commands_lost_on_discords_side_are_synced_again(
+    bots: Bots, fake_discord: FakeDiscord
+) -> None:
+    """The stored fingerprint is not trusted alone: an operator reset the commands (or another
+    application shares the database), so Discord has none, and the next start syncs."""
+    bot = await bots.start()
+    await bots.stop(bot)
+    fake_discord.global_commands = []
+    await bots.start()
+    names = {command["name"] for command in fake_discord.global_commands}
+    assert names == {"memory", "facts", "mnemo-admin", "help"}
+    assert len([r for r in fake_discord.requests if r.method == "PUT"]) == 2
 
 
 async def test_dev_guild_sync(bots: Bots, fake_discord: FakeDiscord) -> None:
@@ -197,6 +215,35 @@ async def test_export_is_a_json_file(bots: Bots, fake_discord: FakeDiscord) -> N
     export = json.loads(data)
     assert [m["content"] for m in export["messages"]] == ["export me", "echo: export me"]
     assert interaction.ephemeral
+
+
+async def test_a_big_export_comes_gzipped_in_parts_within_the_upload_limit(
+    bots: Bots, fake_discord: FakeDiscord
+) -> None:
+    """An export bigger than Discord's upload limit (which the loopback Discord enforces and
+    tells in each interaction, lowered here) comes gzipped, cut into parts that fit."""
+    d = fake_discord
+    d.upload_limit = 200_000
+    bot = await bots.start()
+    random = Random(19)
+    key = SessionKey(d.GUILD_ID, d.CHANNEL_ID, d.alice.id)
+    for n in range(60):  # ~1 MB of JSON that compresses poorly
+        text = f"big-{n} " + base64.b64encode(random.randbytes(12_000)).decode()
+        await bot.storage.messages.add(
+            key, role="user", content=text, tokens=10, discord_id=None, now=1.0 + n
+        )
+    interaction = await d.slash(d.alice, "memory", "export")
+    first = await interaction.wait_text(timeout=30)
+    parts = int(first.split("gzipped in ")[1].split()[0])
+    assert parts >= 4
+    await d.wait_for(lambda: len(interaction.attachments) == parts or None, 30, "every part")
+    names = [name for name, _ in interaction.attachments]
+    assert names == [f"mnemo-export.json.gz.{n:03d}" for n in range(1, parts + 1)]
+    assert all(len(data) <= d.upload_limit for _, data in interaction.attachments)
+    export = json.loads(gzip.decompress(b"".join(data for _, data in interaction.attachments)))
+    assert [m["content"].split()[0] for m in export["messages"]] == [f"big-{n}" for n in range(60)]
+    assert "token_usage_by_day" in export and "blocked_in_servers" in export
+    assert interaction.ephemeral and all(m.ephemeral for m in interaction.messages)
 
 
 async def test_facts_show_forget_and_scopes(

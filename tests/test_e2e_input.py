@@ -103,10 +103,35 @@ async def test_a_huge_paste(
     reply = await d.final_text(await d.next_bot_message(d.CHANNEL_ID), quiet=0.3)
     assert reply.startswith("echo: ")
     [stored] = await stored_contents(bot, d.alice)
-    assert text in stored, "stored whole"
+    # Stored up to MAX_STORED_MESSAGE_CHARS (16,000 by default), the cut marked.
+    assert text[:15_000] in stored and len(stored) < 16_200
+    assert ("cut here when stored" if not as_file else "the rest of message.txt") in stored
     sent = last_user_text(fake_llm)
     assert "00000 the quick" in sent and "message cut here" in sent
     assert len(sent) < 20_000, "the prompt holds a capped copy"
+
+
+async def test_ten_text_files_are_read_and_stored_within_one_limit(
+    bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM
+) -> None:
+    """10 files of 99 KB were 1 MB stored for ~1,500 tokens seen: now the message's text, its
+    files' included, is read and stored up to MAX_STORED_MESSAGE_CHARS in all, cut marked."""
+    d = fake_discord
+    bot = await bots.start(max_stored_message_chars=20_000)
+    files = [
+        {"filename": f"part{n}.txt", "data": (f"FILE{n}-" + "x" * 98_990).encode()}
+        for n in range(10)
+    ]
+    await d.send_message(d.alice, d.CHANNEL_ID, "read these", mention_bot=True, attachments=files)
+    reply = await d.final_text(await d.next_bot_message(d.CHANNEL_ID), quiet=0.3)
+    assert reply.startswith("echo: ")
+    [stored] = await stored_contents(bot, d.alice)
+    assert stored.startswith("read these\n\n--- part0.txt ---\nFILE0-xxx")
+    assert "[… the rest of part0.txt was not read]" in stored
+    assert "[attached file part9.txt: not read, the message's limit was reached]" in stored
+    assert "FILE1-" not in stored and len(stored) < 21_000
+    assert len(d.cdn_downloads) == 1, "files past the limit are not downloaded"
+    assert "FILE0-" in last_user_text(fake_llm)
 
 
 async def test_mentions_only(bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM) -> None:

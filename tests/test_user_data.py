@@ -267,3 +267,21 @@ async def test_export_has_everything(storage: Storage) -> None:
     assert len(export["facts"]) == 4
     assert all(f["sources"] for f in export["facts"])
     assert json.dumps(export)  # plain JSON
+
+
+async def test_export_has_the_counters_kept_about_the_user(storage: Storage) -> None:
+    """Usage, the rate window, server blocks and erasure counters are about the user too: ids
+    and numbers, in the export (a block without the admin who set it)."""
+    await fill_user(storage, ALICE, "ALICE-MARKER")
+    await fill_user(storage, BOB, "BOB-MARKER")
+    await storage.guild_settings.set_blocked(GUILD_A, ALICE, True, by=BOB, now=9.0)
+    await storage.users.clear_session(11, ALICE)  # one conversation erased: a counter
+    export = await storage.users.export(ALICE)
+    assert export["token_usage_by_day"] == [{"day": "2026-01-01", "tokens": 28}]
+    assert sorted(
+        (row["guild_id"], row["tokens"]) for row in export["token_usage_by_day_in_servers"]
+    ) == [(GUILD_A, 14), (GUILD_B, 7)]
+    assert export["message_rate_window"] == {"window_start": 60.0, "count": 1}
+    assert export["blocked_in_servers"] == [{"guild_id": GUILD_A, "created_at": 9.0}]
+    assert export["erasure_counters"] == [{"scope": "channel", "scope_id": 11, "generation": 1}]
+    assert "blocked_by" not in json.dumps(export)

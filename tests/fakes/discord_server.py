@@ -78,7 +78,7 @@ T = TypeVar("T")
 
 DISCORD_EPOCH_MS = 1_420_070_400_000
 MAX_CONTENT = 2000
-ATTACHMENT_LIMIT = 10 * 1024 * 1024
+ATTACHMENT_LIMIT = 10 * 1024 * 1024  # bytes of files in one message, for a bot by default
 
 # Gateway opcodes and intents.
 OP_DISPATCH, OP_HEARTBEAT, OP_IDENTIFY, OP_RESUME = 0, 1, 2, 6
@@ -483,6 +483,10 @@ class FakeDiscord:
         self.max_concurrency = max_concurrency
         self.interaction_deadline = interaction_deadline
         self.echo_bot_messages = echo_bot_messages
+        # Discord refuses a message whose files add up to more than this (10 MiB for a bot
+        # by default) with 413, code 40005, and tells it in each interaction
+        # (`attachment_size_limit`); a test may lower it.
+        self.upload_limit = ATTACHMENT_LIMIT
 
         self.bot_user = FakeUser(self.BOT_USER_ID, "mnemo", "Mnemo", bot=True)
         self.alice = FakeUser(1_400_000_000_000_000_001, "alice", "Alice")
@@ -700,6 +704,12 @@ class FakeDiscord:
             },
         }
         self._channel_guild[thread_id] = guild_id
+
+    def add_thread_of_unseen_channel(self, thread_id: int, parent_id: int) -> None:
+        """A thread in GUILD_ID whose parent channel is never sent to the bot, so discord.py
+        has the thread cached and not its parent (`Thread.parent` is None and
+        `Thread.category_id` raises). Call before the bot connects."""
+        self._add_thread(self.GUILD_ID, thread_id, parent_id, "thread of an unseen channel")
 
     def _add_dm_channel(self, user: FakeUser) -> None:
         channel_id = self.dm_channel_id(user)
@@ -1587,7 +1597,7 @@ class FakeDiscord:
             "entitlement_sku_ids": [],
             "authorizing_integration_owners": {"0": str(guild_id or 0)},
             "context": 0 if guild_id else 1,
-            "attachment_size_limit": ATTACHMENT_LIMIT,
+            "attachment_size_limit": self.upload_limit,
         }
         if guild_id is None:
             payload["user"] = user.payload()
@@ -1944,7 +1954,10 @@ class FakeDiscord:
         existing: BotMessage | None = None,
         prefix: Sequence[str] = (),
     ) -> web.Response | None:
-        """Discord's checks on a message body: length, embeds, and emptiness (after an edit)."""
+        """Discord's checks on a message body: files' size, length, embeds, and emptiness
+        (after an edit)."""
+        if sum(len(data) for _, data in files) > self.upload_limit:
+            return _error(413, 40005, "Request entity too large")
         content = body.get("content")
         if isinstance(content, str) and utf16_len(content) > MAX_CONTENT:
             message = f"Must be {MAX_CONTENT} or fewer in length."
