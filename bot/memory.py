@@ -498,7 +498,9 @@ class MemoryEngine:
             await self.message_deleted(incoming.discord_id)
             return Outcome.DELETED
         if late is not None and late.content:
-            await self.message_edited(incoming.discord_id, late.content)
+            await self.message_edited(
+                incoming.discord_id, late.content, user_id=incoming.key.user_id
+            )
             [stored] = await self.storage.messages.by_ids([stored.id])
         return stored
 
@@ -752,10 +754,19 @@ class MemoryEngine:
             if covered(key):
                 erased.set()
 
-    async def message_edited(self, discord_id: int, new_content: str) -> bool:
+    async def message_edited(
+        self, discord_id: int, new_content: str, *, user_id: int | None = None
+    ) -> bool:
         """The user edited a message: store the new text (or remember it for a message still
         waiting for its turn), and learn again from it: facts drawn from the old text are
-        withdrawn and the new text is read for facts; a summary that held it is rebuilt."""
+        withdrawn and the new text is read for facts; a summary that held it is rebuilt.
+
+        An edit by `user_id` while their memory is paused is neither stored nor learned from:
+        the message is withdrawn instead, as a deletion would (the old text, what was derived
+        from it alone, and a summary that held it, rebuilt from what remains)."""
+        if user_id is not None and await self.controls.is_paused(user_id):
+            await self.message_deleted(discord_id)
+            return True
         was_waiting = discord_id in self._waiting
         edit = await self.storage.messages.edit(
             discord_id, new_content, self._tokenizer.count(new_content)

@@ -235,7 +235,7 @@ class Chat(commands.Cog):
             return
         text, _ = await self.model_text(message)
         if text:
-            await self.bot.engine.message_edited(message.id, text)
+            await self.bot.engine.message_edited(message.id, text, user_id=message.author.id)
 
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:

@@ -279,3 +279,33 @@ async def test_a_reply_cancelled_mid_stream_leaves_no_task(
     for _ in range(20):
         await asyncio.sleep(0)  # let cancellation finish
     assert reply_tasks() == []
+
+
+async def test_an_edit_while_paused_withdraws_the_message_and_learns_nothing(
+    bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM
+) -> None:
+    """Pause covers edits: the edited text is never stored nor read for facts; the stored old
+    message is withdrawn with the fact it taught."""
+    d = fake_discord
+    bot = await bots.start(facts_batch_messages=1)
+    fake_llm.json_responder = facts_responder
+    home = await d.send_message(d.alice, d.CHANNEL_ID, "I live in Lyon", mention_bot=True)
+    await d.final_text(await d.next_bot_message(d.CHANNEL_ID), quiet=0.2)
+    await bot.engine.jobs.idle()
+    assert [f.value for f in await bot.storage.facts.current(d.alice.id, d.GUILD_ID)] == ["Lyon"]
+    paused = await d.slash(d.alice, "memory", "pause")
+    assert "Memory paused" in await paused.wait_text()
+    calls = len(fake_llm.chat_calls)
+
+    await d.edit_user_message(home, "I live in PAUSED-EDIT-Porto")
+
+    async def withdrawn() -> bool:
+        return ("user", "I live in Lyon") not in await stored(bot, d.alice)
+
+    await eventually(withdrawn, "the edit to be handled")
+    await bot.engine.jobs.idle()
+    export = await bot.storage.users.export(d.alice.id)
+    assert "PAUSED-EDIT" not in json.dumps(export)
+    assert [m for m in await stored(bot, d.alice) if m[0] == "user"] == []
+    assert await bot.storage.facts.current(d.alice.id, d.GUILD_ID) == []
+    assert len(fake_llm.chat_calls) == calls  # nothing read, nothing summarized
