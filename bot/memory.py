@@ -13,6 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
 from functools import partial
 from typing import Any
@@ -734,7 +735,7 @@ class MemoryEngine:
         """Delete everything of the user everywhere; nothing derived is written back after."""
         await self._stop_jobs(await self.storage.users.session_ids(user_id))
         self.recall_log.forget_user(user_id)
-        counts = await self.storage.users.delete_user_data(user_id)
+        counts = await self.storage.users.delete_user_data(user_id, now=self._clock())
         self._turns_erased(lambda k: k.user_id == user_id)
         await self.storage.recall.purge_deleted()
         return counts
@@ -821,12 +822,20 @@ class MemoryEngine:
             log.info("Retention deleted %d summarized messages older than %d days", deleted, days)
         return deleted
 
+    async def expire_limits(self) -> int:
+        """Each user's token count of a past day and rate windows past their minute: kept
+        through an erasure while current (against abuse), deleted once their day is over."""
+        now = self._clock()
+        today = datetime.fromtimestamp(now, tz=UTC).strftime("%Y-%m-%d")
+        return await self.storage.usage.expire(before_day=today, rate_before=now - 60.0)
+
     async def _retention_loop(self) -> None:
         """One retention pass a day for the whole fleet: whichever process claims the day."""
         while True:
             try:
                 if await self.fleet.claim_period("retention", RETENTION_INTERVAL_SECONDS):
                     await self.purge_expired()
+                    await self.expire_limits()
             except Exception:
                 log.exception("Retention pass failed; trying again later")
             await asyncio.sleep(RETENTION_CHECK_SECONDS)
