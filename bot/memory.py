@@ -68,6 +68,7 @@ RESUME_WINDOW_SECONDS = 600.0
 RETENTION_CHECK_SECONDS = 3600  # how often a process asks whether today's pass is due
 UNSTORED_ID = 2**63 - 1  # the id a paused user's message would have: after every stored one
 UNSTORED_IDS_KEPT = 1000
+RELEARNED_KEPT = 10_000  # sessions whose last re-learning after an edit is remembered
 DEFAULT_VIEW = ChannelView()
 RECALL_PURGE_JOB = 0  # the search index's merge job: a key no session has (ids start at 1)
 
@@ -152,6 +153,8 @@ class MemoryEngine:
         self.limits = Limits(settings, storage.usage, storage.fleet, clock=clock)
         self.controls = Controls(storage, settings, tokenizer, clock=clock)
         self._unstored_ids: OrderedDict[int, None] = OrderedDict()  # paused users' messages
+        # When each session last re-learned after an edit (monotonic), for the debounce.
+        self._relearned: OrderedDict[int, float] = OrderedDict()
         llm.set_parallel(settings.model_parallel)
         self._llm_slots = llm.scheduler  # every model call: replies first, background after
         self.fleet = Fleet(storage.fleet, lease_seconds=settings.job_lease_seconds, clock=clock)
@@ -756,18 +759,31 @@ class MemoryEngine:
                 erased.set()
 
     async def message_edited(
-        self, discord_id: int, new_content: str, *, user_id: int | None = None
+        self,
+        discord_id: int,
+        new_content: str,
+        *,
+        user_id: int | None = None,
+        admit: bool = False,
     ) -> bool:
         """The user edited a message: store the new text (or remember it for a message still
         waiting for its turn), and learn again from it: facts drawn from the old text are
         withdrawn and the new text is read for facts; a summary that held it is rebuilt.
+        Re-learning is debounced per conversation (`_relearn_after_edit`).
 
         An edit by `user_id` while their memory is paused is neither stored nor learned from:
         the message is withdrawn instead, as a deletion would (the old text, what was derived
-        from it alone, and a summary that held it, rebuilt from what remains)."""
+        from it alone, and a summary that held it, rebuilt from what remains). With `admit`
+        (an edit as it arrives from Discord), it counts against the user's per-minute rate
+        like a new message, and past the rate it is dropped (False)."""
         if user_id is not None and await self.controls.is_paused(user_id):
             await self.message_deleted(discord_id)
             return True
+        if admit and user_id is not None:
+            refusal = await self.limits.check_rate(user_id)
+            if refusal is not None:
+                log.debug("Edit of message %s dropped: %s", discord_id, refusal.message)
+                return False
         was_waiting = discord_id in self._waiting
         edit = await self.storage.messages.edit(
             discord_id, new_content, self._tokenizer.count(new_content)
@@ -783,9 +799,37 @@ class MemoryEngine:
             return False
         if edit.changed:
             # Rebuilt or read again; work in flight on the old text lands nothing (revision).
-            self._schedule_summary(edit.session_id)
-            self._schedule_facts(edit.session_id)
+            self._relearn_after_edit(edit.session_id)
         return True
+
+    def _relearn_after_edit(self, session_id: int) -> None:
+        """Schedule learning again from a conversation whose messages were edited: at once
+        for the first edit, then at most once per EDIT_RELEARN_SECONDS; the edits in between
+        are folded into one pass at the end of the period (a coalesced timer). So a user who
+        edits in a loop buys at most one summary rebuild and one extraction per conversation
+        per period, and those are charged to their daily budget and stop when it is spent."""
+        period = self._settings.edit_relearn_seconds
+        now = time.monotonic()
+        last = self._relearned.get(session_id)
+        if last is None or now - last >= period:
+            self._relearned_now(session_id, now)
+            self._schedule_summary(session_id)
+            self._schedule_facts(session_id)
+            return
+        self.jobs.schedule_later(
+            "edit-relearn", session_id, last + period - now, partial(self._relearn, session_id)
+        )
+
+    def _relearned_now(self, session_id: int, now: float) -> None:
+        self._relearned[session_id] = now
+        self._relearned.move_to_end(session_id)
+        while len(self._relearned) > RELEARNED_KEPT:
+            self._relearned.popitem(last=False)
+
+    async def _relearn(self, session_id: int) -> None:
+        self._relearned_now(session_id, time.monotonic())
+        self._schedule_summary(session_id)
+        self._schedule_facts(session_id)
 
     async def message_deleted(self, discord_id: int) -> bool:
         """The user deleted a message: delete it and what was derived from it alone. One not

@@ -233,9 +233,17 @@ class Chat(commands.Cog):
         # takes it; a message never stored is not read, and its attachments not downloaded.
         if not await self.bot.engine.knows(message.id):
             return
+        # The same gate as a new message: access (the operator's and the server's lists, the
+        # block lists, DMs' memberships) here; the pause and the per-minute rate in the engine.
+        decision, _ = await self.check(message)
+        if not decision.allowed:
+            log.debug("Edit of message %s not taken: %s", message.id, decision.reason)
+            return
         text, _ = await self.model_text(message)
         if text:
-            await self.bot.engine.message_edited(message.id, text, user_id=message.author.id)
+            await self.bot.engine.message_edited(
+                message.id, text, user_id=message.author.id, admit=True
+            )
 
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
