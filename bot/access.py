@@ -13,6 +13,7 @@ a channel wins over its category's.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from bot.config import Settings
@@ -42,6 +43,26 @@ class OperatorPolicy:
     def guild_allowed(self, guild_id: int) -> bool:
         return not self.guild_ids or guild_id in self.guild_ids
 
+    @property
+    def dms_need_membership(self) -> bool:
+        """With a server or role allow-list, a DM is served only to a member of an allowed
+        server (holding an allowed role there, when roles are listed)."""
+        return bool(self.guild_ids or self.role_ids)
+
+    def qualifies(self, membership: Membership) -> bool:
+        """Whether membership of this server lets its member talk to Mnemo in DMs."""
+        if not self.guild_allowed(membership.guild_id):
+            return False
+        return not self.role_ids or bool(self.role_ids & membership.role_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """A user's membership of one server, as Discord answered it: the server and their roles."""
+
+    guild_id: int
+    role_ids: frozenset[int] = frozenset()
+
 
 @dataclass(frozen=True, slots=True)
 class Place:
@@ -53,6 +74,9 @@ class Place:
     parent_id: int | None = None  # a thread's channel
     category_id: int | None = None
     role_ids: frozenset[int] = frozenset()
+    # In a DM: the user's memberships of the servers that could allow DMs (looked up only when
+    # the operator has a server or role allow-list).
+    memberships: tuple[Membership, ...] = ()
 
     @property
     def chain(self) -> tuple[int, ...]:
@@ -74,13 +98,23 @@ class Decision:
 ALLOWED = Decision(True)
 
 
-def decide(policy: OperatorPolicy, rules: ServerRules | None, place: Place) -> Decision:
-    """May this message reach the model? DMs get a notice when not; servers as they chose."""
+def decide(
+    policy: OperatorPolicy,
+    rules: ServerRules | None,
+    place: Place,
+    member_rules: Mapping[int, ServerRules] | None = None,
+) -> Decision:
+    """May this message reach the model? DMs get a notice when not; servers as they chose.
+
+    `member_rules`, for a DM: the rules of the servers in `place.memberships` (their block
+    lists apply to DMs too)."""
     if place.guild_id is None:
         if place.user_id in policy.blocked_user_ids:
             return Decision(False, notice=True, reason="user blocked by the operator")
         if not policy.allow_dms:
             return Decision(False, notice=True, reason="DMs are off (ALLOW_DMS)")
+        if policy.dms_need_membership:
+            return _dm_decision(policy, place, member_rules or {})
         return ALLOWED
     if not policy.guild_allowed(place.guild_id):
         # Ignored, never answered: the operator did not allow this server at all.
@@ -89,6 +123,23 @@ def decide(policy: OperatorPolicy, rules: ServerRules | None, place: Place) -> D
     if reason is None:
         return ALLOWED
     return Decision(False, notice=rules.notice if rules is not None else False, reason=reason)
+
+
+def _dm_decision(
+    policy: OperatorPolicy, place: Place, member_rules: Mapping[int, ServerRules]
+) -> Decision:
+    """Served in DMs: a member of an allowed server (with an allowed role there, when roles are
+    listed) whom none of those servers' admins blocked."""
+    qualifying = [m for m in place.memberships if policy.qualifies(m)]
+    for membership in qualifying:
+        server = member_rules.get(membership.guild_id)
+        if server is not None and place.user_id in server.blocked:
+            return Decision(False, notice=True, reason="user blocked by an allowed server")
+    if not qualifying:
+        return Decision(
+            False, notice=True, reason="DM from no member of an allowed server (or role)"
+        )
+    return ALLOWED
 
 
 def _operator_refusal(policy: OperatorPolicy, place: Place) -> str | None:

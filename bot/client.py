@@ -20,9 +20,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.access import OperatorPolicy
 from bot.config import Settings
 from bot.health import HEARTBEAT_KEY, HEARTBEAT_SECONDS
 from bot.llm import LLMClient, check_model_server
+from bot.members import MemberLookup
 from bot.memory import MemoryEngine
 from bot.tokens import load_tokenizer
 from storage import Storage, StorageError
@@ -76,6 +78,7 @@ class MemoryBot(commands.Bot):
             **_shard_options(settings),
         )
         self.settings = settings
+        self.members = MemberLookup(self, OperatorPolicy.from_settings(settings))  # DM access
         self._storage = storage  # handed over: closed in close() like what setup_hook opens
         self._llm = llm
         self._engine: MemoryEngine | None = None

@@ -73,9 +73,15 @@ class Controls:
     async def check(self, place: Place) -> tuple[Decision, ChannelView]:
         """May this message be answered, and how is it answered there."""
         rules = None
+        member_rules: dict[int, ServerRules] = {}
         if place.guild_id is not None and self.policy.guild_allowed(place.guild_id):
             rules = await self.rules(place.guild_id)
-        return decide(self.policy, rules, place), resolve(rules, place.chain)
+        elif place.guild_id is None and self.policy.dms_need_membership:
+            for membership in place.memberships:
+                if self.policy.qualifies(membership):
+                    member_rules[membership.guild_id] = await self.rules(membership.guild_id)
+        decision = decide(self.policy, rules, place, member_rules)
+        return decision, resolve(rules, place.chain)
 
     async def is_paused(self, user_id: int) -> bool:
         return await self._repo.is_paused(user_id)

@@ -1,8 +1,9 @@
 """Per-user message rate, daily token budgets per user and per server, LLM admission.
 
 Budgets are counted from the API's usage figures (our own count when a server sends none) and
-stored per UTC day. A server over budget loses background work first: summaries and extraction
-stop at BACKGROUND_BUDGET_SHARE of its budget, replies only at the full budget.
+stored per UTC day. A server or a user over budget loses background work first: summaries and
+extraction stop at BACKGROUND_BUDGET_SHARE of the budget, replies only at the full budget. A
+user's background work (on their conversations, in servers and DMs) is charged to them.
 """
 
 from __future__ import annotations
@@ -79,7 +80,16 @@ class Limits:
         return None
 
     async def background_allowed(self, key: SessionKey) -> bool:
-        return await self._server_used_share(key.guild_id, self._day()) < BACKGROUND_BUDGET_SHARE
+        """Summaries and extraction for this conversation: below BACKGROUND_BUDGET_SHARE of
+        both the server's and the user's daily budget (the user's holds in DMs too)."""
+        day = self._day()
+        if await self._server_used_share(key.guild_id, day) >= BACKGROUND_BUDGET_SHARE:
+            return False
+        user_limit = self._settings.user_daily_tokens
+        if not user_limit:
+            return True
+        used = await self._usage.used(day, "user", key.user_id)
+        return used < user_limit * BACKGROUND_BUDGET_SHARE
 
     async def charge(
         self,

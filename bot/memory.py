@@ -13,6 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
 from functools import partial
 from typing import Any
@@ -69,6 +70,7 @@ RESUME_WINDOW_SECONDS = 600.0
 RETENTION_CHECK_SECONDS = 3600  # how often a process asks whether today's pass is due
 UNSTORED_ID = 2**63 - 1  # the id a paused user's message would have: after every stored one
 UNSTORED_IDS_KEPT = 1000
+RELEARNED_KEPT = 10_000  # sessions whose last re-learning after an edit is remembered
 DEFAULT_VIEW = ChannelView()
 RECALL_PURGE_JOB = 0  # the search index's merge job: a key no session has (ids start at 1)
 
@@ -163,6 +165,8 @@ class MemoryEngine:
         self.limits = Limits(settings, storage.usage, storage.fleet, clock=clock)
         self.controls = Controls(storage, settings, tokenizer, clock=clock)
         self._unstored_ids: OrderedDict[int, None] = OrderedDict()  # paused users' messages
+        # When each session last re-learned after an edit (monotonic), for the debounce.
+        self._relearned: OrderedDict[int, float] = OrderedDict()
         llm.set_parallel(settings.model_parallel)
         self._llm_slots = llm.scheduler  # every model call: replies first, background after
         self.fleet = Fleet(storage.fleet, lease_seconds=settings.job_lease_seconds, clock=clock)
@@ -511,7 +515,9 @@ class MemoryEngine:
             await self.message_deleted(incoming.discord_id)
             return Outcome.DELETED
         if late is not None and late.content:
-            await self.message_edited(incoming.discord_id, late.content)
+            await self.message_edited(
+                incoming.discord_id, late.content, user_id=incoming.key.user_id
+            )
             [stored] = await self.storage.messages.by_ids([stored.id])
         return stored
 
@@ -780,7 +786,7 @@ class MemoryEngine:
         """Delete everything of the user everywhere; nothing derived is written back after."""
         await self._stop_jobs(await self.storage.users.session_ids(user_id))
         self.recall_log.forget_user(user_id)
-        counts = await self.storage.users.delete_user_data(user_id)
+        counts = await self.storage.users.delete_user_data(user_id, now=self._clock())
         self._turns_erased(lambda k: k.user_id == user_id)
         await self.storage.recall.purge_deleted()
         return counts
@@ -800,10 +806,32 @@ class MemoryEngine:
             if covered(key):
                 erased.set()
 
-    async def message_edited(self, discord_id: int, new_content: str) -> bool:
+    async def message_edited(
+        self,
+        discord_id: int,
+        new_content: str,
+        *,
+        user_id: int | None = None,
+        admit: bool = False,
+    ) -> bool:
         """The user edited a message: store the new text (or remember it for a message still
         waiting for its turn), and learn again from it: facts drawn from the old text are
-        withdrawn and the new text is read for facts; a summary that held it is rebuilt."""
+        withdrawn and the new text is read for facts; a summary that held it is rebuilt.
+        Re-learning is debounced per conversation (`_relearn_after_edit`).
+
+        An edit by `user_id` while their memory is paused is neither stored nor learned from:
+        the message is withdrawn instead, as a deletion would (the old text, what was derived
+        from it alone, and a summary that held it, rebuilt from what remains). With `admit`
+        (an edit as it arrives from Discord), it counts against the user's per-minute rate
+        like a new message, and past the rate it is dropped (False)."""
+        if user_id is not None and await self.controls.is_paused(user_id):
+            await self.message_deleted(discord_id)
+            return True
+        if admit and user_id is not None:
+            refusal = await self.limits.check_rate(user_id)
+            if refusal is not None:
+                log.debug("Edit of message %s dropped: %s", discord_id, refusal.message)
+                return False
         was_waiting = discord_id in self._waiting
         edit = await self.storage.messages.edit(
             discord_id, new_content, self._tokenizer.count(new_content)
@@ -819,9 +847,37 @@ class MemoryEngine:
             return False
         if edit.changed:
             # Rebuilt or read again; work in flight on the old text lands nothing (revision).
-            self._schedule_summary(edit.session_id)
-            self._schedule_facts(edit.session_id)
+            self._relearn_after_edit(edit.session_id)
         return True
+
+    def _relearn_after_edit(self, session_id: int) -> None:
+        """Schedule learning again from a conversation whose messages were edited: at once
+        for the first edit, then at most once per EDIT_RELEARN_SECONDS; the edits in between
+        are folded into one pass at the end of the period (a coalesced timer). So a user who
+        edits in a loop buys at most one summary rebuild and one extraction per conversation
+        per period, and those are charged to their daily budget and stop when it is spent."""
+        period = self._settings.edit_relearn_seconds
+        now = time.monotonic()
+        last = self._relearned.get(session_id)
+        if last is None or now - last >= period:
+            self._relearned_now(session_id, now)
+            self._schedule_summary(session_id)
+            self._schedule_facts(session_id)
+            return
+        self.jobs.schedule_later(
+            "edit-relearn", session_id, last + period - now, partial(self._relearn, session_id)
+        )
+
+    def _relearned_now(self, session_id: int, now: float) -> None:
+        self._relearned[session_id] = now
+        self._relearned.move_to_end(session_id)
+        while len(self._relearned) > RELEARNED_KEPT:
+            self._relearned.popitem(last=False)
+
+    async def _relearn(self, session_id: int) -> None:
+        self._relearned_now(session_id, time.monotonic())
+        self._schedule_summary(session_id)
+        self._schedule_facts(session_id)
 
     async def message_deleted(self, discord_id: int) -> DeletedMessage | None:
         """The user deleted a message: delete it, the answers to it, and what was derived
@@ -864,12 +920,20 @@ class MemoryEngine:
             log.info("Retention deleted %d summarized messages older than %d days", deleted, days)
         return deleted
 
+    async def expire_limits(self) -> int:
+        """Each user's token count of a past day and rate windows past their minute: kept
+        through an erasure while current (against abuse), deleted once their day is over."""
+        now = self._clock()
+        today = datetime.fromtimestamp(now, tz=UTC).strftime("%Y-%m-%d")
+        return await self.storage.usage.expire(before_day=today, rate_before=now - 60.0)
+
     async def _retention_loop(self) -> None:
         """One retention pass a day for the whole fleet: whichever process claims the day."""
         while True:
             try:
                 if await self.fleet.claim_period("retention", RETENTION_INTERVAL_SECONDS):
                     await self.purge_expired()
+                    await self.expire_limits()
             except Exception:
                 log.exception("Retention pass failed; trying again later")
             await asyncio.sleep(RETENTION_CHECK_SECONDS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -89,7 +90,7 @@ class Chat(commands.Cog):
         if not self._from_a_person(message):
             return
         # Access is decided before anything is read, stored or sent to a model.
-        decision, view = await self.bot.engine.controls.check(place_of(message))
+        decision, view = await self.check(message)
         mentioned = self.is_addressed(message)
         if not (mentioned or self._always_here(message, view)):
             return
@@ -127,7 +128,7 @@ class Chat(commands.Cog):
             # The process that died had delivered the answer, not yet recorded it.
             await self.bot.engine.settle(stored)
             return
-        decision, view = await self.bot.engine.controls.check(place_of(message))
+        decision, view = await self.check(message)
         if decision.allowed:
             thread = (
                 channel
@@ -153,6 +154,15 @@ class Chat(commands.Cog):
             return  # kept: a later restart may reach it
         if self.bot.engine.accepting:  # not stopping again meanwhile: its turn has ended
             await self.bot.engine.forget_queued(queued.discord_id)
+
+    async def check(self, message: discord.Message) -> tuple[Decision, ChannelView]:
+        """Access and the place's view; a DM under an allow-list is checked against the
+        author's memberships of the allowed servers (looked up over REST, cached)."""
+        place = place_of(message)
+        if message.guild is None and self.bot.engine.controls.policy.dms_need_membership:
+            memberships = await self.bot.members.memberships(message.author.id)
+            place = dataclasses.replace(place, memberships=memberships)
+        return await self.bot.engine.controls.check(place)
 
     async def _answered_on_discord(self, channel: Any, message: discord.Message) -> bool:
         """Whether a reply of this bot to `message` is already in the channel."""
@@ -223,9 +233,17 @@ class Chat(commands.Cog):
         # takes it; a message never stored is not read, and its attachments not downloaded.
         if not await self.bot.engine.knows(message.id):
             return
+        # The same gate as a new message: access (the operator's and the server's lists, the
+        # block lists, DMs' memberships) here; the pause and the per-minute rate in the engine.
+        decision, _ = await self.check(message)
+        if not decision.allowed:
+            log.debug("Edit of message %s not taken: %s", message.id, decision.reason)
+            return
         text, _ = await self.model_text(message)
         if text:
-            await self.bot.engine.message_edited(message.id, text)
+            await self.bot.engine.message_edited(
+                message.id, text, user_id=message.author.id, admit=True
+            )
 
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:

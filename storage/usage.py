@@ -67,3 +67,16 @@ class UsageRepository:
             (guild_id, first_day, limit),
         )
         return [(int(row["user_id"]), int(row["total"])) for row in rows]
+
+    async def expire(self, *, before_day: str, rate_before: float) -> int:
+        """Delete what only today's limits need once its day (or minute) is over: each user's
+        daily token count before `before_day` (YYYY-MM-DD, UTC) and per-minute windows that
+        began before `rate_before`. Servers' and members' counts stay (30 days of stats)."""
+        async with self._db.transaction() as tx:
+            days = await tx.execute(
+                "DELETE FROM usage_daily WHERE scope = 'user' AND day < ?", (before_day,)
+            )
+            windows = await tx.execute(
+                "DELETE FROM rate_windows WHERE window_start < ?", (rate_before,)
+            )
+        return days + windows

@@ -9,11 +9,15 @@ transaction, so no write begun before it can land after it (see `storage.erasure
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from storage.database import Database, Transaction
 from storage.erasures import bump
+
+RATE_WINDOW_KEPT_SECONDS = 60.0  # a per-minute window: kept by an erasure while it is current
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,16 +67,27 @@ class UserDataRepository:
         await self._db.checkpoint()
         return counts
 
-    async def delete_user_data(self, user_id: int) -> DeletedCounts:
-        """Delete every message, summary and fact of the user, in every server and DM."""
+    async def delete_user_data(self, user_id: int, *, now: float | None = None) -> DeletedCounts:
+        """Delete every message, summary and fact of the user, in every server and DM.
+
+        Kept against abuse, not memory: today's (UTC, at `now`) token count of the user and
+        their current per-minute window, numbers with no content. An erasure must not reset
+        a budget or a rate limit; they expire with their day (`UsageRepository.expire`). Past
+        days' counts are deleted now."""
+        now = time.time() if now is None else now
+        today = datetime.fromtimestamp(now, tz=UTC).strftime("%Y-%m-%d")
         async with self._db.transaction(maintenance=True) as tx:
             await bump(tx, user_id, "user")
             counts = await _delete_sessions(tx, "user_id = ?", (user_id,))
             facts = await tx.execute("DELETE FROM facts WHERE user_id = ?", (user_id,))
             await tx.execute(
-                "DELETE FROM usage_daily WHERE scope = 'user' AND scope_id = ?", (user_id,)
+                "DELETE FROM usage_daily WHERE scope = 'user' AND scope_id = ? AND day < ?",
+                (user_id, today),
             )
-            await tx.execute("DELETE FROM rate_windows WHERE user_id = ?", (user_id,))
+            await tx.execute(
+                "DELETE FROM rate_windows WHERE user_id = ? AND window_start < ?",
+                (user_id, now - RATE_WINDOW_KEPT_SECONDS),
+            )
             await tx.execute("DELETE FROM usage_members WHERE user_id = ?", (user_id,))
         await self._db.checkpoint()
         return counts + DeletedCounts(facts=facts)

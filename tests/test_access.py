@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from bot.access import ChannelView, OperatorPolicy, Place, channel_allowed, decide, resolve
+from bot.access import (
+    ChannelView,
+    Membership,
+    OperatorPolicy,
+    Place,
+    channel_allowed,
+    decide,
+    resolve,
+)
 from storage.guild_settings import ChannelRule, ServerRules
 
 GUILD, OTHER_GUILD = 10, 20
@@ -144,3 +152,33 @@ def test_resolve_inherits_thread_channel_category_server() -> None:
     assert elsewhere == ChannelView("mention", True, "server persona", None, memory=False)
     assert resolve(None, in_thread.chain) == ChannelView()
     assert resolve(rules(), in_thread.chain) == ChannelView()
+
+
+def test_dms_under_allow_lists_need_a_membership_of_an_allowed_server() -> None:
+    by_guild = OperatorPolicy(guild_ids=frozenset({GUILD}))
+    member_here = Place(ALICE, None, 999, memberships=(Membership(GUILD),))
+    member_elsewhere = Place(ALICE, None, 999, memberships=(Membership(OTHER_GUILD),))
+    refused = decide(by_guild, None, in_dm)  # a member of no server at all
+    assert not refused.allowed and refused.notice
+    assert not decide(by_guild, None, member_elsewhere).allowed
+    assert decide(by_guild, None, member_here).allowed
+    by_role = OperatorPolicy(role_ids=frozenset({ROLE}))
+    with_role = Place(ALICE, None, 999, memberships=(Membership(OTHER_GUILD, frozenset({ROLE})),))
+    without = Place(ALICE, None, 999, memberships=(Membership(GUILD, frozenset({OTHER_ROLE})),))
+    assert decide(by_role, None, with_role).allowed
+    assert not decide(by_role, None, without).allowed
+    both = OperatorPolicy(guild_ids=frozenset({GUILD}), role_ids=frozenset({ROLE}))
+    assert not decide(both, None, with_role).allowed  # the role, in a server not allowed
+    assert decide(open_policy, None, in_dm).allowed  # no list: DMs as ALLOW_DMS says
+
+
+def test_dms_refused_to_a_member_blocked_by_an_allowed_server() -> None:
+    by_guild = OperatorPolicy(guild_ids=frozenset({GUILD, OTHER_GUILD}))
+    place = Place(ALICE, None, 999, memberships=(Membership(GUILD), Membership(OTHER_GUILD)))
+    blocked_there = {
+        GUILD: rules(),
+        OTHER_GUILD: ServerRules(OTHER_GUILD, blocked=frozenset({ALICE})),
+    }
+    decision = decide(by_guild, None, place, blocked_there)
+    assert not decision.allowed and decision.notice
+    assert decide(by_guild, None, place, {GUILD: rules(), OTHER_GUILD: rules()}).allowed

@@ -475,3 +475,47 @@ async def test_help_says_how_to_talk_here(bots: Bots, fake_discord: FakeDiscord)
     assert "just write" in await help_text(d.bob, channel_id=d.OTHER_CHANNEL_ID)
     assert "Admin commands" in await help_text(d.admin)
     assert "our DMs" in await help_text(d.bob, dm=True)
+
+
+async def test_dms_under_allow_lists_only_for_members_of_allowed_servers(
+    bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM
+) -> None:
+    """ALLOWED_GUILD_IDS: a DM is served to a member of an allowed server (looked up over
+    REST, cached), refused with a notice to a user who shares only another server with the bot
+    and to one the allowed server's admins blocked; nothing of theirs is stored."""
+    d = fake_discord
+    d.remove_member(d.GUILD_ID, d.bob)  # bob shares only GUILD2 (not allowed) with the bot
+    bot = await bots.start(allowed_guild_ids=d.GUILD_ID)
+    await d.send_dm(d.bob, "STRANGER-DM hello")
+    assert await answered(d, d.dm_channel_id(d.bob)) == NOT_HERE
+    assert fake_llm.chat_calls == []
+    assert (await snapshot(bot))["messages"] == []
+
+    await d.send_dm(d.alice, "member one")
+    assert await answered(d, d.dm_channel_id(d.alice)) == "echo: member one"
+    await d.send_dm(d.alice, "member two")
+    assert await answered(d, d.dm_channel_id(d.alice)) == "echo: member two"
+    assert d.member_lookups(d.alice) == 1  # the answer is cached
+    assert d.member_lookups(d.bob) == 1  # only the allowed server is asked about
+
+    await admin(d, "block", {"member": d.owner}, group="access")
+    await d.send_dm(d.owner, "BLOCKED-DM hello")
+    assert await answered(d, d.dm_channel_id(d.owner)) == NOT_HERE
+    assert len(fake_llm.chat_calls) == 2
+    contents = str(await snapshot(bot))
+    assert "STRANGER-DM" not in contents and "BLOCKED-DM" not in contents
+
+
+async def test_dms_under_the_role_list_need_the_role_in_a_server(
+    bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM
+) -> None:
+    d = fake_discord
+    await bots.start(allowed_role_ids=d.MEMBER_ROLE_ID)
+    d.set_roles(d.GUILD_ID, d.alice, [d.MEMBER_ROLE_ID])
+    await d.send_dm(d.bob, "NO-ROLE hello")  # a member of both servers, without the role
+    assert await answered(d, d.dm_channel_id(d.bob)) == NOT_HERE
+    await d.send_dm(d.alice, "subscriber")
+    assert await answered(d, d.dm_channel_id(d.alice)) == "echo: subscriber"
+    assert "NO-ROLE" not in "\n".join(fake_llm.prompt_texts())
+    # The role exists in GUILD only: GUILD2 is never asked about.
+    assert not [r for r in d.requests if f"/guilds/{d.GUILD2_ID}/members/" in r.path]

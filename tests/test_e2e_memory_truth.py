@@ -279,3 +279,89 @@ async def test_a_reply_cancelled_mid_stream_leaves_no_task(
     for _ in range(20):
         await asyncio.sleep(0)  # let cancellation finish
     assert reply_tasks() == []
+
+
+async def test_an_edit_while_paused_withdraws_the_message_and_learns_nothing(
+    bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM
+) -> None:
+    """Pause covers edits: the edited text is never stored nor read for facts; the stored old
+    message is withdrawn with the fact it taught."""
+    d = fake_discord
+    bot = await bots.start(facts_batch_messages=1)
+    fake_llm.json_responder = facts_responder
+    home = await d.send_message(d.alice, d.CHANNEL_ID, "I live in Lyon", mention_bot=True)
+    await d.final_text(await d.next_bot_message(d.CHANNEL_ID), quiet=0.2)
+    await bot.engine.jobs.idle()
+    assert [f.value for f in await bot.storage.facts.current(d.alice.id, d.GUILD_ID)] == ["Lyon"]
+    paused = await d.slash(d.alice, "memory", "pause")
+    assert "Memory paused" in await paused.wait_text()
+    calls = len(fake_llm.chat_calls)
+
+    await d.edit_user_message(home, "I live in PAUSED-EDIT-Porto")
+
+    async def withdrawn() -> bool:
+        return ("user", "I live in Lyon") not in await stored(bot, d.alice)
+
+    await eventually(withdrawn, "the edit to be handled")
+    await bot.engine.jobs.idle()
+    export = await bot.storage.users.export(d.alice.id)
+    assert "PAUSED-EDIT" not in json.dumps(export)
+    assert [m for m in await stored(bot, d.alice) if m[0] == "user"] == []
+    assert await bot.storage.facts.current(d.alice.id, d.GUILD_ID) == []
+    assert len(fake_llm.chat_calls) == calls  # nothing read, nothing summarized
+
+
+@pytest.mark.parametrize("where", ["server", "dm"])
+async def test_a_user_refused_for_their_budget_gets_no_model_call_from_20_edits(
+    bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM, where: str
+) -> None:
+    """Edits buy no model calls past the budget: re-learning after an edit is background
+    work charged to the user, and stops with their budget (in DMs too)."""
+    d = fake_discord
+    bot = await bots.start(
+        user_daily_tokens=60,
+        facts_batch_messages=1,
+        summary_trigger_tokens=100,
+        summary_keep_recent_tokens=10,
+        edit_relearn_seconds=0,  # no debounce: the budget alone must hold
+    )
+    fake_llm.json_responder = facts_responder
+    channel = d.CHANNEL_ID if where == "server" else d.dm_channel_id(d.alice)
+    first = await d.send_message(
+        d.alice, channel, "I live in Lyon " + "words " * 100, mention_bot=where == "server"
+    )
+    assert (await d.final_text(await d.next_bot_message(channel), quiet=0.2)).startswith("echo")
+    await d.send_message(d.alice, channel, "and now?", mention_bot=where == "server")
+    assert "today" in await d.final_text(await d.next_bot_message(channel), quiet=0.2)
+    await bot.engine.jobs.idle()
+    calls = len(fake_llm.chat_calls)
+
+    for i in range(20):
+        await d.edit_user_message(first, f"I live in City{i} " + "words " * 100)
+
+    async def last_edit_stored() -> bool:
+        return any(c.startswith("I live in City19") for _, c in await stored(bot, d.alice))
+
+    await eventually(last_edit_stored, "the 20th edit")
+    await bot.engine.jobs.idle()
+    assert len(fake_llm.chat_calls) == calls
+
+
+async def test_edits_pass_the_same_gate_as_messages(
+    bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM
+) -> None:
+    """An edit by a member the server's admins blocked since is not taken: not stored, not
+    learned from (a block, like every access rule, covers edits)."""
+    d = fake_discord
+    bot = await bots.start(facts_batch_messages=1)
+    fake_llm.json_responder = facts_responder
+    sent = await d.send_message(d.bob, d.CHANNEL_ID, "I live in Lyon", mention_bot=True)
+    await d.final_text(await d.next_bot_message(d.CHANNEL_ID), quiet=0.2)
+    await bot.engine.jobs.idle()
+    calls = len(fake_llm.chat_calls)
+    await bot.engine.controls.set_blocked(d.GUILD_ID, d.bob.id, True, by=d.admin.id)
+    await d.edit_user_message(sent, "I live in BLOCKED-EDIT")
+    await ask(d, d.alice, d.CHANNEL_ID, "after the edit")  # the edit event was handled before
+    await bot.engine.jobs.idle()
+    assert "BLOCKED-EDIT" not in json.dumps(await bot.storage.users.export(d.bob.id))
+    assert not any("BLOCKED-EDIT" in json.dumps(call) for call in fake_llm.chat_calls[calls:])

@@ -169,3 +169,40 @@ def test_changes_of_unstored_messages_are_remembered_in_bounded_memory() -> None
     assert len(changes) == 3  # the oldest are dropped past the cap
     now[0] = 61.0
     assert changes.take(19) is None and len(changes) == 0  # and all expire after the ttl
+
+
+def extraction_calls(fake_llm: FakeLLM) -> list[dict[str, Any]]:
+    return [call for call in fake_llm.chat_calls if "response_format" in call]
+
+
+async def test_relearning_after_edits_is_debounced(engines: Engines, fake_llm: FakeLLM) -> None:
+    """The first edit of a conversation is learned from at once; the next ones within
+    EDIT_RELEARN_SECONDS wait for one pass at the end of the period, whatever their number."""
+    engine = await engines.start(facts_batch_messages=1, edit_relearn_seconds=3600)
+    fake_llm.responder = lambda body: "noted"
+    await say(engine, 1, "I live in Lisbon")
+    await engine.jobs.idle()
+    before = len(extraction_calls(fake_llm))
+    assert await engine.message_edited(1, "I live in Porto", user_id=ALICE.user_id, admit=True)
+    await engine.jobs.idle()
+    assert len(extraction_calls(fake_llm)) == before + 1  # read again at once
+    calls = len(fake_llm.chat_calls)
+    for i in range(20):
+        await engine.message_edited(1, f"I live in City{i}", user_id=ALICE.user_id, admit=True)
+    await engine.jobs.idle()
+    assert len(fake_llm.chat_calls) == calls  # folded into one pass, an hour from now
+    [stored] = await engine.storage.messages.by_ids([1])
+    assert stored.content == "I live in City19"  # the text itself is stored at once
+    session = await engine.storage.sessions.find(ALICE.channel_id, ALICE.user_id)
+    assert session is not None and ("edit-relearn", session.id) in engine.jobs._timers
+
+
+async def test_edits_count_against_the_per_minute_rate(engines: Engines, fake_llm: FakeLLM) -> None:
+    engine = await engines.start(user_messages_per_minute=2)
+    engine.limits._clock = lambda: 1_800_000_000.0  # one minute window for the whole test
+    fake_llm.responder = lambda body: "noted"
+    await say(engine, 1, "I live in Lisbon")  # 1 of 2
+    assert await engine.message_edited(1, "I live in Porto", user_id=ALICE.user_id, admit=True)
+    assert not await engine.message_edited(1, "I live in Oslo", user_id=ALICE.user_id, admit=True)
+    [stored] = await engine.storage.messages.by_ids([1])
+    assert stored.content == "I live in Porto"  # the edit past the rate was not taken

@@ -110,3 +110,23 @@ async def test_the_rate_limit_is_shared_by_every_process(
     assert await first.check_rate(7) is None
     refused = await second.check_rate(7)
     assert refused is not None and refused.notify
+
+
+async def test_erasing_everything_resets_neither_the_budget_nor_the_rate(
+    engines: Engines, fake_llm: FakeLLM
+) -> None:
+    engine = await engines.start(user_daily_tokens=60)
+    assert (await say(engine, ALICE, "word " * 100)).outcome is Outcome.ANSWERED
+    assert (await say(engine, ALICE)).outcome is Outcome.REFUSED  # budget used up
+    await engine.forget_user(ALICE.user_id)
+    refused = await say(engine, ALICE)
+    assert refused.outcome is Outcome.REFUSED and refused.refusal is not None
+    assert "today" in refused.refusal.message
+    assert len(fake_llm.chat_calls) == 1
+
+    rated = await engines.start(user_messages_per_minute=1)
+    assert (await say(rated, BOB)).outcome is Outcome.ANSWERED
+    await rated.forget_user(BOB.user_id)
+    refused = await say(rated, BOB)
+    assert refused.outcome is Outcome.REFUSED and refused.refusal is not None
+    assert "a minute" in refused.refusal.message

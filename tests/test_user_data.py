@@ -285,3 +285,24 @@ async def test_export_has_the_counters_kept_about_the_user(storage: Storage) -> 
     assert export["blocked_in_servers"] == [{"guild_id": GUILD_A, "created_at": 9.0}]
     assert export["erasure_counters"] == [{"scope": "channel", "scope_id": 11, "generation": 1}]
     assert "blocked_by" not in json.dumps(export)
+
+
+async def test_erasure_keeps_todays_budget_and_rate_window_until_they_expire(
+    storage: Storage,
+) -> None:
+    """Counters kept against abuse (ids and numbers) survive `/memory clear everywhere` on
+    their day, and expire with it; past days' counts go with the erasure."""
+    now = 1_800_000_000.0  # 2027-01-15 08:00 UTC
+    today, yesterday = "2027-01-15", "2027-01-14"
+    window = now - now % 60
+    await storage.usage.add(today, user_id=ALICE, guild_id=GUILD_A, tokens=500)
+    await storage.usage.add(yesterday, user_id=ALICE, guild_id=None, tokens=9)
+    assert await storage.fleet.count_message(ALICE, window_start=window) == 1
+    await storage.users.delete_user_data(ALICE, now=now)
+    assert await storage.usage.used(today, "user", ALICE) == 500
+    assert await storage.usage.used(yesterday, "user", ALICE) == 0
+    assert await storage.fleet.count_message(ALICE, window_start=window) == 2  # not reset
+    assert await storage.usage.expire(before_day="2027-01-16", rate_before=window + 60) == 2
+    assert await storage.usage.used(today, "user", ALICE) == 0
+    assert await storage.usage.used(today, "guild", GUILD_A) == 500  # servers' counts stay
+    assert await storage.fleet.count_message(ALICE, window_start=window + 60) == 1

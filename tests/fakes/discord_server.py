@@ -519,6 +519,7 @@ class FakeDiscord:
         self._channels: dict[int, JSON] = {}
         self._channel_guild: dict[int, int | None] = {}
         self._member_roles: dict[tuple[int, int], list[int]] = {}
+        self._not_members: set[tuple[int, int]] = set()  # (guild id, user id): left the server
         self._user_messages: dict[int, JSON] = {}
         self._bot_messages: dict[int, BotMessage] = {}
         self._channel_log: dict[int, list[BotMessage]] = {}
@@ -726,6 +727,20 @@ class FakeDiscord:
         """Give ``user`` these roles in ``guild_id`` (seen in their next messages and commands)."""
         self._member_roles[(guild_id, user.id)] = list(role_ids)
 
+    def remove_member(self, guild_id: int, user: FakeUser) -> None:
+        """``user`` is no longer a member of ``guild_id``: GET …/members/{user} answers 404
+        Unknown Member, and the next GUILD_CREATE leaves them out (they keep their DM channel)."""
+        self._not_members.add((guild_id, user.id))
+
+    def member_lookups(self, user: FakeUser) -> int:
+        """How many times the bot asked for ``user``'s membership of any server over REST."""
+        suffix = f"/members/{user.id}"
+        return sum(
+            1
+            for r in self.requests
+            if r.method == "GET" and r.path.startswith("/guilds/") and r.path.endswith(suffix)
+        )
+
     def permissions(self, guild_id: int, user_id: int) -> int:
         """A member's guild permissions (no channel overwrites exist in the fake)."""
         if user_id == self.owner.id:
@@ -756,7 +771,11 @@ class FakeDiscord:
 
     def _guild_create_payload(self, guild_id: int) -> JSON:
         channels = [c for cid, c in self._channels.items() if self._channel_guild[cid] == guild_id]
-        members = [self._member_payload(guild_id, user) for user in self.users.values()]
+        members = [
+            self._member_payload(guild_id, user)
+            for user in self.users.values()
+            if (guild_id, user.id) not in self._not_members
+        ]
         return {
             **self._guilds[guild_id],
             "unavailable": False,
@@ -1789,7 +1808,11 @@ class FakeDiscord:
         self, record: RecordedRequest, guild_id: str, user_id: str
     ) -> web.Response:
         user = self.users.get(int(user_id))
-        if int(guild_id) not in self._guilds or user is None:
+        if (
+            int(guild_id) not in self._guilds
+            or user is None
+            or (int(guild_id), user.id) in self._not_members
+        ):
             return _error(404, 10007, "Unknown Member")
         return _json(200, self._member_payload(int(guild_id), user))
 
