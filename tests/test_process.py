@@ -20,6 +20,8 @@ from tests.fakes.llm_server import FakeLLM, message_text
 from tests.processes import BotLauncher, BotProcess
 from tests.test_background_memory import is_summary_call, labelled_ids
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 async def launch(
