@@ -7,16 +7,17 @@ The PostgreSQL runs are skipped, with the reason and a line in the summary, when
 TEST_DATABASE_URL is not set.
 
 Tests that start processes (the bot, a fleet of them, a fresh virtualenv) are marked `slow`:
-`pytest -m "not slow"` leaves them out. They are run first, the longest (by its timeout marker)
-first, so that under pytest-xdist (`make test` runs `-n 4 --dist worksteal`) the few long ones
-overlap the many short ones. Each xdist worker is a process of its own, with its own
-PostgreSQL database (see tests/postgres.py); the PostgreSQL line of the summary is counted on
-the controller from the test reports, which say which backend each test ran on.
+`pytest -m "not slow"` leaves them out. They run first, the longest first, so that under
+pytest-xdist (`make test` runs `-n 4 --dist worksteal`) the few long ones overlap the many
+short ones (see pytest_collection_modifyitems). Each xdist worker is a process of its own, with
+its own PostgreSQL database (see tests/postgres.py); the PostgreSQL line of the summary is
+counted on the controller from the test reports, which say which backend each test ran on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -84,9 +85,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Slow tests first, the longest (the largest timeout) first; the order is otherwise kept,
-    # and every xdist worker computes the same one.
-    items.sort(key=lambda item: (item.get_closest_marker("slow") is None, -_timeout_of(item)))
+    """Slow tests first, the longest (the largest timeout) first, each followed by a quick one:
+    xdist's worksteal never takes the test queued right behind a running one, so what waits
+    behind a long test is short. Every xdist worker computes the same order."""
+    slow = sorted(
+        (item for item in items if item.get_closest_marker("slow") is not None),
+        key=lambda item: -_timeout_of(item),
+    )
+    quick = iter([item for item in items if item.get_closest_marker("slow") is None])
+    order: list[pytest.Item] = []
+    for item in slow:
+        order.append(item)
+        order.extend(itertools.islice(quick, 1))
+    items[:] = [*order, *quick]
 
 
 def _timeout_of(item: pytest.Item) -> float:
