@@ -7,6 +7,10 @@ STAMP := $(VENV)/.installed
 WHEELHOUSE := $(VENV)/wheelhouse
 LINT_PATHS := bot cogs storage tests tests_real scripts $(wildcard bench)
 BENCH_ARGS ?=
+# The suite mostly waits (on loopback servers, processes, PostgreSQL): 4 workers on 2 cores.
+# Each worker has its own PostgreSQL database; slow (process) tests start first and the
+# workers steal from each other. `make test TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= 4
 # The real model server lives in its own virtualenv: its dependencies (FastAPI, pydantic, a
 # compiled llama.cpp) stay out of the bot's.
 LLAMA_VENV := .venv-llama
@@ -33,7 +37,7 @@ test: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 # The first install builds llama-cpp-python from source (several minutes); pip caches the wheel.
 $(LLAMA_STAMP): tests_real/requirements.txt

@@ -5,11 +5,19 @@ A test module marked `pytestmark = pytest.mark.both_backends` runs each of its d
 twice, `[sqlite]` and `[postgres]` (a test marked `sqlite_only` or `postgres_only` runs once).
 The PostgreSQL runs are skipped, with the reason and a line in the summary, when
 TEST_DATABASE_URL is not set.
+
+Tests that start processes (the bot, a fleet of them, a fresh virtualenv) are marked `slow`:
+`pytest -m "not slow"` leaves them out. They run first, the longest first, so that under
+pytest-xdist (`make test` runs `-n 4 --dist worksteal`) the few long ones overlap the many
+short ones (see pytest_collection_modifyitems). Each xdist worker is a process of its own, with
+its own PostgreSQL database (see tests/postgres.py); the PostgreSQL line of the summary is
+counted on the controller from the test reports, which say which backend each test ran on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -31,7 +39,10 @@ from tests.postgres import PostgresForTests
 
 SettingsFactory = Callable[..., Settings]
 POSTGRES = pytest.StashKey[PostgresForTests]()
-POSTGRES_TESTS = pytest.StashKey[set[str]]()
+# A test report's user_properties name its backend and, for PostgreSQL, the database it ran on:
+# the reports reach the xdist controller, which collects no tests of its own.
+BACKEND_PROPERTY = "mnemo_backend"
+DATABASE_PROPERTY = "mnemo_postgres_database"
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +60,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "both_backends: run the module's tests on each backend")
     config.addinivalue_line("markers", "sqlite_only: a SQLite-specific test in such a module")
     config.addinivalue_line("markers", "postgres_only: a PostgreSQL-specific test in one")
+    config.addinivalue_line(
+        "markers", "slow: starts processes (the bot, a fleet, a virtualenv); -m 'not slow' skips"
+    )
     config.stash[POSTGRES] = PostgresForTests.from_env()
 
 
@@ -71,27 +85,62 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    config.stash[POSTGRES_TESTS] = {
-        item.nodeid
-        for item in items
-        if getattr(item, "callspec", None) is not None
-        and item.callspec.params.get("backend") == "postgres"  # type: ignore[attr-defined]
-    }
+    """Slow tests first, the longest (the largest timeout) first, each followed by a quick one:
+    xdist's worksteal never takes the test queued right behind a running one, so what waits
+    behind a long test is short. Every xdist worker computes the same order."""
+    slow = sorted(
+        (item for item in items if item.get_closest_marker("slow") is not None),
+        key=lambda item: -_timeout_of(item),
+    )
+    quick = iter([item for item in items if item.get_closest_marker("slow") is None])
+    order: list[pytest.Item] = []
+    for item in slow:
+        order.append(item)
+        order.extend(itertools.islice(quick, 1))
+    items[:] = [*order, *quick]
+
+
+def _timeout_of(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("timeout")
+    return float(marker.args[0]) if marker is not None and marker.args else 0.0
+
+
+def _backend_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return None if callspec is None else callspec.params.get("backend")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if _backend_of(item) == "postgres":
+        report.user_properties.append((BACKEND_PROPERTY, "postgres"))
+        server = item.config.stash.get(POSTGRES, None)
+        if server is not None and server.created:
+            report.user_properties.append((DATABASE_PROPERTY, server.database_name))
+    return report
+
+
+def _properties(report: Any) -> dict[str, Any]:
+    # A list of pairs; from an xdist worker, the pairs may arrive as lists.
+    return {name: value for name, value in getattr(report, "user_properties", ())}
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """One line on the PostgreSQL tests, from the reports (which under xdist come from the
+    workers): how many ran and on which databases, or that none ran and why."""
     server = config.stash.get(POSTGRES, None)
-    ours = config.stash.get(POSTGRES_TESTS, set())
-    if server is None or not ours:
-        return
     reports = [
         report
         for key in ("passed", "failed", "skipped", "error")
         for report in terminalreporter.stats.get(key, [])
-        if getattr(report, "nodeid", None) in ours
+        if _properties(report).get(BACKEND_PROPERTY) == "postgres"
     ]
+    if server is None or not reports:
+        return
     ran = [r for r in reports if r.when == "call" and not r.skipped]
     skipped = [r for r in reports if r.skipped]
+    databases = sorted({_properties(r).get(DATABASE_PROPERTY) for r in reports} - {None})
     if server.admin_url is None:
         terminalreporter.write_line(
             f"PostgreSQL: {len(skipped)} tests NOT RUN: TEST_DATABASE_URL is not set"
@@ -101,7 +150,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         )
     else:
         terminalreporter.write_line(
-            f"PostgreSQL: {len(ran)} tests ran on {server.database_name} at {server.redacted}"
+            f"PostgreSQL: {len(ran)} tests ran on {', '.join(databases) or 'no database'}"
+            f" at {server.redacted}"
         )
 
 

@@ -2,12 +2,14 @@
 
 The run creates its own database, `mnemo_test_<pid>_<random>`, on first use and drops it at
 the end, also when tests failed; databases left by runs that were killed are dropped at the
-next run's start. Each test gets an empty `public` schema in it.
+next run's start. Each test gets an empty `public` schema in it. Under pytest-xdist each
+worker is a process of its own: each has its own database, created and dropped the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import secrets
@@ -64,7 +66,9 @@ class PostgresForTests:
             ):
                 match = _OURS.fullmatch(row["datname"])
                 if match and not _alive(int(match.group(1))):
-                    await connection.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}"')
+                    # Another worker of this run may be dropping the same leftover just now.
+                    with contextlib.suppress(asyncpg.PostgresError):
+                        await connection.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}"')
             await connection.execute(f'CREATE DATABASE "{self.database_name}"')
         finally:
             await connection.close()

@@ -114,6 +114,7 @@ def _run_bot(
     )
 
 
+@pytest.mark.slow
 def test_missing_token_exits_2_with_one_line(tmp_path: Path) -> None:
     result = _run_bot(tmp_path, {})
     assert result.returncode == 2
@@ -123,6 +124,7 @@ def test_missing_token_exits_2_with_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_malformed_number_in_dotenv_exits_2(tmp_path: Path) -> None:
     result = _run_bot(
         tmp_path, {}, dotenv="DISCORD_TOKEN=x\nOPENAI_API_KEY=k\nMAX_REPLY_TOKENS=ten\n"
@@ -133,6 +135,7 @@ def test_malformed_number_in_dotenv_exits_2(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_environment_wins_over_dotenv(tmp_path: Path) -> None:
     # The .env value is malformed, the environment's is fine: only the environment's counts,
     # so the failure is about the next problem (the missing API key), not MAX_REPLY_TOKENS.

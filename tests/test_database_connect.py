@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,10 +21,13 @@ from tests.conftest import SettingsFactory
 pytestmark = pytest.mark.both_backends
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+@contextlib.contextmanager
+def _closed_port() -> Iterator[socket.socket]:
+    """A socket bound on 127.0.0.1 that does not listen (a connection there is refused), its
+    port held while the block runs: no other test, worker or process can take it meanwhile."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock
 
 
 def _at_port(url: str, port: int) -> str:
@@ -33,12 +36,13 @@ def _at_port(url: str, port: int) -> str:
 
 
 class Forwarder:
-    """A TCP relay in front of PostgreSQL on `port`: nothing listens there until `open()`,
-    as with a server still starting; `freeze()` keeps the connections open but relays
-    nothing more, as a server or a network that stopped answering."""
+    """A TCP relay in front of PostgreSQL on the port of `sock` (bound): nothing listens there
+    until `open()`, as with a server still starting; `freeze()` keeps the connections open but
+    relays nothing more, as a server or a network that stopped answering."""
 
-    def __init__(self, port: int, target: tuple[str, int]) -> None:
-        self.port, self._target = port, target
+    def __init__(self, sock: socket.socket, target: tuple[str, int]) -> None:
+        self._sock, self._target = sock, target
+        self.port = int(sock.getsockname()[1])
         self._server: asyncio.Server | None = None
         self._flowing = asyncio.Event()
         self._flowing.set()
@@ -46,7 +50,7 @@ class Forwarder:
 
     async def open(self, after: float = 0.0) -> None:
         await asyncio.sleep(after)
-        self._server = await asyncio.start_server(self._forward, "127.0.0.1", self.port)
+        self._server = await asyncio.start_server(self._forward, sock=self._sock)
 
     def freeze(self) -> None:
         self._flowing.clear()
@@ -78,11 +82,12 @@ class Forwarder:
 @contextlib.asynccontextmanager
 async def forwarder(database_url: str) -> AsyncIterator[Forwarder]:
     parts = urlsplit(database_url)
-    relay = Forwarder(_free_port(), (parts.hostname or "", parts.port or 5432))
-    try:
-        yield relay
-    finally:
-        await relay.close()
+    with _closed_port() as sock:
+        relay = Forwarder(sock, (parts.hostname or "", parts.port or 5432))
+        try:
+            yield relay
+        finally:
+            await relay.close()
 
 
 @pytest.mark.postgres_only
@@ -124,10 +129,12 @@ async def test_a_server_that_stops_answering_fails_the_statement(database_url: s
 async def test_a_server_never_reached_gives_up_with_one_line(
     database_url: str, make_settings: SettingsFactory
 ) -> None:
-    url = _at_port(database_url.replace("postgres@", "postgres:hunter2@"), _free_port())
-    settings = make_settings(DATABASE_URL=url, DATABASE_CONNECT_SECONDS=1.5)
-    with pytest.raises(StartupError) as error:
-        await open_storage(settings, asyncio.Event())
+    with _closed_port() as sock:
+        port = int(sock.getsockname()[1])
+        url = _at_port(database_url.replace("postgres@", "postgres:hunter2@"), port)
+        settings = make_settings(DATABASE_URL=url, DATABASE_CONNECT_SECONDS=1.5)
+        with pytest.raises(StartupError) as error:
+            await open_storage(settings, asyncio.Event())
     line = error.value.line
     assert error.value.status == EXIT_DATABASE
     assert "DATABASE_CONNECT_SECONDS" in line and "attempts" in line and "\n" not in line
@@ -151,12 +158,12 @@ async def test_a_missing_database_is_refused_at_once(
 async def test_stopping_while_waiting_returns_nothing(
     database_url: str, make_settings: SettingsFactory
 ) -> None:
-    settings = make_settings(
-        DATABASE_URL=_at_port(database_url, _free_port()), DATABASE_CONNECT_SECONDS=600
-    )
-    stopping = asyncio.Event()
-    asyncio.get_running_loop().call_later(1.0, stopping.set)
-    assert await asyncio.wait_for(open_storage(settings, stopping), 30) is None
+    with _closed_port() as sock:
+        url = _at_port(database_url, int(sock.getsockname()[1]))
+        settings = make_settings(DATABASE_URL=url, DATABASE_CONNECT_SECONDS=600)
+        stopping = asyncio.Event()
+        asyncio.get_running_loop().call_later(1.0, stopping.set)
+        assert await asyncio.wait_for(open_storage(settings, stopping), 30) is None
 
 
 @pytest.mark.sqlite_only

@@ -42,9 +42,10 @@ async def press(
     raise AssertionError(f"no {label!r} button in {message.components}")
 
 
-async def final_content(interaction: FakeInteraction, quiet: float = 0.3) -> str:
-    await asyncio.sleep(quiet)
-    for _ in range(100):
+async def final_content(interaction: FakeInteraction) -> str:
+    """The confirmation's answer: its message once the bot has edited the buttons away (the
+    answer, Cancelled or Timed out replaces question and buttons in one edit)."""
+    for _ in range(200):
         original = interaction.original
         if original is not None and not original.loading and not original.components:
             return original.content
@@ -150,7 +151,7 @@ async def test_confirmation_cancel_and_timeout_delete_nothing(
     assert await final_content(cancelled) == CANCELLED
     timed_out = await d.slash(d.alice, "memory", "clear")
     await timed_out.response()
-    assert await final_content(timed_out, quiet=1.2) == TIMED_OUT
+    assert await final_content(timed_out) == TIMED_OUT
     export = await bot.storage.users.export(d.alice.id)
     assert len(export["messages"]) == 2
 

@@ -183,12 +183,18 @@ async def test_context_length_error_trims_harder_and_retries_once(
     engine = await engines.start(summary_trigger_tokens=100_000)
     for turn in range(12):
         await engine.reply(said(ALICE_HERE, f"turn {turn} " + "words " * 300))
-    fake_llm.fail_next("context_length")
+    # The failure is the reply's: a fact extraction that the turns started (a JSON-mode call)
+    # may reach the server first, and must not take it.
+    fake_llm.fail_next("context_length", json_mode=False)
+    calls_before = len(fake_llm.chat_calls)
     result = await engine.reply(said(ALICE_HERE, "still there?"))
     assert result.outcome is Outcome.ANSWERED
-    # The last two answering calls (an extraction started by the turns may come between).
-    replies = [list(call["messages"]) for call in fake_llm.chat_calls if is_reply_call(call)]
-    first, retry = replies[-2:]
+    assert fake_llm.pending_failures == []
+    # This reply's two answering calls: the one refused and its retry.
+    replies = [
+        list(call["messages"]) for call in fake_llm.chat_calls[calls_before:] if is_reply_call(call)
+    ]
+    first, retry = replies
     assert len(str(retry)) < len(str(first)) * 0.7
     assert retry[-1]["content"] == "still there?"
 

@@ -27,7 +27,7 @@ from tests.processes import BotLauncher, BotProcess
 from tests.test_background_memory import is_summary_call, labelled_ids
 from tests.test_e2e_commands import final_content, press
 
-pytestmark = [pytest.mark.both_backends, pytest.mark.postgres_only]
+pytestmark = [pytest.mark.both_backends, pytest.mark.postgres_only, pytest.mark.slow]
 
 FACTS_BATCH = 3
 SUMMARY_TRIGGER = 300

@@ -14,7 +14,7 @@ from tests.conftest import Engines
 from tests.fakes.llm_server import FakeLLM
 from tests.test_background_memory import SMALL, chat, is_summary_call, summary_calls
 
-pytestmark = pytest.mark.both_backends
+pytestmark = [pytest.mark.both_backends, pytest.mark.slow]
 
 ALICE = SessionKey(guild_id=100, channel_id=10, user_id=1)
 

@@ -7,7 +7,7 @@ import pytest
 from storage import Storage
 from storage.fleet import IDENTIFY_INTERVAL_SECONDS
 
-pytestmark = pytest.mark.both_backends
+pytestmark = [pytest.mark.both_backends, pytest.mark.slow]
 
 
 async def test_a_lease_has_one_owner_until_it_expires(storage: Storage) -> None:

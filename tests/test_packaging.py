@@ -183,6 +183,7 @@ def _replay_install(steps: DockerSteps, context: Path, venv: Path) -> str:
     return output
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)  # a fresh venv and ~30 wheels: about a minute on a loaded machine
 async def test_dockerfile_steps_install_and_run_in_a_fresh_venv(
     tmp_path: Path, fake_discord: FakeDiscord, fake_llm: FakeLLM

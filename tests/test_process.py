@@ -20,6 +20,8 @@ from tests.fakes.llm_server import FakeLLM, message_text
 from tests.processes import BotLauncher, BotProcess
 from tests.test_background_memory import is_summary_call, labelled_ids
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 async def launch(
@@ -125,6 +127,9 @@ async def test_sigkill_at_random_moments_loses_nothing(
         "SUMMARY_TRIGGER_TOKENS": "300",
         "SUMMARY_KEEP_RECENT_TOKENS": "60",
         "FACTS_BATCH_MESSAGES": "3",
+        # A killed process's job leases lapse, and the sweep takes its work over, within 5 s,
+        # not the default 60 (the final wait for a summary was up to a minute of the test).
+        "JOB_LEASE_SECONDS": "5",
     }
     kill_at = sorted(rng.sample(range(5, 200), 20))
     bot = await launch(**settings)

@@ -14,7 +14,7 @@ import socket
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ from bot.startup import invite_url
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
 
+pytestmark = pytest.mark.slow  # the bot as a process
+
 ROOT = Path(__file__).resolve().parent.parent
 EXIT_CONFIG, EXIT_DATABASE, EXIT_UNREACHABLE = 2, 3, 4
 INVITE = (
@@ -33,11 +35,13 @@ INVITE = (
 )
 
 
-def closed_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (bound, never listening)."""
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that nothing listens on (bound, never listening), held for the
+    whole test: no other test, worker or process on the machine can take it meanwhile."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        yield int(sock.getsockname()[1])
 
 
 class Bot:
@@ -309,8 +313,8 @@ async def test_read_only_database_stops_with_one_line(
 # -- failures reaching Discord -------------------------------------------------------------
 
 
-async def test_unreachable_discord_retries_then_one_line(launch: Launch) -> None:
-    nowhere = f"http://127.0.0.1:{closed_port()}/api/v10"
+async def test_unreachable_discord_retries_then_one_line(launch: Launch, closed_port: int) -> None:
+    nowhere = f"http://127.0.0.1:{closed_port}/api/v10"
     started = time.monotonic()
     bot = await launch(MNEMO_FAKE_DISCORD_API=nowhere, DISCORD_CONNECT_SECONDS="3")
     code, lines = await bot.exit()
@@ -322,8 +326,10 @@ async def test_unreachable_discord_retries_then_one_line(launch: Launch) -> None
     assert took < 20  # ...and gave up in bounded time
 
 
-async def test_unreachable_discord_at_info_level_never_says_stopped(launch: Launch) -> None:
-    nowhere = f"http://127.0.0.1:{closed_port()}/api/v10"
+async def test_unreachable_discord_at_info_level_never_says_stopped(
+    launch: Launch, closed_port: int
+) -> None:
+    nowhere = f"http://127.0.0.1:{closed_port}/api/v10"
     bot = await launch(
         MNEMO_FAKE_DISCORD_API=nowhere, DISCORD_CONNECT_SECONDS="1", LOG_LEVEL="INFO"
     )
@@ -334,8 +340,10 @@ async def test_unreachable_discord_at_info_level_never_says_stopped(launch: Laun
     assert "trying again in 1 s" in text
 
 
-async def test_unreachable_gateway_one_line(launch: Launch, fake_discord: FakeDiscord) -> None:
-    nowhere = f"ws://127.0.0.1:{closed_port()}/"
+async def test_unreachable_gateway_one_line(
+    launch: Launch, fake_discord: FakeDiscord, closed_port: int
+) -> None:
+    nowhere = f"ws://127.0.0.1:{closed_port}/"
     bot = await launch(MNEMO_FAKE_DISCORD_GATEWAY=nowhere, DISCORD_CONNECT_SECONDS="3")
     code, lines = await bot.exit()
     assert code == EXIT_UNREACHABLE, "\n".join(lines)
@@ -373,7 +381,12 @@ async def test_fatal_gateway_close_is_the_only_line(
 
 
 async def test_health_follows_database_model_server_and_heartbeat(
-    launch: Launch, env: dict[str, str], fake_llm: FakeLLM, db_path: Path, tmp_path: Path
+    launch: Launch,
+    env: dict[str, str],
+    fake_llm: FakeLLM,
+    db_path: Path,
+    tmp_path: Path,
+    closed_port: int,
 ) -> None:
     code, out = await health(env, tmp_path)
     assert code == 1 and "database: FAIL" in out and "does not exist yet" in out, out
@@ -384,7 +397,7 @@ async def test_health_follows_database_model_server_and_heartbeat(
     assert code == 0, out
     assert "heartbeat: ok" in out and out.strip().endswith("healthy")
 
-    nowhere = f"http://127.0.0.1:{closed_port()}/v1"
+    nowhere = f"http://127.0.0.1:{closed_port}/v1"
     code, out = await health(env, tmp_path, OPENAI_BASE_URL=nowhere)
     assert code == 1 and "model server: FAIL: cannot connect" in out, out
     async with failing_model_server(503) as broken:

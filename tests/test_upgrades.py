@@ -126,6 +126,7 @@ HOLD_LOCK = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 async def test_one_process_per_database_file(db_path: Path) -> None:
     holder = await asyncio.create_subprocess_exec(
         sys.executable,
