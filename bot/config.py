@@ -40,6 +40,7 @@ class Settings:
     memory_model: str
     database_url: DatabaseURL
     db_backups: int  # copies of the database kept from before migrations (0 = none)
+    db_backup_days: int  # those copies are deleted when older than this
     system_prompt: str
     log_level: str
     # Token budgets: a reply's prompt fits in max_prompt_tokens, and max_reply_tokens is
@@ -104,6 +105,7 @@ class Settings:
             memory_model=reader.text("MEMORY_MODEL", "gpt-4o-mini"),
             database_url=_database_url(reader.text("DATABASE_URL", "sqlite:///data/mnemo.db")),
             db_backups=reader.integer("DB_BACKUPS", 3, minimum=0),
+            db_backup_days=reader.integer("DB_BACKUP_DAYS", 7, minimum=1),
             system_prompt=reader.text("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT),
             log_level=_log_level(reader.text("LOG_LEVEL", "INFO")),
             max_prompt_tokens=reader.integer("MAX_PROMPT_TOKENS", 6000, minimum=500),

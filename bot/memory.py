@@ -934,6 +934,7 @@ class MemoryEngine:
                 if await self.fleet.claim_period("retention", RETENTION_INTERVAL_SECONDS):
                     await self.purge_expired()
                     await self.expire_limits()
+                await self.storage.expire_backups()  # this process's files: every pass
             except Exception:
                 log.exception("Retention pass failed; trying again later")
             await asyncio.sleep(RETENTION_CHECK_SECONDS)

@@ -74,7 +74,9 @@ async def open_storage(settings: Settings, stopping: asyncio.Event) -> Storage |
     while True:
         attempts += 1
         try:
-            return await Storage.open(url, backups=settings.db_backups)
+            return await Storage.open(
+                url, backups=settings.db_backups, backup_days=settings.db_backup_days
+            )
         except StorageUnavailable as error:  # messages hold no password
             problem = str(error)
             if url.backend != "postgres":

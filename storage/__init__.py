@@ -6,6 +6,7 @@ they leave as `storage.errors` exceptions.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -34,9 +35,16 @@ from storage.users import UserDataRepository
 class Storage:
     """The database and its repositories, opened and closed together."""
 
-    def __init__(self, db: Database, guard: sqlite_files.FileGuard | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        guard: sqlite_files.FileGuard | None = None,
+        *,
+        backup_max_age: float | None = None,
+    ) -> None:
         self.db = db
         self._guard = guard
+        self._backup_max_age = backup_max_age
         self.messages = MessageRepository(db)
         self.sessions = SessionRepository(db)
         self.facts = FactRepository(db)
@@ -51,7 +59,11 @@ class Storage:
 
     @classmethod
     async def open(
-        cls, target: str | os.PathLike[str] | DatabaseURL, *, backups: int = 0
+        cls,
+        target: str | os.PathLike[str] | DatabaseURL,
+        *,
+        backups: int = 0,
+        backup_days: float | None = None,
     ) -> Storage:
         """Open (creating and migrating) a DATABASE_URL (`sqlite:///…`, `postgresql://…`) or
         a SQLite file path.
@@ -59,13 +71,14 @@ class Storage:
         A SQLite file is used by one process at a time (another one is refused), a database
         from a newer Mnemo is refused before anything is written, and with `backups` an
         existing file is copied before migrations change it (the newest `backups` copies are
-        kept). Raises DatabaseUnusable for a SQLite file that cannot be used, StorageError
-        for a PostgreSQL server that cannot."""
+        kept, and with `backup_days` none older than that). Raises DatabaseUnusable for a
+        SQLite file that cannot be used, StorageError for a PostgreSQL server that cannot."""
         url = _as_url(target)
         if url.path is None:
             return cls(await Database.create(url))
+        max_age = None if backup_days is None else backup_days * 86400
         guard = await sqlite_files.prepare(
-            url.path, newest_schema=newest_schema_version(), backups=backups
+            url.path, newest_schema=newest_schema_version(), backups=backups, backup_max_age=max_age
         )
         try:
             db = await Database.create(url)
@@ -78,12 +91,19 @@ class Storage:
         except BaseException:
             guard.release()
             raise
-        return cls(db, guard)
+        return cls(db, guard, backup_max_age=max_age)
 
     @classmethod
     async def open_readonly(cls, path: Path) -> Storage:
         """Read an existing database without locking or changing it (for health checks)."""
         return cls(await sqlite_files.open_readonly(path))
+
+    async def expire_backups(self) -> int:
+        """Delete SQLite upgrade backups past their age (the retention pass); 0 elsewhere."""
+        path = getattr(self.db, "path", None)
+        if self._backup_max_age is None or not isinstance(path, Path):
+            return 0
+        return await asyncio.to_thread(sqlite_files.expire_backups, path, self._backup_max_age)
 
     async def close(self) -> None:
         await self.db.close()

@@ -12,6 +12,8 @@ close). On the reply path that hop is most of the cost of a small indexed read.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
@@ -31,6 +33,14 @@ from storage.url import DatabaseURL
 
 BUSY_TIMEOUT_MS = 5000
 CONFIGURE_ATTEMPTS = 20
+# A checkpoint that another connection's read kept from finishing is tried again, the delay
+# doubling from the first to the last, until it folds the whole WAL back (or the bot stops).
+CHECKPOINT_RETRY_FIRST_SECONDS = 0.5
+CHECKPOINT_RETRY_MAX_SECONDS = 60.0
+# The database file and its -wal/-shm hold members' messages: owner only (read and write).
+PRIVATE_FILE_MODE = 0o600
+
+log = logging.getLogger(__name__)
 
 # Primary result codes (sqlite3.h) meaning "not now" rather than "never".
 _UNAVAILABLE_CODES = {
@@ -55,6 +65,7 @@ class SQLiteDatabase(Database):
         self.path = path
         self.url = DatabaseURL.sqlite(path)
         self._lock = asyncio.Lock()  # FIFO: waiters run in arrival order
+        self._checkpoint_retry: asyncio.Task[None] | None = None
 
     @classmethod
     async def connect(cls, path: Path) -> SQLiteDatabase:
@@ -62,6 +73,7 @@ class SQLiteDatabase(Database):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: we issue BEGIN/COMMIT ourselves.
+            _create_private(path)
             conn = await aiosqlite.connect(path, isolation_level=None)
         except (OSError, sqlite3.Error) as error:
             raise StorageUnavailable(f"cannot open the database file {path}: {error}") from error
@@ -73,9 +85,21 @@ class SQLiteDatabase(Database):
         except BaseException:
             await conn.close()
             raise
+        db.make_files_private()
         return db
 
+    def make_files_private(self) -> None:
+        """Owner-only modes on the file and its -wal and -shm (SQLite creates those with the
+        process's umask, often world-readable)."""
+        for file in (self.path, *(self.path.with_name(self.path.name + s) for s in _SIDECARS)):
+            with suppress(FileNotFoundError):
+                file.chmod(PRIVATE_FILE_MODE)
+
     async def close(self) -> None:
+        if self._checkpoint_retry is not None:
+            self._checkpoint_retry.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._checkpoint_retry
         async with self._lock:
             await self._conn.close()
 
@@ -148,12 +172,50 @@ class SQLiteDatabase(Database):
         return await self.fetch_one(sql, params)
 
     async def checkpoint(self) -> None:
-        """Fold the WAL back into the main file and truncate it (after user deletions)."""
+        """Fold the WAL back into the main file and truncate it (after user deletions).
+
+        A reader of another connection (a second process, a backup) can keep the checkpoint
+        from reaching the end of the WAL; SQLite then reports it busy and deleted text stays in
+        `-wal`. So the result is read, and a busy checkpoint is tried again in the background
+        until it completes (logged once per episode)."""
+        if await self._checkpoint_once():
+            return
+        if self._checkpoint_retry is None or self._checkpoint_retry.done():
+            log.warning(
+                "The WAL checkpoint after a deletion was blocked by another connection's read;"
+                " trying again until it completes (deleted text is in %s-wal meanwhile)",
+                self.path.name,
+            )
+            self._checkpoint_retry = asyncio.create_task(
+                self._retry_checkpoint(), name="sqlite-checkpoint-retry"
+            )
+
+    async def _checkpoint_once(self) -> bool:
+        """One TRUNCATE checkpoint: True when the whole WAL was folded back and truncated."""
         async with self._lock:
             try:
-                await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                rows = await self._conn.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as error:
                 _raise(error)
+        busy = next(iter(rows))[0] if rows else 0
+        return not busy
+
+    async def _retry_checkpoint(self) -> None:
+        delay = CHECKPOINT_RETRY_FIRST_SECONDS
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                if await self._checkpoint_once():
+                    log.info("The delayed WAL checkpoint completed")
+                    return
+            except StorageError as error:
+                log.warning("The delayed WAL checkpoint failed: %s", error)
+            delay = min(delay * 2, CHECKPOINT_RETRY_MAX_SECONDS)
+
+    @property
+    def checkpoint_pending(self) -> bool:
+        """A blocked checkpoint is waiting to be tried again."""
+        return self._checkpoint_retry is not None and not self._checkpoint_retry.done()
 
     async def integrity_ok(self) -> bool:
         row = await self.fetch_one("PRAGMA integrity_check")
@@ -266,3 +328,13 @@ def _raise(error: sqlite3.Error) -> NoReturn:
     if isinstance(error, sqlite3.OperationalError) and "locked" in message:
         raise RetryableStorageError(message) from error
     raise StorageError(message) from error
+
+
+_SIDECARS = ("-wal", "-shm")
+
+
+def _create_private(path: Path) -> None:
+    """Create a new database file owner-only before SQLite opens it (SQLite would create it
+    with the umask's mode); an existing file keeps its contents and is chmod-ed after."""
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE_FILE_MODE))

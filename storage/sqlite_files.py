@@ -15,6 +15,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,8 @@ from storage.sqlite import SQLiteDatabase
 log = logging.getLogger(__name__)
 
 BACKUP_SUFFIX = ".bak"
+# Backups hold members' messages, erased ones included: owner only.
+BACKUP_FILE_MODE = 0o600
 
 
 class DatabaseUnusable(Exception):
@@ -60,10 +63,33 @@ _held: dict[str, _HeldLock] = {}
 _held_guard = threading.Lock()
 
 
-async def prepare(path: Path, *, newest_schema: int, backups: int) -> FileGuard:
+async def prepare(
+    path: Path, *, newest_schema: int, backups: int, backup_max_age: float | None = None
+) -> FileGuard:
     """Make sure `path` can be opened by this process alone, refuse a newer schema, and back
-    the database up when migrations are about to change it (keeping the last `backups`)."""
-    return await asyncio.to_thread(_prepare, path, newest_schema, backups)
+    the database up when migrations are about to change it (keeping the last `backups`);
+    backups older than `backup_max_age` seconds are deleted."""
+    guard = await asyncio.to_thread(_prepare, path, newest_schema, backups)
+    if backup_max_age is not None:
+        await asyncio.to_thread(expire_backups, path, backup_max_age)
+    return guard
+
+
+def expire_backups(path: Path, max_age: float, now: float | None = None) -> int:
+    """Delete the backups of `path` made more than `max_age` seconds ago: a backup holds what
+    users erased since it was made, so it must not outlive the time the docs promise."""
+    now = time.time() if now is None else now
+    expired = 0
+    for copy in backups_of(path):
+        try:
+            if now - copy.stat().st_mtime > max_age:
+                copy.unlink()
+                expired += 1
+        except FileNotFoundError:
+            continue
+    if expired:
+        log.info("Deleted %d database backups older than %.0f days", expired, max_age / 86400)
+    return expired
 
 
 def _prepare(path: Path, newest_schema: int, backups: int) -> FileGuard:
@@ -207,6 +233,7 @@ def backup(path: Path, version: int, *, keep: int) -> Path:
     try:
         source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
+            os.close(os.open(partial, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, BACKUP_FILE_MODE))
             copy = sqlite3.connect(partial)
             try:
                 source.backup(copy)
@@ -214,6 +241,7 @@ def backup(path: Path, version: int, *, keep: int) -> Path:
                 copy.close()
         finally:
             source.close()
+        partial.chmod(BACKUP_FILE_MODE)
         os.replace(partial, target)
     except (sqlite3.Error, OSError) as error:
         partial.unlink(missing_ok=True)

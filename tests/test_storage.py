@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,55 @@ async def test_creates_directory_and_applies_pragmas(tmp_path: Path) -> None:
         assert await store.db.schema_version() >= 1
         assert await store.db.integrity_ok()
     finally:
+        await store.close()
+
+
+@pytest.mark.sqlite_only
+async def test_database_files_are_owner_only(tmp_path: Path) -> None:
+    """The file and its -wal/-shm hold members' messages: mode 0600 whatever the umask."""
+    path = tmp_path / "m.db"
+    old_umask = os.umask(0o022)
+    try:
+        store = await Storage.open(path)
+        try:
+            await add(store, SessionKey(1, 2, 3), "hello", discord_id=1)
+            for file in (path, path.with_name("m.db-wal"), path.with_name("m.db-shm")):
+                assert file.stat().st_mode & 0o777 == 0o600, file
+        finally:
+            await store.close()
+        path.chmod(0o644)  # an existing file from an older version is made private too
+        await (await Storage.open(path)).close()
+        assert path.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old_umask)
+
+
+@pytest.mark.sqlite_only
+async def test_a_checkpoint_blocked_by_a_reader_is_retried_until_the_text_is_gone(
+    tmp_path: Path,
+) -> None:
+    """Another connection's read keeps `wal_checkpoint(TRUNCATE)` from completing (SQLite
+    reports it busy): the deleted text would stay in -wal. It is tried again until done."""
+    path = tmp_path / "m.db"
+    wal = path.with_name("m.db-wal")
+    store = await Storage.open(path)
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        stored = await add(store, SessionKey(1, 2, 3), "WAL-MARKER-7731", discord_id=77)
+        assert stored is not None
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM messages").fetchall()  # holds a snapshot
+        assert await store.messages.delete_by_discord_id(77) is not None
+        assert store.db.checkpoint_pending  # type: ignore[attr-defined]
+        reader.execute("COMMIT")
+        for _ in range(200):  # the retry's first delay is half a second
+            if not store.db.checkpoint_pending:  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.05)
+        assert not store.db.checkpoint_pending  # type: ignore[attr-defined]
+        assert wal.stat().st_size == 0
+    finally:
+        reader.close()
         await store.close()
 
 

@@ -4,6 +4,7 @@ schema refused, and one process per SQLite file. Real files, real SQLite, real p
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import sys
 import textwrap
@@ -155,3 +156,28 @@ async def test_one_process_per_database_file(db_path: Path) -> None:
     await first.close()
     await second.close()
     assert lock_path(db_path).exists()  # kept: removing a lock file races with its next user
+
+
+async def test_backups_are_private_and_expire_after_db_backup_days(db_path: Path) -> None:
+    """A backup holds what users erased after it was made: owner-only, and deleted once
+    older than DB_BACKUP_DAYS, at start-up and by the retention pass."""
+    old_database(db_path, NEWEST - 1, marker="ERASED-LATER")
+    store = await Storage.open(db_path, backups=3, backup_days=7)
+    try:
+        [copy] = backups_of(db_path)
+        assert copy.stat().st_mode & 0o777 == 0o600
+        assert await store.expire_backups() == 0  # a fresh copy stays
+        eight_days_ago = copy.stat().st_mtime - 8 * 86400
+        os.utime(copy, (eight_days_ago, eight_days_ago))
+        assert await store.expire_backups() == 1  # the retention pass
+        assert backups_of(db_path) == []
+    finally:
+        await store.close()
+    # And at start-up: an old copy left from an earlier upgrade is deleted when the bot opens.
+    remove(db_path)
+    old_database(db_path, NEWEST - 1)
+    await (await Storage.open(db_path, backups=3, backup_days=7)).close()
+    [older] = backups_of(db_path)
+    os.utime(older, (0, 0))
+    await (await Storage.open(db_path, backups=3, backup_days=7)).close()
+    assert backups_of(db_path) == []
