@@ -618,12 +618,21 @@ class MemoryEngine:
         return result
 
     async def _keep_only_window(self, session: Session) -> None:
-        """Memory off: keep only the newest messages any prompt's window could still use."""
-        await self.storage.messages.delete_beyond_recent(
+        """Memory off: keep only the newest messages any prompt's window could still use;
+        the words of those deleted leave the search index too (as after a deletion)."""
+        deleted = await self.storage.messages.delete_beyond_recent(
             session.id,
             keep_tokens=self._settings.max_prompt_tokens,
             message_cap=self._settings.max_message_tokens,
         )
+        if deleted:
+            self._schedule_recall_purge()
+
+    def _schedule_recall_purge(self) -> None:
+        """Merge the search index in the background, coalesced: a row deleted or rewritten
+        leaves the index's rows at once, but its words stay in the index's pages until a merge,
+        which rewrites the index, so many deletions share one instead of one each."""
+        self.jobs.schedule("recall-purge", RECALL_PURGE_JOB, self._purge_recall_index)
 
     async def build_prompt(
         self,
@@ -848,6 +857,7 @@ class MemoryEngine:
         if edit.changed:
             # Rebuilt or read again; work in flight on the old text lands nothing (revision).
             self._relearn_after_edit(edit.session_id)
+            self._schedule_recall_purge()  # the old words must leave the index's pages
         return True
 
     def _relearn_after_edit(self, session_id: int) -> None:
@@ -896,10 +906,7 @@ class MemoryEngine:
             self._unstored.deleted(discord_id)
             return None
         self.recall_log.forget_message(discord_id)
-        # The row is out of the index now; its words leave the index's pages with the next
-        # merge. Deletions in Discord come often and a merge rewrites the index, so they
-        # share one merge in the background (coalesced), instead of one each on this path.
-        self.jobs.schedule("recall-purge", RECALL_PURGE_JOB, self._purge_recall_index)
+        self._schedule_recall_purge()
         # Rebuilt from what remains; work in flight that read the message lands nothing.
         self._schedule_summary(deletion.session_id)
         self._schedule_facts(deletion.session_id)

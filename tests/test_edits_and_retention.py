@@ -8,12 +8,14 @@ from typing import Any
 
 import pytest
 
+from bot.access import ChannelView
 from bot.memory import IncomingMessage, MemoryEngine
 from bot.pending import LateChange, UnstoredChanges
 from storage.models import SessionKey
 from tests.conftest import Engines
 from tests.fakes.llm_server import FakeLLM, message_text
 from tests.test_background_memory import is_summary_call, labelled_ids
+from tests.test_user_data import file_contains
 
 pytestmark = pytest.mark.both_backends
 
@@ -206,3 +208,39 @@ async def test_edits_count_against_the_per_minute_rate(engines: Engines, fake_ll
     assert not await engine.message_edited(1, "I live in Oslo", user_id=ALICE.user_id, admit=True)
     [stored] = await engine.storage.messages.by_ids([1])
     assert stored.content == "I live in Porto"  # the edit past the rate was not taken
+
+
+@pytest.mark.sqlite_only
+async def test_an_edit_takes_the_old_words_out_of_the_files(
+    engines: Engines, fake_llm: FakeLLM
+) -> None:
+    """The old text of an edited message leaves the search index's pages and the WAL, as a
+    deleted message's does (the index merge is scheduled, then the WAL checkpointed)."""
+    engine = await engines.start()
+    fake_llm.responder = lambda body: "noted"
+    await say(engine, 1, "my locker code word is quixotelantern")
+    assert file_contains(engine.storage.db.path, "quixotelantern")  # type: ignore[attr-defined]
+    assert await engine.message_edited(1, "never mind that")
+    await engine.jobs.idle()
+    assert not file_contains(engine.storage.db.path, "quixotelantern")  # type: ignore[attr-defined]
+
+
+@pytest.mark.sqlite_only
+async def test_memory_off_deletions_take_the_words_out_of_the_files(
+    engines: Engines, fake_llm: FakeLLM
+) -> None:
+    """With memory off a conversation keeps only its recent window: what falls out of it
+    leaves the search index's pages too, not only the table."""
+    engine = await engines.start(max_prompt_tokens=2400)
+    fake_llm.responder = lambda body: "ok"
+    off = ChannelView(memory=False)
+
+    async def say_unremembered(discord_id: int, text: str) -> None:
+        await engine.reply(IncomingMessage(ALICE, discord_id, text, "Alice", view=off))
+
+    await say_unremembered(1, "the first thing I said was quixotelantern")
+    for n in range(2, 40):
+        await say_unremembered(n, f"filler message number {n} " + "words " * 80)
+    await engine.jobs.idle()
+    assert await engine.storage.messages.by_ids([1]) == []
+    assert not file_contains(engine.storage.db.path, "quixotelantern")  # type: ignore[attr-defined]
