@@ -144,6 +144,13 @@ class Settings:
         return settings
 
     @property
+    def model_base_url(self) -> str:
+        """OPENAI_BASE_URL resolved: the URL every model client is built with, passed to the
+        SDK explicitly so that it never reads OPENAI_BASE_URL from the environment itself
+        (where `.env.example`'s empty `OPENAI_BASE_URL=` would be its URL)."""
+        return self.openai_base_url or OPENAI_DEFAULT_BASE_URL
+
+    @property
     def database_path(self) -> Path:
         """The SQLite file of DATABASE_URL (SQLite only; use `database_url` for any backend)."""
         if self.database_url.path is None:

@@ -82,7 +82,7 @@ async def check_database(settings: Settings) -> tuple[str | None, str | None]:
 async def check_model_server(settings: Settings) -> str | None:
     client = openai.AsyncOpenAI(
         api_key=settings.openai_api_key,
-        base_url=settings.openai_base_url,
+        base_url=settings.model_base_url,  # explicit: the SDK never re-reads the environment
         timeout=MODEL_CHECK_TIMEOUT_SECONDS,
         max_retries=0,
     )

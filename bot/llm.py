@@ -21,7 +21,7 @@ import openai
 from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from bot.config import Settings, default_parallel, is_openai
+from bot.config import OPENAI_DEFAULT_BASE_URL, Settings, default_parallel, is_openai
 from bot.reasoning import visible_answer
 from bot.scheduler import ModelScheduler
 from bot.text import clean_text
@@ -88,8 +88,13 @@ class LLMClient:
         reply_deadline: float,
         parallel: int | None = None,
     ) -> None:
+        # Always an explicit URL: given None, the SDK would read OPENAI_BASE_URL from the
+        # environment itself, and an empty one there (as `.env.example` ships) is its URL.
         self._client = AsyncOpenAI(
-            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
+            api_key=api_key,
+            base_url=base_url or OPENAI_DEFAULT_BASE_URL,
+            timeout=timeout,
+            max_retries=max_retries,
         )
         self.base_url = loggable_url(str(self._client.base_url))
         self._reply_deadline = reply_deadline

@@ -1,0 +1,133 @@
+"""The first run as a newcomer meets it: `.env.example` copied to `.env` exactly as shipped,
+the two keys filled in, the bot and `mnemo health` started from a fresh working directory.
+
+The processes run through tests/fakes/offline_run.py, which records the URL of every model
+client they build and refuses every name lookup but the loopback: nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.llm_server import FakeLLM
+from tests.test_startup import Bot
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / ".env.example"
+OPENAI_URL = "https://api.openai.com/v1/"
+LOCAL_LINE = re.compile(r"^# ?OPENAI_BASE_URL=(http://localhost\S*)$", re.MULTILINE)
+
+
+def setting_names() -> set[str]:
+    return set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", EXAMPLE.read_text(), re.MULTILINE))
+
+
+def newcomer_env(text: str) -> str:
+    """`.env.example` with DISCORD_TOKEN and OPENAI_API_KEY filled in, as the README says."""
+    text = text.replace("\nDISCORD_TOKEN=\n", "\nDISCORD_TOKEN=test-token\n", 1)
+    return text.replace("\nOPENAI_API_KEY=\n", "\nOPENAI_API_KEY=test-key\n", 1)
+
+
+def environment(workdir: Path, fake_discord: FakeDiscord) -> dict[str, str]:
+    """The test's environment without any of Mnemo's settings (or the SDK's): only `.env`."""
+    names = setting_names()
+    inherited = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in names and not k.startswith(("DISCORD", "OPENAI"))
+    }
+    return {
+        **inherited,
+        "PYTHONPATH": str(ROOT),
+        "MNEMO_RECORD_MODEL_CLIENTS": str(workdir / "clients.txt"),
+        "MNEMO_FAKE_DISCORD_API": fake_discord.base_url,
+        "MNEMO_FAKE_DISCORD_GATEWAY": fake_discord.gateway_url,
+    }
+
+
+def clients(workdir: Path) -> list[str]:
+    log = workdir / "clients.txt"
+    urls = log.read_text().splitlines() if log.exists() else []
+    log.unlink(missing_ok=True)
+    return urls
+
+
+async def health(workdir: Path, env: dict[str, str]) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.fakes.offline_run",
+        "health",
+        cwd=workdir,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+async def run_until_ready(workdir: Path, env: dict[str, str]) -> list[str]:
+    """`python -m bot` until its ready line, then SIGTERM; every stderr line."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.fakes.offline_run",
+        cwd=workdir,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    bot = Bot(process)
+    try:
+        await bot.wait_line("Mnemo is ready", timeout=60)
+        process.send_signal(signal.SIGTERM)
+        code, lines = await bot.exit()
+    finally:
+        bot.kill()
+        await process.wait()
+    assert code == 0, "\n".join(lines)
+    return lines
+
+
+async def test_shipped_example_reaches_the_default_openai_url(
+    tmp_path: Path, fake_discord: FakeDiscord
+) -> None:
+    text = EXAMPLE.read_text()
+    assert "\nOPENAI_BASE_URL=\n" in text  # shipped empty: "not set"
+    (tmp_path / ".env").write_text(newcomer_env(text))
+    env = environment(tmp_path, fake_discord)
+
+    _, out = await health(tmp_path, env)
+    assert clients(tmp_path) == [OPENAI_URL], out
+    assert "missing an 'http://' or 'https://' protocol" not in out, out
+    assert "model server: FAIL" in out and "api.openai.com" in out, out  # offline here
+
+    lines = await run_until_ready(tmp_path, env)
+    assert set(clients(tmp_path)) == {OPENAI_URL}, lines  # the client and its check's copy
+    assert not any("protocol" in line for line in lines), lines
+
+
+async def test_example_local_server_line_reaches_the_loopback(
+    tmp_path: Path, fake_discord: FakeDiscord, fake_llm: FakeLLM
+) -> None:
+    text = newcomer_env(EXAMPLE.read_text())
+    assert LOCAL_LINE.search(text), "the example's commented local-server line"
+    (tmp_path / ".env").write_text(LOCAL_LINE.sub(f"OPENAI_BASE_URL={fake_llm.base_url}", text))
+    env = environment(tmp_path, fake_discord)
+
+    _, out = await health(tmp_path, env)
+    assert clients(tmp_path) == [fake_llm.base_url + "/"], out
+    assert f"model server: ok: {fake_llm.base_url}" in out, out
+    assert [r.path for r in fake_llm.requests] == ["/v1/models"]
+
+    await run_until_ready(tmp_path, env)
+    assert set(clients(tmp_path)) == {fake_llm.base_url + "/"}
+    assert [r.path for r in fake_llm.requests] == ["/v1/models"] * 2
