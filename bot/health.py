@@ -22,7 +22,8 @@ from datetime import datetime
 
 import openai
 
-from bot.config import OPENAI_DEFAULT_BASE_URL, ConfigError, Settings
+from bot.config import ConfigError, Settings
+from bot.llm import loggable_url
 from bot.startup import database_in_use
 from storage import DatabaseUnusable, Storage, StorageError
 from storage.database import newest_schema_version
@@ -127,7 +128,8 @@ def _age(stored: str | None) -> str:
 
 
 def _base_url(settings: Settings) -> str:
-    return settings.openai_base_url or OPENAI_DEFAULT_BASE_URL
+    """OPENAI_BASE_URL as the logs show it: without credentials (bot.llm.loggable_url)."""
+    return loggable_url(settings.model_base_url)
 
 
 def _report(name: str, problem: str | None, detail: str = "") -> None:

@@ -25,6 +25,7 @@ from bot.config import OPENAI_DEFAULT_BASE_URL, Settings, default_parallel, is_o
 from bot.reasoning import visible_answer
 from bot.scheduler import ModelScheduler
 from bot.text import clean_text
+from storage.url import redact
 
 log = logging.getLogger(__name__)
 
@@ -425,13 +426,14 @@ def _refuses_format(error: openai.APIStatusError, mode: str) -> bool:
 
 
 def loggable_url(url: str) -> str:
-    """The URL without any user:password part, fit for a log line."""
+    """The URL fit for a log line or `mnemo health`: no user:password part, and credentials in
+    its query string (`?api-key=…`, `?token=…`) replaced by `***` (storage.url.redact)."""
     parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))
+    if parts.username is not None or parts.password is not None:
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        url = urlunsplit(parts._replace(netloc=netloc))
+    return redact(url)
 
 
 async def check_model_server(llm: LLMClient, settings: Settings) -> None:
