@@ -23,7 +23,7 @@ from datetime import datetime
 import openai
 
 from bot.config import ConfigError, Settings
-from bot.llm import loggable_url
+from bot.llm import connection_cause, loggable_url
 from bot.startup import database_in_use
 from storage import DatabaseUnusable, Storage, StorageError
 from storage.database import newest_schema_version
@@ -96,8 +96,8 @@ async def check_model_server(settings: Settings) -> str | None:
     except openai.APITimeoutError:
         return f"no answer within {MODEL_CHECK_TIMEOUT_SECONDS:.0f} s"
     except openai.APIConnectionError as error:
-        cause = error.__cause__
-        return f"cannot connect ({cause or error})"
+        url = loggable_url(settings.model_base_url)
+        return f"cannot connect to {url} ({connection_cause(error)})"
     finally:
         await client.close()
     return None

@@ -447,6 +447,10 @@ async def check_model_server(llm: LLMClient, settings: Settings) -> None:
         listed = await llm.list_models()
     except openai.APIStatusError as error:
         problems.append(f"GET /models answered HTTP {error.status_code}: {server_message(error)}")
+    except openai.APITimeoutError:
+        problems.append(f"no answer to GET /models within {MODELS_CHECK_TIMEOUT_SECONDS:.0f} s")
+    except openai.APIConnectionError as error:
+        problems.append(f"cannot connect ({connection_cause(error)})")
     except (openai.OpenAIError, OSError, ValueError) as error:
         problems.append(f"GET /models failed: {error!r}")
     else:
@@ -455,11 +459,26 @@ async def check_model_server(llm: LLMClient, settings: Settings) -> None:
             shown = ", ".join(listed[:10]) + (" …" if len(listed) > 10 else "")
             problems.append(f"model(s) {', '.join(missing)} not in the server's list ({shown})")
     if problems:
+        # One line, and start-up goes on: the server may come up after the bot (a compose
+        # file's Ollama), and until it answers each reply says it cannot reach the model.
         log.warning(
-            "Model server %s: %s; check OPENAI_BASE_URL, CHAT_MODEL and MEMORY_MODEL",
+            "Model server %s: %s; check OPENAI_BASE_URL, CHAT_MODEL and MEMORY_MODEL"
+            " (Mnemo starts anyway; replies fail until the server answers)",
             llm.base_url,
             "; ".join(problems),
         )
+
+
+def connection_cause(error: BaseException) -> str:
+    """What a connection error comes down to (the innermost cause's message), in one line:
+    "[Errno 111] Connection refused" rather than the SDK's "Connection error."."""
+    seen: BaseException | None = error
+    text = str(error) or type(error).__name__
+    while seen is not None:
+        if str(seen):
+            text = str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return " ".join(text.split())
 
 
 def _url_problems(base_url: str | None) -> list[str]:
