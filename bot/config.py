@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from dotenv import dotenv_values
+
 from storage.url import DatabaseURL, DatabaseURLError
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -88,9 +90,14 @@ class Settings:
     database_connect_seconds: float  # ... and a PostgreSQL server after this long
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from `env` (default: os.environ), validating every value."""
-        reader = _Reader(os.environ if env is None else env)
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, env_file: str | Path | None = None
+    ) -> Settings:
+        """Build settings from `env` (default: os.environ), validating every value.
+
+        `env_file` is the `.env` that was loaded, if any: a missing required value then says
+        what is missing in it rather than to create it."""
+        reader = _Reader(os.environ if env is None else env, env_file)
         base_url = reader.text("OPENAI_BASE_URL", "") or None
         chat_model = reader.text("CHAT_MODEL", "gpt-4o")
         settings = cls(
@@ -183,8 +190,9 @@ class Settings:
 class _Reader:
     """Reads typed values, raising ConfigError that names the variable."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], env_file: str | Path | None = None) -> None:
         self._env = env
+        self._env_file = Path(env_file) if env_file else None
 
     def text(self, name: str, default: str) -> str:
         value = self._env.get(name, "").strip()
@@ -193,8 +201,22 @@ class _Reader:
     def required(self, name: str) -> str:
         value = self._env.get(name, "").strip()
         if not value:
-            raise ConfigError(f"{name} is not set: copy .env.example to .env and fill it in")
+            raise ConfigError(self._missing(name))
         return value
+
+    def _missing(self, name: str) -> str:
+        if self._env_file is None or not self._env_file.is_file():
+            return f"{name} is not set: copy .env.example to .env and fill it in"
+        try:
+            listed = dotenv_values(self._env_file)
+        except (OSError, UnicodeDecodeError):
+            listed = {}
+        if name in listed:
+            return f"{name} is not set: it is empty in {self._env_file}; fill it in there"
+        return (
+            f"{name} is not set: {self._env_file} has no {name}= line (nor does the"
+            f" environment); add one (see .env.example)"
+        )
 
     def boolean(self, name: str, default: bool) -> bool:
         raw = self._env.get(name, "").strip().lower()

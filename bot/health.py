@@ -35,9 +35,9 @@ MODEL_CHECK_TIMEOUT_SECONDS = 5.0
 HEALTHY, UNHEALTHY = 0, 1
 
 
-def main() -> int:
+def main(env_file: str | None = None) -> int:
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(env_file=env_file)
     except ConfigError as error:
         _report("settings", str(error))
         return UNHEALTHY

@@ -131,3 +131,44 @@ async def test_example_local_server_line_reaches_the_loopback(
     await run_until_ready(tmp_path, env)
     assert set(clients(tmp_path)) == {fake_llm.base_url + "/"}
     assert [r.path for r in fake_llm.requests] == ["/v1/models"] * 2
+
+
+async def start_bot(workdir: Path, env: dict[str, str]) -> tuple[int, str]:
+    """`python -m bot` (exits before Discord here: a setting is wrong)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        cwd=workdir,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, err.decode()
+
+
+async def test_missing_key_hint_says_what_is_missing_in_env(
+    tmp_path: Path, fake_discord: FakeDiscord
+) -> None:
+    env = environment(tmp_path, fake_discord)
+    code, err = await start_bot(tmp_path, env)  # no .env at all
+    assert (
+        code == 2
+        and err == "mnemo: DISCORD_TOKEN is not set: copy .env.example to .env and fill it in\n"
+    )
+
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(EXAMPLE.read_text())  # copied, not filled in
+    code, err = await start_bot(tmp_path, env)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"DISCORD_TOKEN is not set: it is empty in {dotenv}; fill it in there" in err, err
+    assert "copy .env.example" not in err
+
+    dotenv.write_text("DISCORD_TOKEN=test-token\n")  # the key's line is missing
+    code, err = await start_bot(tmp_path, env)
+    assert code == 2 and "copy .env.example" not in err, err
+    assert f"OPENAI_API_KEY is not set: {dotenv} has no OPENAI_API_KEY= line" in err, err
+    _, out = await health(tmp_path, env)
+    assert f"settings: FAIL: OPENAI_API_KEY is not set: {dotenv} has no" in out, out
