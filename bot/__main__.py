@@ -66,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mnemo: {error}", file=sys.stderr)
         return EXIT_CONFIG
     logs.configure(settings.log_level)
+    if settings.ignored:
+        log.warning("Ignored settings (not read by Mnemo): %s", settings.ignored)
     try:
         return asyncio.run(run(settings))
     except KeyboardInterrupt:

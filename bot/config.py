@@ -88,6 +88,9 @@ class Settings:
     persona_max_tokens: int
     discord_connect_seconds: float  # start-up gives up reaching Discord after this long
     database_connect_seconds: float  # ... and a PostgreSQL server after this long
+    # One line naming the variables set but ignored (removed settings, near-misses of known
+    # names), or "" when there are none; start-up and `mnemo health` show it as a warning.
+    ignored: str = field(default="", compare=False)
 
     @classmethod
     def from_env(
@@ -145,6 +148,7 @@ class Settings:
             persona_max_tokens=reader.integer("PERSONA_MAX_TOKENS", 500, minimum=20),
             discord_connect_seconds=reader.number("DISCORD_CONNECT_SECONDS", 60.0, minimum=1.0),
             database_connect_seconds=reader.number("DATABASE_CONNECT_SECONDS", 60.0, minimum=0.0),
+            ignored=reader.ignored(),
         )
         settings._check_budgets()
         settings._check_shards()
@@ -191,8 +195,25 @@ class _Reader:
     """Reads typed values, raising ConfigError that names the variable."""
 
     def __init__(self, env: Mapping[str, str], env_file: str | Path | None = None) -> None:
-        self._env = env
+        self._env = _Recorded(env)
         self._env_file = Path(env_file) if env_file else None
+
+    def ignored(self) -> str:
+        """The variables that look meant for Mnemo but are not read: the removed ones, and any
+        one edit away from a name read (a typo). Known names are those this reader was asked
+        for, so the list cannot drift from the settings."""
+        known = self._env.read
+        found = []
+        for name in sorted(self._env.names()):
+            if name in known:
+                continue
+            if name in REMOVED_SETTINGS:
+                found.append(f"{name} (removed: {REMOVED_SETTINGS[name]})")
+                continue
+            near = sorted(k for k in known if _one_edit(name, k))
+            if near:
+                found.append(f"{name} (not a setting: did you mean {' or '.join(near)}?)")
+        return ", ".join(found)
 
     def text(self, name: str, default: str) -> str:
         value = self._env.get(name, "").strip()
@@ -281,6 +302,44 @@ class _Reader:
         return value
 
 
+REMOVED_SETTINGS = {
+    "LLM_CONCURRENCY": "MODEL_PARALLEL says how many requests the model server runs at once",
+    "LLM_QUEUE_LIMIT": "messages wait while they can be answered in REPLY_DEADLINE_SECONDS",
+    "OPENAI_API_BASE": "the old SDK's name; Mnemo reads OPENAI_BASE_URL",
+}
+
+
+class _Recorded:
+    """The environment, remembering which names were asked for."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+        self.read: set[str] = set()
+
+    def get(self, name: str, default: str) -> str:
+        self.read.add(name)
+        return self._env.get(name, default)
+
+    def names(self) -> list[str]:
+        return list(self._env)
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """a and b differ by one insertion, deletion, substitution or swap of neighbours."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+        return len(diff) == 1 or (
+            len(diff) == 2
+            and diff[1] == diff[0] + 1
+            and a[diff[0]] == b[diff[1]]
+            and a[diff[1]] == b[diff[0]]
+        )
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
+
+
 def is_openai(base_url: str | None) -> bool:
     return base_url is None or urlsplit(base_url).hostname == OPENAI_HOST
 
@@ -318,9 +377,17 @@ def _chat_models(default: str, listed: str) -> tuple[str, ...]:
 
 def _database_url(url: str) -> DatabaseURL:
     try:
-        return DatabaseURL.parse(url)
+        parsed = DatabaseURL.parse(url)
     except DatabaseURLError as error:
         raise ConfigError(f"{error}; see .env.example") from None
+    if parsed.path is not None and (
+        parsed.path.name == ":memory:" or str(parsed.path).startswith("file:")
+    ):
+        raise ConfigError(
+            f"DATABASE_URL={url} keeps nothing: every memory would be lost at each restart;"
+            " use a file, e.g. sqlite:///data/mnemo.db; see .env.example"
+        )
+    return parsed
 
 
 def _log_level(name: str) -> str:

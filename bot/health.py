@@ -42,6 +42,8 @@ def main(env_file: str | None = None) -> int:
         _report("settings", str(error))
         return UNHEALTHY
     _report("settings", None)
+    if settings.ignored:
+        print(f"settings: warning: ignored (not read by Mnemo): {settings.ignored}")
     return asyncio.run(check(settings))
 
 

@@ -190,3 +190,20 @@ def test_access_lists_and_models() -> None:
 def test_bad_id_lists_name_the_variable(value: str) -> None:
     with pytest.raises(ConfigError, match="ALLOWED_ROLE_IDS"):
         Settings.from_env({**BASE, "ALLOWED_ROLE_IDS": value})
+
+
+def test_ignored_settings_name_removed_and_near_miss_variables() -> None:
+    base = {"DISCORD_TOKEN": "t", "OPENAI_API_KEY": "k", "PATH": "/bin", "HOME": "/root"}
+    assert Settings.from_env(base).ignored == ""
+    settings = Settings.from_env(
+        {**base, "LLM_CONCURRENCY": "2", "SHARDS_IDS": "1", "DISCROD_TOKEN": "x"}
+    )
+    assert "LLM_CONCURRENCY (removed: MODEL_PARALLEL" in settings.ignored
+    assert "SHARDS_IDS (not a setting: did you mean SHARD_IDS?)" in settings.ignored
+    assert "DISCROD_TOKEN (not a setting: did you mean DISCORD_TOKEN?)" in settings.ignored
+
+
+@pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite:///file::memory:?cache=shared"])
+def test_memory_database_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"^DATABASE_URL=.* keeps nothing"):
+        Settings.from_env({"DISCORD_TOKEN": "t", "OPENAI_API_KEY": "k", "DATABASE_URL": url})

@@ -172,3 +172,44 @@ async def test_missing_key_hint_says_what_is_missing_in_env(
     assert f"OPENAI_API_KEY is not set: {dotenv} has no OPENAI_API_KEY= line" in err, err
     _, out = await health(tmp_path, env)
     assert f"settings: FAIL: OPENAI_API_KEY is not set: {dotenv} has no" in out, out
+
+
+async def test_memory_database_is_refused_naming_database_url(
+    tmp_path: Path, fake_discord: FakeDiscord
+) -> None:
+    (tmp_path / ".env").write_text(newcomer_env(EXAMPLE.read_text()))
+    env = {**environment(tmp_path, fake_discord), "DATABASE_URL": "sqlite:///:memory:"}
+    code, err = await start_bot(tmp_path, env)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("mnemo: DATABASE_URL=sqlite:///:memory: keeps nothing"), err
+    assert os.listdir(tmp_path) == [".env"]  # no :memory:.lock
+
+
+async def test_removed_and_misspelt_settings_get_one_warning_line(
+    tmp_path: Path, fake_discord: FakeDiscord
+) -> None:
+    text = newcomer_env(EXAMPLE.read_text()).replace("\nCHAT_MODEL=", "\nCHAT_MODLE=")
+    (tmp_path / ".env").write_text(text + "LLM_QUEUE_LIMIT=20\n")
+    env = {**environment(tmp_path, fake_discord), "LLM_CONCURRENCY": "4", "LOG_LEVL": "DEBUG"}
+    lines = await run_until_ready(tmp_path, env)
+    [line] = [line for line in lines if "Ignored settings" in line]
+    assert " WARNING " in line, line
+    for name in ("CHAT_MODLE", "LLM_CONCURRENCY", "LLM_QUEUE_LIMIT", "LOG_LEVL"):
+        assert name in line, line
+    assert "did you mean CHAT_MODEL?" in line and "did you mean LOG_LEVEL?" in line, line
+    _, out = await health(tmp_path, env)
+    assert out.count("settings: warning: ignored") == 1 and "CHAT_MODLE" in out, out
+
+
+def test_example_quotes_free_text_and_says_why() -> None:
+    from dotenv import dotenv_values
+
+    from bot.config import DEFAULT_SYSTEM_PROMPT
+
+    text = EXAMPLE.read_text()
+    assert '" #" starts a comment and cuts the' in text
+    for line in text.splitlines():
+        _, sep, value = line.partition("=")
+        if sep and not line.startswith("#") and " " in value:
+            assert value.startswith('"') and value.endswith('"'), line
+    assert dotenv_values(EXAMPLE)["SYSTEM_PROMPT"] == DEFAULT_SYSTEM_PROMPT
