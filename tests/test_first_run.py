@@ -213,3 +213,50 @@ def test_example_quotes_free_text_and_says_why() -> None:
         if sep and not line.startswith("#") and " " in value:
             assert value.startswith('"') and value.endswith('"'), line
     assert dotenv_values(EXAMPLE)["SYSTEM_PROMPT"] == DEFAULT_SYSTEM_PROMPT
+
+
+def test_exit_status_through_make_run_and_mnemo(tmp_path: Path) -> None:
+    """What the README's "Exit status" says of `make run`: make prints the bot's status in its
+    own "Error N" line and exits 2; `.venv/bin/mnemo` exits with the bot's own status."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    mnemo = ROOT / ".venv" / "bin" / "mnemo"
+    if not mnemo.exists():
+        pytest.skip("needs the Makefile's .venv")
+    names = setting_names()
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in names and not k.startswith("MAKE")},
+        "DISCORD_TOKEN": "test-token",
+        "OPENAI_API_KEY": "test-key",
+        "DATABASE_URL": f"sqlite:///{tmp_path}",  # a folder: exit status 3
+    }
+    make = shutil.which("make")
+    assert make is not None
+    # -o: the installed .venv counts as up to date (this test must not reinstall it).
+    done = subprocess.run(
+        [make, "-s", "-o", ".venv/.installed", "run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert re.search(r"^make: \*\*\* \[Makefile:\d+: run\] Error 3$", done.stderr, re.M), (
+        done.stderr
+    )
+    assert "mnemo: DATABASE_URL points to" in done.stderr
+    done = subprocess.run(
+        [str(mnemo)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 3, done.stderr
