@@ -88,6 +88,53 @@ def test_requirements_txt_pins_exactly_what_pyproject_needs() -> None:
     assert installed == pins, "the environment differs from requirements.txt: run `make`"
 
 
+def dev_pinned() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements-dev.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[canonicalize_name(name)] = version.strip()
+    return pins
+
+
+def test_requirements_dev_txt_pins_exactly_the_dev_tools() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    tools = [Requirement(text) for text in project["optional-dependencies"]["dev"]]
+    runtime = pinned()
+    pins = dev_pinned()
+    wanted = {k: v for k, v in needed(tools).items() if k not in runtime}
+    hint = "; run `make requirements` after changing the dev extra in pyproject.toml"
+    for tool in ("pytest", "pytest-asyncio", "pytest-timeout", "pytest-xdist", "ruff", "mypy"):
+        assert tool in pins, f"{tool} is not pinned in requirements-dev.txt"
+    assert sorted(set(wanted) - set(pins)) == [], "not pinned" + hint
+    assert sorted(set(pins) - set(wanted)) == [], "pinned but not needed" + hint
+    for name, requirements in wanted.items():
+        for requirement in requirements:
+            assert requirement.specifier.contains(pins[name], prereleases=True), (
+                f"{name}=={pins[name]} does not satisfy {requirement}{hint}"
+            )
+    installed = {name: metadata.version(name) for name in pins}
+    assert installed == pins, "the environment differs from requirements-dev.txt: run `make`"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "-c requirements.txt -c requirements-dev.txt" in makefile
+
+
+def make_commands(target: str) -> str:
+    """What `make TARGET` would run from scratch (-B: every step, -n: none run)."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("no make")
+    done = subprocess.run(
+        [make, "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return done.stdout
+
+
+def test_make_run_does_not_download_the_wheelhouse() -> None:
+    assert "pip download" not in make_commands("run")
+    assert "pip download" in make_commands("test")
+
+
 def test_requirements_txt_says_how_it_is_made() -> None:
     text = (ROOT / "requirements.txt").read_text()
     assert "make requirements" in text.splitlines()[2]
