@@ -217,6 +217,10 @@ class _Reader:
 
     def text(self, name: str, default: str) -> str:
         value = self._env.get(name, "").strip()
+        # One pair of quotes around the value is not part of it: `docker run --env-file`
+        # keeps the quotes that .env needs around free text (python-dotenv removes them).
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1].strip()
         return value or default
 
     def required(self, name: str) -> str:

@@ -207,3 +207,12 @@ def test_ignored_settings_name_removed_and_near_miss_variables() -> None:
 def test_memory_database_is_refused(url: str) -> None:
     with pytest.raises(ConfigError, match=r"^DATABASE_URL=.* keeps nothing"):
         Settings.from_env({"DISCORD_TOKEN": "t", "OPENAI_API_KEY": "k", "DATABASE_URL": url})
+
+
+def test_one_pair_of_quotes_around_a_value_is_not_part_of_it() -> None:
+    # `docker run --env-file` keeps the quotes .env.example puts around SYSTEM_PROMPT.
+    base = {"DISCORD_TOKEN": "t", "OPENAI_API_KEY": "k"}
+    assert Settings.from_env({**base, "SYSTEM_PROMPT": '"You are #1 helper"'}).system_prompt == (
+        "You are #1 helper"
+    )
+    assert Settings.from_env({**base, "CHAT_MODEL": "'gpt-4o'"}).chat_model == "gpt-4o"

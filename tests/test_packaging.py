@@ -11,24 +11,29 @@ skipped; what they do is covered by the read-only database tests of tests/test_s
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
 import shlex
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tomllib
+from contextlib import closing as contextlib_closing
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+from dotenv import dotenv_values
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from storage.url import DatabaseURL
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
 
@@ -287,3 +292,51 @@ async def test_dockerfile_steps_install_and_run_in_a_fresh_venv(
     migrations = import_path / "site-packages" / "storage" / "migrations"
     for backend in ("sqlite", "postgres"):
         assert (migrations / backend / "0001_initial.sql").is_file()
+
+
+# -- Docker, statically (no container engine here) ------------------------------------------
+
+
+def test_dockerignore_keeps_secrets_state_and_caches_out_of_the_context() -> None:
+    patterns = (ROOT / ".dockerignore").read_text().split()
+    for needed_pattern in (".env", ".venv*", "data/", ".git", ".mypy_cache/", ".pytest_cache/"):
+        assert needed_pattern in patterns, needed_pattern
+    assert "!.env.example" in patterns
+
+
+def test_docker_run_recipe_keeps_the_database_in_the_volume() -> None:
+    steps = parse_dockerfile((ROOT / "Dockerfile").read_text())
+    volume = "/data"
+    assert steps.env["DATABASE_URL"] == f"sqlite:///{volume}/mnemo.db"
+    readme = (ROOT / "README.md").read_text()
+    dockerfile = (ROOT / "Dockerfile").read_text().replace("\\\n#", "")
+    for text in (readme, dockerfile):
+        [recipe] = {" ".join(m.split()) for m in re.findall(r"docker run -d [^\n`]*", text)}
+        args = shlex.split(recipe)
+        # Docker's order: the image's ENV, then --env-file, then each -e (the last wins).
+        env = dict(steps.env)
+        env.update({k: v or "" for k, v in dotenv_values(ROOT / ".env.example").items()})
+        for flag, value in itertools.pairwise(args):
+            if flag == "-e":
+                key, _, val = value.partition("=")
+                env[key] = val
+        path = DatabaseURL.parse(env["DATABASE_URL"]).path
+        assert path is not None and str(path).startswith(f"{volume}/"), recipe
+        assert f"-v mnemo-data:{volume}" in recipe
+    compose = (ROOT / "compose.yaml").read_text()
+    assert f"DATABASE_URL: sqlite:///{volume}/mnemo.db" in compose
+
+
+def test_readme_backup_command_works_without_sqlite3_cli(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    [command] = re.findall(r'`(python -c "import sqlite3;[^`]*)`', readme)
+    (tmp_path / "data").mkdir()
+    with sqlite3.connect(tmp_path / "data" / "mnemo.db") as conn:
+        conn.execute("CREATE TABLE t (x)")
+        conn.execute("INSERT INTO t VALUES ('kept')")
+    conn.close()
+    args = shlex.split(command)
+    subprocess.run([sys.executable, *args[1:]], cwd=tmp_path, check=True, timeout=60)
+    with contextlib_closing(sqlite3.connect(tmp_path / "backup.db")) as copy:
+        assert copy.execute("SELECT x FROM t").fetchall() == [("kept",)]
+    assert "docker compose exec mnemo python -c" in readme  # the same, in the container
