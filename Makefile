@@ -19,21 +19,25 @@ LLAMA_STAMP := $(LLAMA_VENV)/.installed
 .PHONY: run test test-real-model bench requirements clean
 
 # Runtime dependencies at the versions pinned in requirements.txt (what hosts and the
-# Dockerfile install), the dev tools on top. The wheelhouse holds the pinned wheels and the
-# build backend, so the Dockerfile test installs into a fresh virtual environment offline.
-$(STAMP): pyproject.toml requirements.txt
+# Dockerfile install), the dev tools on top at the versions pinned in requirements-dev.txt.
+$(STAMP): pyproject.toml requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Mnemo needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c requirements.txt -c requirements-dev.txt -e '.[dev]'
+	@touch $(STAMP)
+
+# Only `make test` needs it: the pinned wheels and the build backend, so the Dockerfile test
+# installs into a fresh virtual environment offline. `make run` never downloads it.
+$(WHEELHOUSE)/.downloaded: $(STAMP)
 	$(BIN)/python -m pip download --quiet --dest $(WHEELHOUSE) -r requirements.txt \
 		$$($(BIN)/python -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))')
-	@touch $(STAMP)
+	@touch $@
 
 run: $(STAMP)
 	@$(BIN)/python -m bot
 
-test: $(STAMP)
+test: $(STAMP) $(WHEELHOUSE)/.downloaded
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy

@@ -54,17 +54,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     # The first .env found in the working directory or one of its parents; a variable set
     # in the environment wins over it.
-    load_dotenv(find_dotenv(usecwd=True), override=False)
+    env_file = find_dotenv(usecwd=True)
+    load_dotenv(env_file, override=False)
     if command != "run":
         from bot.health import main as health
 
-        return health()
+        return health(env_file)
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(env_file=env_file)
     except ConfigError as error:
         print(f"mnemo: {error}", file=sys.stderr)
         return EXIT_CONFIG
     logs.configure(settings.log_level)
+    if settings.ignored:
+        log.warning("Ignored settings (not read by Mnemo): %s", settings.ignored)
     try:
         return asyncio.run(run(settings))
     except KeyboardInterrupt:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from dotenv import dotenv_values
+
 from storage.url import DatabaseURL, DatabaseURLError
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -90,11 +92,19 @@ class Settings:
     persona_max_tokens: int
     discord_connect_seconds: float  # start-up gives up reaching Discord after this long
     database_connect_seconds: float  # ... and a PostgreSQL server after this long
+    # One line naming the variables set but ignored (removed settings, near-misses of known
+    # names), or "" when there are none; start-up and `mnemo health` show it as a warning.
+    ignored: str = field(default="", compare=False)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from `env` (default: os.environ), validating every value."""
-        reader = _Reader(os.environ if env is None else env)
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, env_file: str | Path | None = None
+    ) -> Settings:
+        """Build settings from `env` (default: os.environ), validating every value.
+
+        `env_file` is the `.env` that was loaded, if any: a missing required value then says
+        what is missing in it rather than to create it."""
+        reader = _Reader(os.environ if env is None else env, env_file)
         base_url = reader.text("OPENAI_BASE_URL", "") or None
         chat_model = reader.text("CHAT_MODEL", "gpt-4o")
         settings = cls(
@@ -147,10 +157,18 @@ class Settings:
             persona_max_tokens=reader.integer("PERSONA_MAX_TOKENS", 500, minimum=20),
             discord_connect_seconds=reader.number("DISCORD_CONNECT_SECONDS", 60.0, minimum=1.0),
             database_connect_seconds=reader.number("DATABASE_CONNECT_SECONDS", 60.0, minimum=0.0),
+            ignored=reader.ignored(),
         )
         settings._check_budgets()
         settings._check_shards()
         return settings
+
+    @property
+    def model_base_url(self) -> str:
+        """OPENAI_BASE_URL resolved: the URL every model client is built with, passed to the
+        SDK explicitly so that it never reads OPENAI_BASE_URL from the environment itself
+        (where `.env.example`'s empty `OPENAI_BASE_URL=` would be its URL)."""
+        return self.openai_base_url or OPENAI_DEFAULT_BASE_URL
 
     @property
     def database_path(self) -> Path:
@@ -185,18 +203,54 @@ class Settings:
 class _Reader:
     """Reads typed values, raising ConfigError that names the variable."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
+    def __init__(self, env: Mapping[str, str], env_file: str | Path | None = None) -> None:
+        self._env = _Recorded(env)
+        self._env_file = Path(env_file) if env_file else None
+
+    def ignored(self) -> str:
+        """The variables that look meant for Mnemo but are not read: the removed ones, and any
+        one edit away from a name read (a typo). Known names are those this reader was asked
+        for, so the list cannot drift from the settings."""
+        known = self._env.read
+        found = []
+        for name in sorted(self._env.names()):
+            if name in known:
+                continue
+            if name in REMOVED_SETTINGS:
+                found.append(f"{name} (removed: {REMOVED_SETTINGS[name]})")
+                continue
+            near = sorted(k for k in known if _one_edit(name, k))
+            if near:
+                found.append(f"{name} (not a setting: did you mean {' or '.join(near)}?)")
+        return ", ".join(found)
 
     def text(self, name: str, default: str) -> str:
         value = self._env.get(name, "").strip()
+        # One pair of quotes around the value is not part of it: `docker run --env-file`
+        # keeps the quotes that .env needs around free text (python-dotenv removes them).
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1].strip()
         return value or default
 
     def required(self, name: str) -> str:
         value = self._env.get(name, "").strip()
         if not value:
-            raise ConfigError(f"{name} is not set: copy .env.example to .env and fill it in")
+            raise ConfigError(self._missing(name))
         return value
+
+    def _missing(self, name: str) -> str:
+        if self._env_file is None or not self._env_file.is_file():
+            return f"{name} is not set: copy .env.example to .env and fill it in"
+        try:
+            listed = dotenv_values(self._env_file)
+        except (OSError, UnicodeDecodeError):
+            listed = {}
+        if name in listed:
+            return f"{name} is not set: it is empty in {self._env_file}; fill it in there"
+        return (
+            f"{name} is not set: {self._env_file} has no {name}= line (nor does the"
+            f" environment); add one (see .env.example)"
+        )
 
     def boolean(self, name: str, default: bool) -> bool:
         raw = self._env.get(name, "").strip().lower()
@@ -261,6 +315,44 @@ class _Reader:
         return value
 
 
+REMOVED_SETTINGS = {
+    "LLM_CONCURRENCY": "MODEL_PARALLEL says how many requests the model server runs at once",
+    "LLM_QUEUE_LIMIT": "messages wait while they can be answered in REPLY_DEADLINE_SECONDS",
+    "OPENAI_API_BASE": "the old SDK's name; Mnemo reads OPENAI_BASE_URL",
+}
+
+
+class _Recorded:
+    """The environment, remembering which names were asked for."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+        self.read: set[str] = set()
+
+    def get(self, name: str, default: str) -> str:
+        self.read.add(name)
+        return self._env.get(name, default)
+
+    def names(self) -> list[str]:
+        return list(self._env)
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """a and b differ by one insertion, deletion, substitution or swap of neighbours."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+        return len(diff) == 1 or (
+            len(diff) == 2
+            and diff[1] == diff[0] + 1
+            and a[diff[0]] == b[diff[1]]
+            and a[diff[1]] == b[diff[0]]
+        )
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
+
+
 def is_openai(base_url: str | None) -> bool:
     return base_url is None or urlsplit(base_url).hostname == OPENAI_HOST
 
@@ -298,9 +390,17 @@ def _chat_models(default: str, listed: str) -> tuple[str, ...]:
 
 def _database_url(url: str) -> DatabaseURL:
     try:
-        return DatabaseURL.parse(url)
+        parsed = DatabaseURL.parse(url)
     except DatabaseURLError as error:
         raise ConfigError(f"{error}; see .env.example") from None
+    if parsed.path is not None and (
+        parsed.path.name == ":memory:" or str(parsed.path).startswith("file:")
+    ):
+        raise ConfigError(
+            f"DATABASE_URL={url} keeps nothing: every memory would be lost at each restart;"
+            " use a file, e.g. sqlite:///data/mnemo.db; see .env.example"
+        )
+    return parsed
 
 
 def _log_level(name: str) -> str:

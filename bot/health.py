@@ -22,7 +22,8 @@ from datetime import datetime
 
 import openai
 
-from bot.config import OPENAI_DEFAULT_BASE_URL, ConfigError, Settings
+from bot.config import ConfigError, Settings
+from bot.llm import connection_cause, loggable_url
 from bot.startup import database_in_use
 from storage import DatabaseUnusable, Storage, StorageError
 from storage.database import newest_schema_version
@@ -34,13 +35,15 @@ MODEL_CHECK_TIMEOUT_SECONDS = 5.0
 HEALTHY, UNHEALTHY = 0, 1
 
 
-def main() -> int:
+def main(env_file: str | None = None) -> int:
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(env_file=env_file)
     except ConfigError as error:
         _report("settings", str(error))
         return UNHEALTHY
     _report("settings", None)
+    if settings.ignored:
+        print(f"settings: warning: ignored (not read by Mnemo): {settings.ignored}")
     return asyncio.run(check(settings))
 
 
@@ -82,7 +85,7 @@ async def check_database(settings: Settings) -> tuple[str | None, str | None]:
 async def check_model_server(settings: Settings) -> str | None:
     client = openai.AsyncOpenAI(
         api_key=settings.openai_api_key,
-        base_url=settings.openai_base_url,
+        base_url=settings.model_base_url,  # explicit: the SDK never re-reads the environment
         timeout=MODEL_CHECK_TIMEOUT_SECONDS,
         max_retries=0,
     )
@@ -95,8 +98,8 @@ async def check_model_server(settings: Settings) -> str | None:
     except openai.APITimeoutError:
         return f"no answer within {MODEL_CHECK_TIMEOUT_SECONDS:.0f} s"
     except openai.APIConnectionError as error:
-        cause = error.__cause__
-        return f"cannot connect ({cause or error})"
+        url = loggable_url(settings.model_base_url)
+        return f"cannot connect to {url} ({connection_cause(error)})"
     finally:
         await client.close()
     return None
@@ -127,7 +130,8 @@ def _age(stored: str | None) -> str:
 
 
 def _base_url(settings: Settings) -> str:
-    return settings.openai_base_url or OPENAI_DEFAULT_BASE_URL
+    """OPENAI_BASE_URL as the logs show it: without credentials (bot.llm.loggable_url)."""
+    return loggable_url(settings.model_base_url)
 
 
 def _report(name: str, problem: str | None, detail: str = "") -> None:

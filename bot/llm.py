@@ -21,10 +21,11 @@ import openai
 from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from bot.config import Settings, default_parallel, is_openai
+from bot.config import OPENAI_DEFAULT_BASE_URL, Settings, default_parallel, is_openai
 from bot.reasoning import visible_answer
 from bot.scheduler import ModelScheduler
 from bot.text import clean_text
+from storage.url import redact
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,13 @@ class LLMClient:
         reply_deadline: float,
         parallel: int | None = None,
     ) -> None:
+        # Always an explicit URL: given None, the SDK would read OPENAI_BASE_URL from the
+        # environment itself, and an empty one there (as `.env.example` ships) is its URL.
         self._client = AsyncOpenAI(
-            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
+            api_key=api_key,
+            base_url=base_url or OPENAI_DEFAULT_BASE_URL,
+            timeout=timeout,
+            max_retries=max_retries,
         )
         self.base_url = loggable_url(str(self._client.base_url))
         self._reply_deadline = reply_deadline
@@ -420,13 +426,14 @@ def _refuses_format(error: openai.APIStatusError, mode: str) -> bool:
 
 
 def loggable_url(url: str) -> str:
-    """The URL without any user:password part, fit for a log line."""
+    """The URL fit for a log line or `mnemo health`: no user:password part, and credentials in
+    its query string (`?api-key=…`, `?token=…`) replaced by `***` (storage.url.redact)."""
     parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))
+    if parts.username is not None or parts.password is not None:
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        url = urlunsplit(parts._replace(netloc=netloc))
+    return redact(url)
 
 
 async def check_model_server(llm: LLMClient, settings: Settings) -> None:
@@ -440,6 +447,10 @@ async def check_model_server(llm: LLMClient, settings: Settings) -> None:
         listed = await llm.list_models()
     except openai.APIStatusError as error:
         problems.append(f"GET /models answered HTTP {error.status_code}: {server_message(error)}")
+    except openai.APITimeoutError:
+        problems.append(f"no answer to GET /models within {MODELS_CHECK_TIMEOUT_SECONDS:.0f} s")
+    except openai.APIConnectionError as error:
+        problems.append(f"cannot connect ({connection_cause(error)})")
     except (openai.OpenAIError, OSError, ValueError) as error:
         problems.append(f"GET /models failed: {error!r}")
     else:
@@ -448,11 +459,26 @@ async def check_model_server(llm: LLMClient, settings: Settings) -> None:
             shown = ", ".join(listed[:10]) + (" …" if len(listed) > 10 else "")
             problems.append(f"model(s) {', '.join(missing)} not in the server's list ({shown})")
     if problems:
+        # One line, and start-up goes on: the server may come up after the bot (a compose
+        # file's Ollama), and until it answers each reply says it cannot reach the model.
         log.warning(
-            "Model server %s: %s; check OPENAI_BASE_URL, CHAT_MODEL and MEMORY_MODEL",
+            "Model server %s: %s; check OPENAI_BASE_URL, CHAT_MODEL and MEMORY_MODEL"
+            " (Mnemo starts anyway; replies fail until the server answers)",
             llm.base_url,
             "; ".join(problems),
         )
+
+
+def connection_cause(error: BaseException) -> str:
+    """What a connection error comes down to (the innermost cause's message), in one line:
+    "[Errno 111] Connection refused" rather than the SDK's "Connection error."."""
+    seen: BaseException | None = error
+    text = str(error) or type(error).__name__
+    while seen is not None:
+        if str(seen):
+            text = str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return " ".join(text.split())
 
 
 def _url_problems(base_url: str | None) -> list[str]:

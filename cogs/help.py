@@ -4,7 +4,7 @@ commands. Always ephemeral, and about the place it is asked in."""
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
@@ -21,20 +21,58 @@ INTRO = (
     "**Mnemo** is a chatbot that remembers: the recent conversation word for word, a summary of"
     " older parts, and facts you tell it about yourself, kept per server (or per DMs)."
 )
-YOUR_MEMORY = (
-    "**Your memory** · `/memory show` what it keeps of this conversation · `/facts show` what it"
-    " learned about you here · `/memory export` download everything · `/memory clear` erase this"
-    " conversation or everything · `/facts forget` erase one fact · `/memory pause` and"
-    " `/memory resume` stop and restart remembering (while paused nothing you say is stored)."
-)
-ADMIN = (
-    "**Admin commands** (Manage Server) · `/mnemo-admin access show|channel|role|block|unblock"
-    "|notice` who may use Mnemo and where · `/mnemo-admin answer-mode` mention-only or always in"
-    " a channel · `/mnemo-admin threads` answer mentions in a new thread · `/mnemo-admin persona"
-    " set|show|reset` and `/mnemo-admin model set|show|reset` per server or channel ·"
-    " `/mnemo-admin memory` on or off for the server · `/mnemo-admin forget` erase a member's"
-    " data here · `/mnemo-admin stats` usage counts and tokens."
-)
+MESSAGE_LIMIT = 2000  # Discord's limit on one message's content
+ADMIN_GROUP = "mnemo-admin"
+
+
+def command_list(tree: app_commands.CommandTree[Any]) -> list[tuple[str, str]]:
+    """Every slash command the bot has, as (`/qualified name`, description), from the command
+    tree itself: a command added or renamed is listed without touching /help."""
+    found: list[tuple[str, str]] = []
+
+    def walk(command: app_commands.Command[Any, ..., Any] | app_commands.Group) -> None:
+        if isinstance(command, app_commands.Group):
+            for sub in command.commands:
+                walk(sub)
+        else:
+            found.append((f"/{command.qualified_name}", command.description))
+
+    for command in tree.get_commands(type=discord.AppCommandType.chat_input):
+        if isinstance(command, app_commands.Command | app_commands.Group):
+            walk(command)
+    return sorted(found)
+
+
+def commands_section(title: str, commands: list[tuple[str, str]]) -> str:
+    return "\n".join([title, *(f"`{name}` · {description}" for name, description in commands)])
+
+
+def pages(parts: list[str], limit: int = MESSAGE_LIMIT) -> list[str]:
+    """`parts` joined by blank lines into messages of at most `limit` characters, cut between
+    parts, else between lines (a single longer line is cut at the limit, the rest following)."""
+    lines: list[str] = []
+    for index, part in enumerate(parts):
+        if index:
+            lines.append("")
+        lines.extend(part.split("\n"))
+    messages: list[str] = []
+    current = ""
+    for line in lines:
+        while len(line) > limit:
+            if current:
+                messages.append(current)
+                current = ""
+            messages.append(line[:limit])
+            line = line[limit:]
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) <= limit:
+            current = candidate
+            continue
+        messages.append(current)
+        current = line
+    if current.strip():
+        messages.append(current)
+    return [message.strip("\n") for message in messages if message.strip()]
 
 
 class Help(commands.Cog):
@@ -57,10 +95,17 @@ class Help(commands.Cog):
         parts.append(self.memory_here(view))
         if paused:
             parts.append("-# Your memory is paused: `/memory resume` to end it.")
-        parts.append(YOUR_MEMORY)
+        commands_ = command_list(self.bot.tree)
+        mine = [c for c in commands_ if not c[0].startswith(f"/{ADMIN_GROUP} ")]
+        parts.append(commands_section("**Commands**", mine))
         if interaction.guild_id is not None and interaction.permissions.manage_guild:
-            parts.append(ADMIN)
-        await interaction.response.send_message("\n\n".join(parts)[:2000], ephemeral=True)
+            admin = [c for c in commands_ if c[0].startswith(f"/{ADMIN_GROUP} ")]
+            parts.append(commands_section("**Admin commands** (Manage Server)", admin))
+        # Never cut mid-text: what does not fit in one message follows in more (ephemeral too).
+        first, *rest = pages(parts)
+        await interaction.response.send_message(first, ephemeral=True)
+        for page in rest:
+            await interaction.followup.send(page, ephemeral=True)
 
     def how_to_talk(
         self, interaction: discord.Interaction, decision: Decision, view: ChannelView

@@ -32,6 +32,14 @@ DEFAULT_POOL_SIZE = 10
 DEFAULT_STATEMENT_CACHE_SIZE = 100
 DEFAULT_COMMAND_TIMEOUT = 30
 SECRET = "***"
+# Query-string keys whose values are hidden: a password, and what model servers and proxies
+# take as credentials (`?api-key=`, `?key=`, `?token=`, `?access_token=`, `?sig=`, ...).
+SECRET_KEY_PARTS = ("pass", "key", "token", "secret", "sig", "auth", "credential")
+
+
+def is_secret_key(name: str) -> bool:
+    lowered = name.lower()
+    return any(part in lowered for part in SECRET_KEY_PARTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +112,8 @@ class DatabaseURL:
 
 
 def redact(url: str) -> str:
-    """The URL with any password (in the authority or as a query parameter) replaced."""
+    """The URL with any password (in the authority) and any credential in the query string
+    (see `SECRET_KEY_PARTS`) replaced by `***`."""
     if url.startswith("sqlite:"):
         return url  # a file path holds no secret (and urlunsplit would mangle its slashes)
     try:
@@ -120,7 +129,7 @@ def redact(url: str) -> str:
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
         query = urlencode(
-            [(k, SECRET if k.lower() in ("password", "pass") else v) for k, v in pairs],
+            [(k, SECRET if is_secret_key(k) else v) for k, v in pairs],
             safe="*",
         )
     return urlunsplit(parts._replace(netloc=netloc, query=query))

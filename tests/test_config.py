@@ -193,3 +193,29 @@ def test_access_lists_and_models() -> None:
 def test_bad_id_lists_name_the_variable(value: str) -> None:
     with pytest.raises(ConfigError, match="ALLOWED_ROLE_IDS"):
         Settings.from_env({**BASE, "ALLOWED_ROLE_IDS": value})
+
+
+def test_ignored_settings_name_removed_and_near_miss_variables() -> None:
+    base = {"DISCORD_TOKEN": "t", "OPENAI_API_KEY": "k", "PATH": "/bin", "HOME": "/root"}
+    assert Settings.from_env(base).ignored == ""
+    settings = Settings.from_env(
+        {**base, "LLM_CONCURRENCY": "2", "SHARDS_IDS": "1", "DISCROD_TOKEN": "x"}
+    )
+    assert "LLM_CONCURRENCY (removed: MODEL_PARALLEL" in settings.ignored
+    assert "SHARDS_IDS (not a setting: did you mean SHARD_IDS?)" in settings.ignored
+    assert "DISCROD_TOKEN (not a setting: did you mean DISCORD_TOKEN?)" in settings.ignored
+
+
+@pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite:///file::memory:?cache=shared"])
+def test_memory_database_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"^DATABASE_URL=.* keeps nothing"):
+        Settings.from_env({"DISCORD_TOKEN": "t", "OPENAI_API_KEY": "k", "DATABASE_URL": url})
+
+
+def test_one_pair_of_quotes_around_a_value_is_not_part_of_it() -> None:
+    # `docker run --env-file` keeps the quotes .env.example puts around SYSTEM_PROMPT.
+    base = {"DISCORD_TOKEN": "t", "OPENAI_API_KEY": "k"}
+    assert Settings.from_env({**base, "SYSTEM_PROMPT": '"You are #1 helper"'}).system_prompt == (
+        "You are #1 helper"
+    )
+    assert Settings.from_env({**base, "CHAT_MODEL": "'gpt-4o'"}).chat_model == "gpt-4o"

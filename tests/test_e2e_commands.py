@@ -306,3 +306,35 @@ async def test_admin_forget_member_and_stats(
     export = await bot.storage.users.export(d.alice.id)
     assert [m["content"] for m in export["messages"]] == ["in server two", "echo: in server two"]
     await settled(d, d.CHANNEL_ID)
+
+
+async def test_help_lists_every_command_and_is_never_cut(
+    bots: Bots, fake_discord: FakeDiscord
+) -> None:
+    from cogs.help import command_list, pages
+
+    d = fake_discord
+    bot = await bots.start()
+    every = command_list(bot.tree)
+    assert ("/memory why" in [name for name, _ in every]) and len(every) > 15
+    expected = [f"`{name}` · {description}" for name, description in every]
+
+    def all_shown() -> list[str] | None:  # each command on a whole line of its own
+        texts = [message.content for message in interaction.messages]
+        lines = "\n".join(texts).split("\n")
+        return texts if all(line in lines for line in expected) else None
+
+    interaction = await d.slash(d.admin, "help")
+    texts = await d.wait_for(all_shown, 5.0, "every command in /help")
+    assert all(0 < len(text) <= 2000 for text in texts), [len(t) for t in texts]
+    assert all(message.ephemeral for message in interaction.messages)
+    assert len(texts) >= 2  # the admin help is longer than one message: paged
+    member = await d.slash(d.bob, "help")
+    await member.wait_text()
+    seen = "\n".join(m.content for m in member.messages)
+    assert "`/memory why` ·" in seen and "/mnemo-admin" not in seen
+    # A text longer than one message is paged between lines, never cut inside one.
+    long = ["x" * 1500, "\n".join(f"line {i} " + "y" * 90 for i in range(30))]
+    paged = pages(long)
+    assert all(len(p) <= 2000 for p in paged) and len(paged) >= 2
+    assert "\n".join(paged).split("\n") == "\n\n".join(long).split("\n")

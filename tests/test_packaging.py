@@ -11,24 +11,29 @@ skipped; what they do is covered by the read-only database tests of tests/test_s
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
 import shlex
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tomllib
+from contextlib import closing as contextlib_closing
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+from dotenv import dotenv_values
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from storage.url import DatabaseURL
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
 
@@ -86,6 +91,53 @@ def test_requirements_txt_pins_exactly_what_pyproject_needs() -> None:
     # The tests run on exactly the pinned versions (`make` installs with them).
     installed = {name: metadata.version(name) for name in pins}
     assert installed == pins, "the environment differs from requirements.txt: run `make`"
+
+
+def dev_pinned() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements-dev.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[canonicalize_name(name)] = version.strip()
+    return pins
+
+
+def test_requirements_dev_txt_pins_exactly_the_dev_tools() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    tools = [Requirement(text) for text in project["optional-dependencies"]["dev"]]
+    runtime = pinned()
+    pins = dev_pinned()
+    wanted = {k: v for k, v in needed(tools).items() if k not in runtime}
+    hint = "; run `make requirements` after changing the dev extra in pyproject.toml"
+    for tool in ("pytest", "pytest-asyncio", "pytest-timeout", "pytest-xdist", "ruff", "mypy"):
+        assert tool in pins, f"{tool} is not pinned in requirements-dev.txt"
+    assert sorted(set(wanted) - set(pins)) == [], "not pinned" + hint
+    assert sorted(set(pins) - set(wanted)) == [], "pinned but not needed" + hint
+    for name, requirements in wanted.items():
+        for requirement in requirements:
+            assert requirement.specifier.contains(pins[name], prereleases=True), (
+                f"{name}=={pins[name]} does not satisfy {requirement}{hint}"
+            )
+    installed = {name: metadata.version(name) for name in pins}
+    assert installed == pins, "the environment differs from requirements-dev.txt: run `make`"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "-c requirements.txt -c requirements-dev.txt" in makefile
+
+
+def make_commands(target: str) -> str:
+    """What `make TARGET` would run from scratch (-B: every step, -n: none run)."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("no make")
+    done = subprocess.run(
+        [make, "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return done.stdout
+
+
+def test_make_run_does_not_download_the_wheelhouse() -> None:
+    assert "pip download" not in make_commands("run")
+    assert "pip download" in make_commands("test")
 
 
 def test_requirements_txt_says_how_it_is_made() -> None:
@@ -241,3 +293,51 @@ async def test_dockerfile_steps_install_and_run_in_a_fresh_venv(
     migrations = import_path / "site-packages" / "storage" / "migrations"
     for backend in ("sqlite", "postgres"):
         assert (migrations / backend / "0001_initial.sql").is_file()
+
+
+# -- Docker, statically (no container engine here) ------------------------------------------
+
+
+def test_dockerignore_keeps_secrets_state_and_caches_out_of_the_context() -> None:
+    patterns = (ROOT / ".dockerignore").read_text().split()
+    for needed_pattern in (".env", ".venv*", "data/", ".git", ".mypy_cache/", ".pytest_cache/"):
+        assert needed_pattern in patterns, needed_pattern
+    assert "!.env.example" in patterns
+
+
+def test_docker_run_recipe_keeps_the_database_in_the_volume() -> None:
+    steps = parse_dockerfile((ROOT / "Dockerfile").read_text())
+    volume = "/data"
+    assert steps.env["DATABASE_URL"] == f"sqlite:///{volume}/mnemo.db"
+    readme = (ROOT / "README.md").read_text()
+    dockerfile = (ROOT / "Dockerfile").read_text().replace("\\\n#", "")
+    for text in (readme, dockerfile):
+        [recipe] = {" ".join(m.split()) for m in re.findall(r"docker run -d [^\n`]*", text)}
+        args = shlex.split(recipe)
+        # Docker's order: the image's ENV, then --env-file, then each -e (the last wins).
+        env = dict(steps.env)
+        env.update({k: v or "" for k, v in dotenv_values(ROOT / ".env.example").items()})
+        for flag, value in itertools.pairwise(args):
+            if flag == "-e":
+                key, _, val = value.partition("=")
+                env[key] = val
+        path = DatabaseURL.parse(env["DATABASE_URL"]).path
+        assert path is not None and str(path).startswith(f"{volume}/"), recipe
+        assert f"-v mnemo-data:{volume}" in recipe
+    compose = (ROOT / "compose.yaml").read_text()
+    assert f"DATABASE_URL: sqlite:///{volume}/mnemo.db" in compose
+
+
+def test_readme_backup_command_works_without_sqlite3_cli(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    [command] = re.findall(r'`(python -c "import sqlite3;[^`]*)`', readme)
+    (tmp_path / "data").mkdir()
+    with sqlite3.connect(tmp_path / "data" / "mnemo.db") as conn:
+        conn.execute("CREATE TABLE t (x)")
+        conn.execute("INSERT INTO t VALUES ('kept')")
+    conn.close()
+    args = shlex.split(command)
+    subprocess.run([sys.executable, *args[1:]], cwd=tmp_path, check=True, timeout=60)
+    with contextlib_closing(sqlite3.connect(tmp_path / "backup.db")) as copy:
+        assert copy.execute("SELECT x FROM t").fetchall() == [("kept",)]
+    assert "docker compose exec mnemo python -c" in readme  # the same, in the container
