@@ -190,11 +190,19 @@ class SQLiteDatabase(Database):
                 self._retry_checkpoint(), name="sqlite-checkpoint-retry"
             )
 
-    async def _checkpoint_once(self) -> bool:
-        """One TRUNCATE checkpoint: True when the whole WAL was folded back and truncated."""
+    async def _checkpoint_once(self, *, wait: bool = True) -> bool:
+        """One TRUNCATE checkpoint: True when the whole WAL was folded back and truncated.
+        Without `wait` it does not wait the busy timeout for readers (a retry must not hold
+        the connection, and so every reply, for seconds while a long read goes on)."""
         async with self._lock:
             try:
-                rows = await self._conn.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+                if not wait:
+                    await self._conn.execute("PRAGMA busy_timeout=0")
+                try:
+                    rows = await self._conn.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+                finally:
+                    if not wait:
+                        await self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             except sqlite3.Error as error:
                 _raise(error)
         busy = next(iter(rows))[0] if rows else 0
@@ -205,7 +213,7 @@ class SQLiteDatabase(Database):
         while True:
             await asyncio.sleep(delay)
             try:
-                if await self._checkpoint_once():
+                if await self._checkpoint_once(wait=False):
                     log.info("The delayed WAL checkpoint completed")
                     return
             except StorageError as error:

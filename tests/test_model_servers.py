@@ -390,7 +390,13 @@ async def test_reply_queue_serves_people_in_turn(engines: Engines, fake_llm: Fak
         done.append(label)
 
     alice = [asyncio.create_task(ask(SessionKey(100, 20 + n, 1), f"alice {n}")) for n in range(8)]
-    await asyncio.sleep(0.01)
+    # Bob asks once all of Alice's burst is in the model's queue (one running, seven waiting):
+    # a fixed pause was too short on a loaded machine.
+    waiting = engine.llm.scheduler._reply_waiters
+    for _ in range(500):
+        if sum(len(queue) for queue in waiting.values()) >= 7:
+            break
+        await asyncio.sleep(0.01)
     await ask(BOB, "bob")
     await asyncio.gather(*alice)
     assert done.index("bob") <= 2, done

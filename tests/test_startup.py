@@ -439,7 +439,7 @@ async def test_health_with_bad_settings_is_unhealthy(env: dict[str, str], tmp_pa
 
 
 async def test_health_shows_the_model_url_without_credentials(
-    env: dict[str, str], fake_llm: FakeLLM, tmp_path: Path
+    env: dict[str, str], fake_llm: FakeLLM, tmp_path: Path, closed_port: int
 ) -> None:
     host = fake_llm.base_url.removeprefix("http://")
     secret_url = f"http://proxyuser:pw-in-url@{host}?api-key=key-in-query&api_version=2024"
@@ -447,16 +447,16 @@ async def test_health_shows_the_model_url_without_credentials(
     assert "model server: ok: " in out, out
     assert "pw-in-url" not in out and "key-in-query" not in out, out
     assert f"{fake_llm.base_url}?api-key=***&api_version=2024" in out, out
-    nowhere = f"http://u:pw-in-url@127.0.0.1:{closed_port()}/v1?token=key-in-query"
+    nowhere = f"http://u:pw-in-url@127.0.0.1:{closed_port}/v1?token=key-in-query"
     code, out = await health(env, tmp_path, OPENAI_BASE_URL=nowhere)
     assert code == 1 and "model server: FAIL" in out, out
     assert "pw-in-url" not in out and "key-in-query" not in out, out
 
 
 async def test_unreachable_model_server_is_one_warning_line_and_start_up_goes_on(
-    launch: Launch,
+    launch: Launch, closed_port: int
 ) -> None:
-    nowhere = f"http://u:pw-in-url@127.0.0.1:{closed_port()}/v1?api-key=key-in-query"
+    nowhere = f"http://u:pw-in-url@127.0.0.1:{closed_port}/v1?api-key=key-in-query"
     bot = await launch(LOG_LEVEL="INFO", OPENAI_BASE_URL=nowhere)
     await bot.wait_line("Mnemo is ready")
     bot.process.send_signal(signal.SIGTERM)
