@@ -80,9 +80,10 @@ class Transaction(ABC):
         on PostgreSQL `SELECT … FOR NO KEY UPDATE` (inserts referencing the row still go on)."""
 
     @abstractmethod
-    async def lock_key(self, key: str) -> None:
+    async def lock_key(self, key: str, *, shared: bool = False) -> None:
         """Hold a lock named `key` until the end of the transaction: writers of one logical
         thing that has no row yet (one fact attribute of one user) run one after the other.
+        `shared` holders run together, but not beside an exclusive holder.
         A no-op on SQLite; a transaction-level advisory lock on PostgreSQL."""
 
     @abstractmethod

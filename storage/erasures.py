@@ -44,8 +44,16 @@ def fence_params(key: SessionKey) -> tuple[int, int, int]:
     return (key.user_id, key.guild_id or 0, key.channel_id)
 
 
+def erasure_lock(user_id: int) -> str:
+    """The lock an erasure of the user holds exclusively, and fenced writers that may create
+    rows hold shared: under READ COMMITTED a writer's fence check and its insert of a new
+    session could otherwise both miss an erasure committing between them (write skew)."""
+    return f"erasure:{user_id}"
+
+
 async def bump(tx: Transaction, user_id: int, scope: Scope, scope_id: int = 0) -> None:
     """Advance a generation, in the erasure's own transaction (before its deletions)."""
+    await tx.lock_key(erasure_lock(user_id))
     await tx.execute(
         "INSERT INTO user_erasures (user_id, scope, scope_id, generation) VALUES (?, ?, ?, 1)"
         " ON CONFLICT (user_id, scope, scope_id)"

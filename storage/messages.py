@@ -10,9 +10,11 @@ from storage.erasures import (
     FENCE_SQL,
     SESSION_FENCE_SQL,
     ErasedMeanwhile,
+    erasure_lock,
     fence_in,
     fence_params,
 )
+from storage.errors import IntegrityViolation
 from storage.models import Role, Session, SessionKey, SessionStats, StoredMessage
 
 _MESSAGE_COLUMNS = (
@@ -72,10 +74,15 @@ class MessageRepository:
                 INSERT_INTO_SESSION, (*values, *links, key.channel_id, key.user_id)
             )
         else:
-            row = await self._db.write_one(
-                INSERT_INTO_FENCED_SESSION,
-                (*values, *links, key.channel_id, key.user_id, *fence_params(key), fence),
-            )
+            try:
+                row = await self._db.write_one(
+                    INSERT_INTO_FENCED_SESSION,
+                    (*values, *links, key.channel_id, key.user_id, *fence_params(key), fence),
+                )
+            except IntegrityViolation as error:
+                # PostgreSQL, READ COMMITTED: the session was deleted by an erasure that
+                # committed after this statement's snapshot; its foreign key refused the row.
+                raise ErasedMeanwhile(f"session of user {key.user_id} erased meanwhile") from error
         if row is not None:
             return StoredMessage(row["id"], row["session_id"], *values)
         # No row: a new session, a redelivered message, or (fenced) an erasure since.
@@ -88,6 +95,8 @@ class MessageRepository:
         self, key: SessionKey, values: tuple[object, ...], now: float, fence: int | None
     ) -> Row | None:
         async with self._db.transaction() as tx:
+            if fence is not None:
+                await tx.lock_key(erasure_lock(key.user_id), shared=True)
             current = await fence_in(tx, key)
             if fence is not None and current != fence:
                 raise ErasedMeanwhile(f"session of user {key.user_id} erased meanwhile")

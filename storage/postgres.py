@@ -247,8 +247,9 @@ class PostgresTransaction(Transaction):
         # NO KEY UPDATE: excludes other writers of the row, not inserts that reference it.
         await self.fetch_all(f"SELECT 1 FROM {table} WHERE id = ? FOR NO KEY UPDATE", (row_id,))
 
-    async def lock_key(self, key: str) -> None:
-        await self.fetch_all("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (key,))
+    async def lock_key(self, key: str, *, shared: bool = False) -> None:
+        function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        await self.fetch_all(f"SELECT {function}(hashtextextended(?, 0))", (key,))
 
     async def executescript_in_transaction(self, script: str) -> None:
         try:

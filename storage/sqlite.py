@@ -296,7 +296,7 @@ class SQLiteTransaction(Transaction):
     async def lock_row(self, table: str, row_id: int) -> None:
         return  # BEGIN IMMEDIATE: no other writer runs until this transaction ends
 
-    async def lock_key(self, key: str) -> None:
+    async def lock_key(self, key: str, *, shared: bool = False) -> None:
         return  # as lock_row
 
     async def executescript_in_transaction(self, script: str) -> None:
