@@ -9,6 +9,7 @@ user's background work (on their conversations, in servers and DMs) is charged t
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -129,3 +130,32 @@ class Limits:
             hour=0, minute=0, second=0, microsecond=0
         )
         return (today + timedelta(days=1)).timestamp()
+
+
+class Cooldown:
+    """At most one action per user per period, in this process (bounded memory).
+
+    For erasures a user starts: each rewrites the search index (a merge of the whole index on
+    SQLite), so one user must not be able to run them in a loop."""
+
+    KEPT = 10_000
+
+    def __init__(self, seconds: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._seconds = seconds
+        self._clock = clock
+        self._last: OrderedDict[int, float] = OrderedDict()
+
+    def wait(self, user_id: int) -> float:
+        """Seconds before the user may act again (0: now)."""
+        last = self._last.get(user_id)
+        if last is None:
+            return 0.0
+        return max(0.0, last + self._seconds - self._clock())
+
+    def used(self, user_id: int) -> None:
+        if self._seconds <= 0:
+            return
+        self._last[user_id] = self._clock()
+        self._last.move_to_end(user_id)
+        while len(self._last) > self.KEPT:
+            self._last.popitem(last=False)

@@ -24,7 +24,7 @@ from bot.config import Settings
 from bot.controls import Controls
 from bot.facts import FactExtractor
 from bot.fleet import Fleet
-from bot.limits import Limits, Refusal
+from bot.limits import Cooldown, Limits, Refusal
 from bot.llm import LLMClient, LLMError, StreamState, Usage
 from bot.ordering import KeyedLocks
 from bot.pending import UnstoredChanges
@@ -163,6 +163,7 @@ class MemoryEngine:
         self._accepting = True
         self._loops: list[asyncio.Task[None]] = []
         self.limits = Limits(settings, storage.usage, storage.fleet, clock=clock)
+        self.erasure_cooldown = Cooldown(settings.erasure_cooldown_seconds)
         self.controls = Controls(storage, settings, tokenizer, clock=clock)
         self._unstored_ids: OrderedDict[int, None] = OrderedDict()  # paused users' messages
         # When each session last re-learned after an edit (monotonic), for the debounce.
@@ -745,8 +746,14 @@ class MemoryEngine:
         """Which of these message ids are still stored."""
         return {message.id for message in await self.storage.messages.by_ids(message_ids)}
 
+    def erasure_wait(self, user_id: int) -> float:
+        """Seconds before the user may erase again (`/memory clear`, `/facts forget`): 0 now.
+        Each erasure rewrites the search index, so they are one per ERASURE_COOLDOWN_SECONDS."""
+        return self.erasure_cooldown.wait(user_id)
+
     async def forget_fact(self, user_id: int, space_id: int, fact_id: int) -> int:
         """Delete one of the user's facts with its history; 0 when it is not theirs."""
+        self.erasure_cooldown.used(user_id)
         return await self.storage.users.delete_fact(user_id, space_id, fact_id)
 
     async def export_user(self, user_id: int) -> dict[str, Any]:
@@ -786,6 +793,7 @@ class MemoryEngine:
         if session is not None:
             await self._stop_jobs([session.id])
         self.recall_log.forget_conversation(key.channel_id, key.user_id)
+        self.erasure_cooldown.used(key.user_id)
         counts = await self.storage.users.clear_session(key.channel_id, key.user_id)
         self._turns_erased(lambda k: (k.user_id, k.channel_id) == (key.user_id, key.channel_id))
         await self.storage.recall.purge_deleted()
@@ -793,6 +801,7 @@ class MemoryEngine:
 
     async def forget_user(self, user_id: int) -> DeletedCounts:
         """Delete everything of the user everywhere; nothing derived is written back after."""
+        self.erasure_cooldown.used(user_id)
         await self._stop_jobs(await self.storage.users.session_ids(user_id))
         self.recall_log.forget_user(user_id)
         counts = await self.storage.users.delete_user_data(user_id, now=self._clock())

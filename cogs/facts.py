@@ -12,7 +12,7 @@ from discord.ext import commands
 from bot.prompt import quote
 from bot.splitter import DISCORD_LIMIT, utf16_len
 from cogs.memory import CONFIRM_TIMEOUT_SECONDS, SERVERS_AND_DMS, confirm, timestamp
-from cogs.views import PagerView
+from cogs.views import PagerView, erasure_cooldown_notice
 from storage.models import Fact, FactSource, space_of
 
 if TYPE_CHECKING:
@@ -71,6 +71,9 @@ class Facts(commands.Cog):
                 "I couldn't find that fact among yours here; pick one from the list.",
                 ephemeral=True,
             )
+            return
+        if (wait := self.bot.engine.erasure_wait(interaction.user.id)) > 0:
+            await interaction.response.send_message(erasure_cooldown_notice(wait), ephemeral=True)
             return
         question = f"Forget **{chosen.attribute}**: {quote(chosen.value)} and its history?"
         if not await confirm(interaction, question, "Forget", wait_seconds=self.confirm_timeout):

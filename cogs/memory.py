@@ -15,7 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.recall import LastRecall
-from cogs.views import ConfirmView
+from cogs.views import ConfirmView, erasure_cooldown_notice
 from storage.models import SessionKey
 from storage.users import DeletedCounts
 
@@ -122,6 +122,9 @@ class Memory(commands.Cog):
     async def clear(
         self, interaction: discord.Interaction, scope: app_commands.Choice[str] | None = None
     ) -> None:
+        if (wait := self.bot.engine.erasure_wait(interaction.user.id)) > 0:
+            await interaction.response.send_message(erasure_cooldown_notice(wait), ephemeral=True)
+            return
         everywhere = scope is not None and scope.value == "everywhere"
         question = (
             "Erase **everything** Mnemo stores about you: all messages, summaries and facts, "

@@ -95,3 +95,11 @@ class PagerView(OwnedView):
     def _update_buttons(self) -> None:
         self.previous.disabled = self.index == 0
         self.next.disabled = self.index >= len(self.pages) - 1
+
+
+def erasure_cooldown_notice(wait_seconds: float) -> str:
+    """The answer to an erasure asked again too soon (each one rewrites the search index)."""
+    return (
+        "You erased something a moment ago; you can erase again in"
+        f" {max(1, round(wait_seconds))} s."
+    )

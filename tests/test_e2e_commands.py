@@ -338,3 +338,36 @@ async def test_help_lists_every_command_and_is_never_cut(
     paged = pages(long)
     assert all(len(p) <= 2000 for p in paged) and len(paged) >= 2
     assert "\n".join(paged).split("\n") == "\n\n".join(long).split("\n")
+
+
+async def test_erasures_are_one_per_cooldown_per_user(
+    bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM
+) -> None:
+    """Each erasure rewrites the search index: a user cannot run them in a loop. A second
+    `/memory clear` or a `/facts forget` right after is refused with a short note, asks no
+    confirmation and deletes nothing; another user is not held back."""
+    d = fake_discord
+    bot = await bots.start(facts_batch_messages=1, erasure_cooldown_seconds=600)
+    fake_llm.json_responder = facts_responder
+    await talk(d, d.alice, d.CHANNEL_ID, "I live in Lisbon")
+    await bot.engine.jobs.idle()
+    first = await d.slash(d.alice, "memory", "clear")
+    await first.response()
+    await press(d, d.alice, first, "Erase")
+    assert (await final_content(first)).startswith("Done.")
+
+    await talk(d, d.alice, d.CHANNEL_ID, "KEEP-ME-7")
+    again = await d.slash(d.alice, "memory", "clear")
+    assert "you can erase again in" in await again.wait_text()
+    [fact] = await bot.storage.facts.current(d.alice.id, d.GUILD_ID)
+    forget = await d.slash(d.alice, "facts", "forget", {"fact": str(fact.id)})
+    assert "you can erase again in" in await forget.wait_text()
+    export = await bot.storage.users.export(d.alice.id)
+    assert any("KEEP-ME-7" in m["content"] for m in export["messages"])
+    assert len(await bot.storage.facts.current(d.alice.id, d.GUILD_ID)) == 1
+
+    await talk(d, d.bob, d.CHANNEL_ID, "hello")
+    bobs = await d.slash(d.bob, "memory", "clear")
+    await bobs.response()
+    await press(d, d.bob, bobs, "Erase")
+    assert (await final_content(bobs)).startswith("Done.")
