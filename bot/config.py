@@ -137,9 +137,7 @@ class Settings:
             facts_batch_messages=reader.integer("FACTS_BATCH_MESSAGES", 10, minimum=1),
             facts_idle_seconds=reader.number("FACTS_IDLE_SECONDS", 300.0, minimum=0.0),
             edit_relearn_seconds=reader.number("EDIT_RELEARN_SECONDS", 300.0, minimum=0.0),
-            erasure_cooldown_seconds=reader.number(
-                "ERASURE_COOLDOWN_SECONDS", 30.0, minimum=0.0
-            ),
+            erasure_cooldown_seconds=reader.number("ERASURE_COOLDOWN_SECONDS", 30.0, minimum=0.0),
             background_concurrency=reader.integer("BACKGROUND_CONCURRENCY", 2, minimum=1),
             job_lease_seconds=reader.number("JOB_LEASE_SECONDS", 60.0, minimum=1.0),
             retention_days=reader.integer("RETENTION_DAYS", 30, minimum=0),
