@@ -133,10 +133,9 @@ class Limits:
 
 
 class Cooldown:
-    """At most one action per user per period, in this process (bounded memory).
-
-    For erasures a user starts: each rewrites the search index (a merge of the whole index on
-    SQLite), so one user must not be able to run them in a loop."""
+    """At most one action per key (a user, a session) per period, in this process, in bounded
+    memory: the erasures a user starts (each rewrites the search index), re-learning after
+    edits (each a summary and an extraction)."""
 
     KEPT = 10_000
 
@@ -145,17 +144,17 @@ class Cooldown:
         self._clock = clock
         self._last: OrderedDict[int, float] = OrderedDict()
 
-    def wait(self, user_id: int) -> float:
-        """Seconds before the user may act again (0: now)."""
-        last = self._last.get(user_id)
+    def wait(self, key: int) -> float:
+        """Seconds before `key` may act again (0: now)."""
+        last = self._last.get(key)
         if last is None:
             return 0.0
         return max(0.0, last + self._seconds - self._clock())
 
-    def used(self, user_id: int) -> None:
+    def used(self, key: int) -> None:
         if self._seconds <= 0:
             return
-        self._last[user_id] = self._clock()
-        self._last.move_to_end(user_id)
+        self._last[key] = self._clock()
+        self._last.move_to_end(key)
         while len(self._last) > self.KEPT:
             self._last.popitem(last=False)

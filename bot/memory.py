@@ -70,7 +70,6 @@ RESUME_WINDOW_SECONDS = 600.0
 RETENTION_CHECK_SECONDS = 3600  # how often a process asks whether today's pass is due
 UNSTORED_ID = 2**63 - 1  # the id a paused user's message would have: after every stored one
 UNSTORED_IDS_KEPT = 1000
-RELEARNED_KEPT = 10_000  # sessions whose last re-learning after an edit is remembered
 DEFAULT_VIEW = ChannelView()
 RECALL_PURGE_JOB = 0  # the search index's merge job: a key no session has (ids start at 1)
 
@@ -166,8 +165,8 @@ class MemoryEngine:
         self.erasure_cooldown = Cooldown(settings.erasure_cooldown_seconds)
         self.controls = Controls(storage, settings, tokenizer, clock=clock)
         self._unstored_ids: OrderedDict[int, None] = OrderedDict()  # paused users' messages
-        # When each session last re-learned after an edit (monotonic), for the debounce.
-        self._relearned: OrderedDict[int, float] = OrderedDict()
+        # Re-learning after edits, per session: at once, then once per EDIT_RELEARN_SECONDS.
+        self._relearn_debounce = Cooldown(settings.edit_relearn_seconds)
         llm.set_parallel(settings.model_parallel)
         self._llm_slots = llm.scheduler  # every model call: replies first, background after
         self.fleet = Fleet(storage.fleet, lease_seconds=settings.job_lease_seconds, clock=clock)
@@ -875,26 +874,18 @@ class MemoryEngine:
         are folded into one pass at the end of the period (a coalesced timer). So a user who
         edits in a loop buys at most one summary rebuild and one extraction per conversation
         per period, and those are charged to their daily budget and stop when it is spent."""
-        period = self._settings.edit_relearn_seconds
-        now = time.monotonic()
-        last = self._relearned.get(session_id)
-        if last is None or now - last >= period:
-            self._relearned_now(session_id, now)
+        wait = self._relearn_debounce.wait(session_id)
+        if wait <= 0:
+            self._relearn_debounce.used(session_id)
             self._schedule_summary(session_id)
             self._schedule_facts(session_id)
             return
         self.jobs.schedule_later(
-            "edit-relearn", session_id, last + period - now, partial(self._relearn, session_id)
+            "edit-relearn", session_id, wait, partial(self._relearn, session_id)
         )
 
-    def _relearned_now(self, session_id: int, now: float) -> None:
-        self._relearned[session_id] = now
-        self._relearned.move_to_end(session_id)
-        while len(self._relearned) > RELEARNED_KEPT:
-            self._relearned.popitem(last=False)
-
     async def _relearn(self, session_id: int) -> None:
-        self._relearned_now(session_id, time.monotonic())
+        self._relearn_debounce.used(session_id)
         self._schedule_summary(session_id)
         self._schedule_facts(session_id)
 
