@@ -15,6 +15,7 @@ are bounded by the operator's lists, not by how many servers added the bot.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import OrderedDict
@@ -22,7 +23,7 @@ from collections.abc import Callable
 
 import discord
 
-from bot.access import Membership, OperatorPolicy
+from bot.access import Membership, OperatorPolicy, Place
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,13 @@ class MemberLookup:
             if policy.guild_allowed(guild.id)
             and (not policy.role_ids or any(guild.get_role(r) for r in policy.role_ids))
         ]
+
+    async def with_memberships(self, place: Place) -> Place:
+        """The place of a DM with its author's memberships filled in, when an allow-list makes
+        them matter; any other place as it is."""
+        if place.guild_id is not None or not self._policy.dms_need_membership:
+            return place
+        return dataclasses.replace(place, memberships=await self.memberships(place.user_id))
 
     async def memberships(self, user_id: int) -> tuple[Membership, ...]:
         """The user's memberships of the candidate servers (none when no allow-list is set)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 import time
@@ -158,10 +157,7 @@ class Chat(commands.Cog):
     async def check(self, message: discord.Message) -> tuple[Decision, ChannelView]:
         """Access and the place's view; a DM under an allow-list is checked against the
         author's memberships of the allowed servers (looked up over REST, cached)."""
-        place = place_of(message)
-        if message.guild is None and self.bot.engine.controls.policy.dms_need_membership:
-            memberships = await self.bot.members.memberships(message.author.id)
-            place = dataclasses.replace(place, memberships=memberships)
+        place = await self.bot.members.with_memberships(place_of(message))
         return await self.bot.engine.controls.check(place)
 
     async def _answered_on_discord(self, channel: Any, message: discord.Message) -> bool:

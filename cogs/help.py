@@ -3,7 +3,6 @@ commands. Always ephemeral, and about the place it is asked in."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -83,10 +82,7 @@ class Help(commands.Cog):
     @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
     async def help(self, interaction: discord.Interaction) -> None:
         controls = self.bot.engine.controls
-        place = place_of(interaction)
-        if interaction.guild_id is None and controls.policy.dms_need_membership:
-            memberships = await self.bot.members.memberships(interaction.user.id)
-            place = dataclasses.replace(place, memberships=memberships)
+        place = await self.bot.members.with_memberships(place_of(interaction))
         decision, view = await controls.check(place)
         paused = await controls.is_paused(interaction.user.id)
         parts = [INTRO, self.how_to_talk(interaction, decision, view)]
