@@ -26,7 +26,7 @@ from bench.harness import (
     open_engine,
 )
 from bench.postgres import NOT_SET, redact, server_url, temporary_database
-from bot.tokens import Tokenizer
+from bot.model.tokens import Tokenizer
 from storage.models import SessionKey
 
 PREFILL_TURNS = 400

@@ -16,15 +16,15 @@ import aiohttp
 
 from bench.harness import AUTHOR_NAME
 from bot.config import Settings
-from bot.llm import ChatMessage
-from bot.memory import (
+from bot.engine.engine import (
     DeliverCallback,
     IncomingMessage,
     MemoryEngine,
     ProgressCallback,
     ReplyResult,
 )
-from bot.tokens import MESSAGE_OVERHEAD_TOKENS, REPLY_PRIMING_TOKENS, Tokenizer
+from bot.model.llm import ChatMessage
+from bot.model.tokens import MESSAGE_OVERHEAD_TOKENS, REPLY_PRIMING_TOKENS, Tokenizer
 
 AUTHOR_LINE = f"You are talking with the Discord user {AUTHOR_NAME}."  # as the engine words it
 

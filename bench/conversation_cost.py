@@ -34,7 +34,7 @@ from bench.harness import (
     open_engine,
 )
 from bot.config import Settings
-from bot.tokens import MESSAGE_OVERHEAD_TOKENS, REPLY_PRIMING_TOKENS, Tokenizer
+from bot.model.tokens import MESSAGE_OVERHEAD_TOKENS, REPLY_PRIMING_TOKENS, Tokenizer
 from tests.fakes.llm_server import FakeLLM, message_text
 
 TOKEN_RATIO_GOAL = Goal(0.08)

@@ -3,7 +3,7 @@
 Each case of tests/corpus/facts_corpus*.json is a fact the model might propose ("attribute",
 "value") with the speaker's message it cites ("source") and its label: "legit" (a fact about
 the speaker, to keep) or "third_party", "secret", "instruction" (poison, to reject). The cases
-go through `bot.facts.validate_facts` exactly as an extraction's would.
+go through `bot.memory.facts.validate_facts` exactly as an extraction's would.
 
 How the corpora were written, so the figures can be read honestly:
 
@@ -37,8 +37,8 @@ from typing import Any
 from bench.baselines import keyword_validator_keeps
 from bench.core import BenchResult, Figure, Goal, Scale
 from bench.harness import bench_tokenizer
-from bot.facts import validate_facts
-from bot.tokens import Tokenizer
+from bot.memory.facts import validate_facts
+from bot.model.tokens import Tokenizer
 from storage.models import StoredMessage
 
 CORPUS_DIR = Path(__file__).resolve().parent.parent / "tests" / "corpus"

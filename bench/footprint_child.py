@@ -21,11 +21,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import bot.client  # noqa: F401  (the bot process imports discord.py: count it in the floor)
+import bot.client.bot  # noqa: F401  (the bot process imports discord.py: count it in the floor)
 from bench.core import rss_bytes
 from bench.harness import Speaker, answered, bench_settings, bench_tokenizer, open_engine
 from bench.storage_speed import MESSAGE_INSERT, Corpus, session_key
-from bot.memory import MemoryEngine
+from bot.engine.engine import MemoryEngine
 from storage import Storage
 
 SEEDED_PAIRS = 2  # "a few stored messages" per session before its reply

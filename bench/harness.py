@@ -2,7 +2,7 @@
 
 An engine here is the real thing: `MemoryEngine` over a real SQLite file (or the PostgreSQL
 database of DATABASE_URL), talking through
-`bot.llm.LLMClient` (the real openai SDK) to the loopback `FakeLLM` on 127.0.0.1.
+`bot.model.llm.LLMClient` (the real openai SDK) to the loopback `FakeLLM` on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 from bench import script
 from bench.core import BenchError
 from bot.config import Settings
-from bot.llm import LLMClient
-from bot.memory import IncomingMessage, MemoryEngine, Outcome, ReplyResult
-from bot.tokens import OFFLINE_ENCODING, Tokenizer, load_tokenizer
+from bot.engine.engine import IncomingMessage, MemoryEngine, Outcome, ReplyResult
+from bot.model.llm import LLMClient
+from bot.model.tokens import OFFLINE_ENCODING, Tokenizer, load_tokenizer
 from storage import Storage
 from storage.models import SessionKey
 from tests.fakes.llm_server import FakeLLM

@@ -37,7 +37,7 @@ from bench import script
 from bench.core import BenchError
 from bench.harness import bench_settings
 from bench.storage_speed import FILL_CHUNK, MESSAGE_INSERT, Corpus, session_key
-from bot.client import MemoryBot
+from bot.client.bot import MemoryBot
 from bot.config import Settings
 from storage import Storage
 from storage.models import SessionKey
@@ -472,8 +472,12 @@ HOT_SPOTS = (
         "openai/_streaming.py",
         "__stream__",
     ),
-    ("tiktoken counts (`bot.tokens.Tokenizer.count`)", "bot/tokens.py", "count"),
-    ("prompt building (`MemoryEngine.build_prompt`, CPU only)", "bot/memory.py", "build_prompt"),
+    ("tiktoken counts (`bot.model.tokens.Tokenizer.count`)", "bot/model/tokens.py", "count"),
+    (
+        "prompt building (`MemoryEngine.build_prompt`, CPU only)",
+        "bot/engine/engine.py",
+        "build_prompt",
+    ),
     ("discord.py: REST requests (`HTTPClient.request`)", "discord/http.py", "request"),
     (
         "discord.py: gateway events (`DiscordWebSocket.received_message`)",

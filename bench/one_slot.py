@@ -31,7 +31,7 @@ from bench.harness import (
     loopback_llm,
     open_engine,
 )
-from bot.memory import MemoryEngine
+from bot.engine.engine import MemoryEngine
 from tests.fakes.llm_server import is_reply_call
 
 REPLY_SECONDS = 0.2

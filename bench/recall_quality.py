@@ -31,9 +31,9 @@ from tempfile import TemporaryDirectory
 from bench.core import BenchError, BenchResult, Figure, Goal, Scale, median, percentile
 from bench.harness import bench_settings, bench_tokenizer, llm_client
 from bench.recall_conversations import Conversation, Question, generate
-from bot.memory import MemoryEngine
-from bot.prompt import Prompt
-from bot.tokens import Tokenizer
+from bot.engine.engine import MemoryEngine
+from bot.memory.prompt import Prompt
+from bot.model.tokens import Tokenizer
 from storage import Storage
 from storage.models import SessionKey, StoredMessage
 from storage.recall import RecallHit, RecallRepository

@@ -17,7 +17,7 @@ one process:
   the chat request at the loopback LLM (its `RecordedCall.time`);
 - last token → final message: from the moment the loopback LLM finished writing the stream to
   the arrival at the loopback Discord of the request (POST or PATCH) that first carries the
-  complete answer (`RecordedRequest.time`). The renderer (`bot/replies.py`) throttles edits
+  complete answer (`RecordedRequest.time`). The renderer (`bot/client/replies.py`) throttles edits
   to one a second, but the final state skips the throttle (`finish` sets `_finished`, which
   ends the wait), so nothing here waits for the throttle.
 
@@ -73,7 +73,7 @@ from bench.loopback import (
 )
 from bench.postgres import NOT_SET, copy_sqlite, redact, server_url, temporary_database
 from bench.profiling import profile
-from bot.client import MemoryBot
+from bot.client.bot import MemoryBot
 from tests.fakes.discord_server import FakeDiscord, FakeUser
 from tests.fakes.llm_server import is_reply_call
 

@@ -51,7 +51,7 @@ from storage.sqlite import BUSY_TIMEOUT_MS
 INSERT_GOAL = Goal(20_000, at_most=False)
 READ_P99_GOAL_MS = Goal(0.5)
 RECALL_P99_GOAL_MS = Goal(5.0)
-RECALL_LIMIT = 12  # bot.recall.RECALL_HITS
+RECALL_LIMIT = 12  # bot.memory.recall.RECALL_HITS
 RECALL_EXCLUDED = 40  # a window's worth of excluded candidates, as on the reply path
 HEAVY_SESSION = 1
 HEAVY_EVERY = 50  # every 50th pair goes to the heavy user's session: 2 % of all messages

@@ -27,7 +27,7 @@ from bench.harness import (
     open_engine,
 )
 from bench.profiling import profile
-from bot.memory import MemoryEngine
+from bot.engine.engine import MemoryEngine
 
 LLM_LATENCY = 0.2
 GOAL = Goal(1.05)

@@ -50,9 +50,9 @@ from bench.loopback import (
     started,
 )
 from bench.profiling import profile
+from bot.client.replies import StreamedReply
 from bot.config import Settings
-from bot.llm import LLMClient, StreamState
-from bot.replies import StreamedReply
+from bot.model.llm import LLMClient, StreamState
 from tests.fakes.discord_server import FakeDiscord, FakeUser
 
 SESSIONS = 100

@@ -36,7 +36,7 @@ from bot.startup import (
 )
 
 if TYPE_CHECKING:
-    from bot.client import MemoryBot
+    from bot.client.bot import MemoryBot
 
 log = logging.getLogger("bot")
 
@@ -88,7 +88,7 @@ async def run(settings: Settings) -> int:
 
 
 async def _run(settings: Settings, stopping: asyncio.Event) -> int:
-    from bot.client import create_bot, make_llm  # after logging is set up: discord.py logs
+    from bot.client.bot import create_bot, make_llm  # after logging is set up: discord.py logs
 
     storage = await open_storage(settings, stopping)
     if storage is None:

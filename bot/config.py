@@ -83,7 +83,7 @@ class Settings:
     # Sharding: SHARD_COUNT 0 = as many shards as Discord recommends, all in this process.
     shard_count: int
     shard_ids: tuple[int, ...]  # the shards this process runs (empty = all of them)
-    # Access and controls (bot/access.py). Empty id sets mean "no restriction".
+    # Access and controls (bot/policy/access.py). Empty id sets mean "no restriction".
     allowed_guild_ids: frozenset[int]
     allowed_channel_ids: frozenset[int]
     allowed_role_ids: frozenset[int]

@@ -23,7 +23,7 @@ from datetime import datetime
 import openai
 
 from bot.config import ConfigError, Settings
-from bot.llm import connection_cause, loggable_url
+from bot.model.llm import connection_cause, loggable_url
 from bot.startup import database_in_use
 from storage import DatabaseUnusable, Storage, StorageError
 from storage.database import newest_schema_version
@@ -130,7 +130,7 @@ def _age(stored: str | None) -> str:
 
 
 def _base_url(settings: Settings) -> str:
-    """OPENAI_BASE_URL as the logs show it: without credentials (bot.llm.loggable_url)."""
+    """OPENAI_BASE_URL as the logs show it: without credentials (bot.model.llm.loggable_url)."""
     return loggable_url(settings.model_base_url)
 
 

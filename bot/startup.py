@@ -16,8 +16,8 @@ import aiohttp
 import discord
 
 from bot.config import Settings
-from bot.llm import LLMClient
-from bot.llm import check_model_server as llm_check_model_server
+from bot.model.llm import LLMClient
+from bot.model.llm import check_model_server as llm_check_model_server
 from storage import DatabaseUnusable, Storage, StorageError, StorageUnavailable
 
 log = logging.getLogger("bot")

@@ -17,13 +17,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.access import ChannelView, resolve
-from bot.controls import Controls
+from bot.policy.access import ChannelView, resolve
+from bot.policy.controls import Controls
 from cogs.memory import confirm, describe_deleted
 from storage.guild_settings import ServerRules
 
 if TYPE_CHECKING:
-    from bot.client import MemoryBot
+    from bot.client.bot import MemoryBot
 
 log = logging.getLogger(__name__)
 

@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord.ext import commands
 
-from bot.access import ChannelView, Decision, Place
-from bot.memory import IncomingMessage, Outcome, ReplyResult
-from bot.replies import StreamedReply
-from bot.splitter import append_outside_code
-from bot.text import cap_stored, clean_text
+from bot.client.replies import StreamedReply
+from bot.client.splitter import append_outside_code
+from bot.engine.engine import IncomingMessage, Outcome, ReplyResult
+from bot.model.text import cap_stored, clean_text
+from bot.policy.access import ChannelView, Decision, Place
 from storage.errors import StorageError
 from storage.models import QueuedMessage, SessionKey, StoredMessage
 
 if TYPE_CHECKING:
-    from bot.client import MemoryBot
+    from bot.client.bot import MemoryBot
 
 log = logging.getLogger(__name__)
 

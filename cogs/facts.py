@@ -9,14 +9,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.prompt import quote
-from bot.splitter import DISCORD_LIMIT, utf16_len
+from bot.client.splitter import DISCORD_LIMIT, utf16_len
+from bot.memory.prompt import quote
 from cogs.memory import CONFIRM_TIMEOUT_SECONDS, SERVERS_AND_DMS, confirm, timestamp
 from cogs.views import PagerView, erasure_cooldown_notice
 from storage.models import Fact, FactSource, space_of
 
 if TYPE_CHECKING:
-    from bot.client import MemoryBot
+    from bot.client.bot import MemoryBot
 
 log = logging.getLogger(__name__)
 

@@ -9,12 +9,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.access import ChannelView, Decision, Place
+from bot.policy.access import ChannelView, Decision, Place
 from cogs.chat import category_of
 from storage.guild_settings import ServerRules
 
 if TYPE_CHECKING:
-    from bot.client import MemoryBot
+    from bot.client.bot import MemoryBot
 
 INTRO = (
     "**Mnemo** is a chatbot that remembers: the recent conversation word for word, a summary of"

@@ -14,13 +14,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.recall import LastRecall
+from bot.memory.recall import LastRecall
 from cogs.views import ConfirmView, erasure_cooldown_notice
 from storage.models import SessionKey
 from storage.users import DeletedCounts
 
 if TYPE_CHECKING:
-    from bot.client import MemoryBot
+    from bot.client.bot import MemoryBot
 
 log = logging.getLogger(__name__)
 

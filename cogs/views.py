@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import discord
 
-from bot.client import EXPIRED_INTERACTION, send_ephemeral
+from bot.client.bot import EXPIRED_INTERACTION, send_ephemeral
 
 log = logging.getLogger(__name__)
 

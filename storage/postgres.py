@@ -76,7 +76,7 @@ def pg_sql(sql: str) -> str:
 
 def _args(params: Iterable[Any]) -> tuple[Any, ...]:
     # PostgreSQL text cannot hold U+0000 (SQLite can): it is stored as U+FFFD instead, the
-    # way bot/text.py stores a lone surrogate, rather than failing the write.
+    # way bot/model/text.py stores a lone surrogate, rather than failing the write.
     return tuple(
         value.replace("\x00", "\ufffd") if type(value) is str and "\x00" in value else value
         for value in params

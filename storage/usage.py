@@ -1,5 +1,5 @@
 """Daily token usage per user, per server and per member of a server, for the budgets in
-bot/limits.py and for /mnemo-admin stats."""
+bot/policy/limits.py and for /mnemo-admin stats."""
 
 from __future__ import annotations
 

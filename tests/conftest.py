@@ -26,12 +26,12 @@ from typing import Any
 
 import pytest
 
-from bot.client import MemoryBot, create_bot
+from bot.client.bot import MemoryBot, create_bot
+from bot.client.splitter import utf16_len
 from bot.config import Settings
-from bot.llm import LLMClient
-from bot.memory import MemoryEngine
-from bot.splitter import utf16_len
-from bot.tokens import OFFLINE_ENCODING, Tokenizer, load_encoding
+from bot.engine.engine import MemoryEngine
+from bot.model.llm import LLMClient
+from bot.model.tokens import OFFLINE_ENCODING, Tokenizer, load_encoding
 from storage import Storage
 from tests.fakes.discord_server import BotMessage, FakeDiscord
 from tests.fakes.llm_server import FakeLLM

@@ -1,10 +1,10 @@
-"""bot/access.py: who may talk to Mnemo where, and how it answers there (pure policy)."""
+"""bot/policy/access.py: who may talk to Mnemo where, and how it answers there (pure policy)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bot.access import (
+from bot.policy.access import (
     ChannelView,
     Membership,
     OperatorPolicy,

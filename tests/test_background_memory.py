@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bot.memory import IncomingMessage, MemoryEngine, Outcome
+from bot.engine.engine import IncomingMessage, MemoryEngine, Outcome
 from storage.models import DM_SPACE, SessionKey
 from tests.conftest import Engines
 from tests.fakes.llm_server import FakeLLM, message_text

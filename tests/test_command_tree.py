@@ -8,7 +8,7 @@ import discord
 import pytest
 from discord import app_commands
 
-from bot.client import EXTENSIONS, MemoryBot
+from bot.client.bot import EXTENSIONS, MemoryBot
 from tests.conftest import SettingsFactory
 
 

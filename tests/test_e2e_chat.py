@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from bot.prompt import RECALL_HEADER
+from bot.memory.prompt import RECALL_HEADER
 from tests.conftest import Bots, settled
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM

@@ -10,7 +10,7 @@ from pathlib import Path
 from random import Random
 from typing import Any
 
-from bot.client import MemoryBot
+from bot.client.bot import MemoryBot
 from cogs.memory import CANCELLED, TIMED_OUT
 from storage.models import SessionKey
 from tests.conftest import Bots, settled

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from discord import AppCommandOptionType, app_commands
 
-from bot.client import MemoryBot
+from bot.client.bot import MemoryBot
 from cogs.admin import NEEDS_INTENT, NEEDS_MANAGE_SERVER, SERVER_NOT_ALLOWED
 from cogs.chat import NO_DMS, NOT_HERE
 from tests.conftest import Bots

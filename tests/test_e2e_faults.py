@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bot.client import MemoryBot
+from bot.client.bot import MemoryBot
 from cogs.chat import STORAGE_ERROR
 from tests.conftest import Bots
 from tests.fakes.discord_server import FakeDiscord, FakeUser, RecordedRequest
@@ -209,7 +209,7 @@ async def test_broken_stream_is_shown_as_interrupted_and_not_remembered(
 async def test_403_on_sending_the_reply_is_logged_once_and_not_retried(
     bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.memory")
+    caplog.set_level(logging.INFO, logger="bot.engine.engine")
     d = fake_discord
     bot = await bots.start()
     fake_llm.stream_chunk_delay = 0.05  # the answer keeps growing after the refused send
@@ -243,7 +243,7 @@ async def test_a_500_on_send_is_retried_by_discord_py_and_shown_once(
 async def test_a_503_on_send_is_given_up_once_and_the_bot_carries_on(
     bots: Bots, fake_discord: FakeDiscord, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.memory")
+    caplog.set_level(logging.INFO, logger="bot.engine.engine")
     d = fake_discord
     bot = await bots.start()
     d.fail_next("POST", rf"/channels/{d.CHANNEL_ID}/messages", 503)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bot.client import MemoryBot
+from bot.client.bot import MemoryBot
 from tests.conftest import Bots, settled
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM, message_text

@@ -9,7 +9,7 @@ from typing import Any
 
 import discord
 
-from bot.splitter import utf16_len
+from bot.client.splitter import utf16_len
 from cogs.facts import paginate
 from tests.conftest import Bots
 from tests.fakes.discord_server import FakeDiscord

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.client import MemoryBot
+from bot.client.bot import MemoryBot
 from tests.conftest import Bots, settled
 from tests.fakes.discord_server import FakeDiscord, FakeUser
 from tests.fakes.llm_server import FakeLLM, is_reply_call, message_text

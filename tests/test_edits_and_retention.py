@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from bot.access import ChannelView
-from bot.memory import IncomingMessage, MemoryEngine
-from bot.pending import LateChange, UnstoredChanges
+from bot.engine.engine import IncomingMessage, MemoryEngine
+from bot.engine.pending import LateChange, UnstoredChanges
+from bot.policy.access import ChannelView
 from storage.models import SessionKey
 from tests.conftest import Engines
 from tests.fakes.llm_server import FakeLLM, message_text

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from bot.memory import IncomingMessage, MemoryEngine, Outcome
+from bot.engine.engine import IncomingMessage, MemoryEngine, Outcome
 from storage.models import SessionKey
 from tests.conftest import Engines
 from tests.fakes.llm_server import FakeLLM, is_reply_call

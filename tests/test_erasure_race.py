@@ -96,7 +96,10 @@ async def test_a_fenced_insert_refused_by_the_foreign_key_is_erased_meanwhile(
             )
         )
         while not write.done():  # until the insert's foreign-key check waits on the erasure
-            row = await storage.db.fetch_one("SELECT COUNT(*) FROM pg_locks WHERE NOT granted")
+            row = await storage.db.fetch_one(  # this test's database only: workers share the server
+                "SELECT COUNT(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE NOT l.granted AND a.datname = current_database()"
+            )
             assert row is not None
             if int(row[0]) > 0:
                 break

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bench.fact_validation import CORPORA, load, score
-from bot.facts import validate_facts
-from bot.tokens import Tokenizer
+from bot.memory.facts import validate_facts
+from bot.model.tokens import Tokenizer
 from storage.models import StoredMessage
 
 SPEAKER = 1

@@ -17,8 +17,8 @@ import pytest
 from openai.types.chat import ChatCompletionContentPartTextParam, ChatCompletionMessageParam
 from openai.types.shared_params import ResponseFormatJSONObject
 
-from bot.facts import EXTRACTION_INSTRUCTIONS
-from bot.summarizer import SUMMARY_INSTRUCTIONS
+from bot.memory.facts import EXTRACTION_INSTRUCTIONS
+from bot.memory.summary import SUMMARY_INSTRUCTIONS
 from tests.fakes.llm_server import DEFAULT_JSON_ANSWER, FakeLLM, is_reply_call
 
 USER_TEXT = "hello there my good friend, how are you today?"

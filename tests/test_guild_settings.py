@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from bot.access import ChannelView, Place
-from bot.controls import Controls
-from bot.tokens import Tokenizer
+from bot.model.tokens import Tokenizer
+from bot.policy.access import ChannelView, Place
+from bot.policy.controls import Controls
 from storage import Storage
 from storage.guild_settings import ChannelRule, ServerRules
 from tests.conftest import SettingsFactory

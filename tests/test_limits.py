@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.limits import Limits
-from bot.memory import IncomingMessage, MemoryEngine, Outcome
+from bot.engine.engine import IncomingMessage, MemoryEngine, Outcome
+from bot.policy.limits import Limits
 from storage import Storage
 from storage.models import SessionKey
 from tests.conftest import Engines, SettingsFactory

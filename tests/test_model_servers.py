@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from bot.config import Settings
-from bot.llm import LLMClient, LLMError, StreamState, check_model_server, parse_json_answer
-from bot.memory import THINKING, IncomingMessage, MemoryEngine, Outcome
+from bot.engine.engine import THINKING, IncomingMessage, MemoryEngine, Outcome
+from bot.model.llm import LLMClient, LLMError, StreamState, check_model_server, parse_json_answer
 from storage.models import SessionKey
 from tests.conftest import Bots, Engines, SettingsFactory
 from tests.fakes.discord_server import FakeDiscord
@@ -419,10 +419,10 @@ async def test_model_error_log_names_url_model_status_and_message(
 ) -> None:
     engine = await engines.start()
     fake_llm.fail_next("refused", message="model 'gpt-4o' is not loaded")
-    with caplog.at_level(logging.WARNING, logger="bot.llm"):
+    with caplog.at_level(logging.WARNING, logger="bot.model.llm"):
         result = await engine.reply(said(ALICE, "hi"))
     assert result.outcome is Outcome.FAILED
-    lines = [r.getMessage() for r in caplog.records if r.name == "bot.llm"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "bot.model.llm"]
     assert len(lines) == 1
     line = lines[0]
     assert fake_llm.base_url in line and "gpt-4o" in line and "HTTP 400" in line
@@ -439,15 +439,15 @@ async def test_a_multi_line_server_message_is_logged_on_one_line(
         message="1 validation error:\n  {'msg': 'Input should be text'}\n\n"
         '  File "/srv/llama_cpp/server/app.py", line 376\n    POST /v1/chat/completions',
     )
-    with caplog.at_level(logging.WARNING, logger="bot.llm"):
+    with caplog.at_level(logging.WARNING, logger="bot.model.llm"):
         assert (await engine.reply(said(ALICE, "hi"))).outcome is Outcome.FAILED
-    [line] = [r.getMessage() for r in caplog.records if r.name == "bot.llm"]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "bot.model.llm"]
     assert line.endswith("HTTP 500: 1 validation error: {'msg': 'Input should be text'}"), line
     fake_llm.fail_next("500", message="x" * 5000)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="bot.llm"):
+    with caplog.at_level(logging.WARNING, logger="bot.model.llm"):
         await engine.reply(said(ALICE, "again"))
-    [line] = [r.getMessage() for r in caplog.records if r.name == "bot.llm"]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "bot.model.llm"]
     assert "x" * 299 in line and "x" * 300 not in line and "\n" not in line
 
 
@@ -462,10 +462,10 @@ async def check_warnings(
         reply_deadline=5,
     )
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="bot.llm"):
+    with caplog.at_level(logging.WARNING, logger="bot.model.llm"):
         await check_model_server(llm, settings)
     await llm.close()
-    return [r.getMessage() for r in caplog.records if r.name == "bot.llm"]
+    return [r.getMessage() for r in caplog.records if r.name == "bot.model.llm"]
 
 
 async def test_start_up_check_warns_once_about_missing_models(

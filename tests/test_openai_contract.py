@@ -1,4 +1,4 @@
-"""What bot/llm.py relies on in the openai SDK, checked on the installed version over HTTP to
+"""What bot/model/llm.py relies on in the openai SDK, checked on the installed version over HTTP to
 the loopback LLM. pyproject.toml bounds openai below its next major; when a new major comes,
 these tests say whether the bound can move.
 

@@ -4,9 +4,15 @@ import random
 
 import pytest
 
-from bot.prompt import FACTS_HEADER, RECALL_HEADER, SUMMARY_HEADER, PromptBuilder, PromptLimits
-from bot.recall import RecalledExcerpt
-from bot.tokens import MESSAGE_OVERHEAD_TOKENS, REPLY_PRIMING_TOKENS, Tokenizer
+from bot.memory.prompt import (
+    FACTS_HEADER,
+    RECALL_HEADER,
+    SUMMARY_HEADER,
+    PromptBuilder,
+    PromptLimits,
+)
+from bot.memory.recall import RecalledExcerpt
+from bot.model.tokens import MESSAGE_OVERHEAD_TOKENS, REPLY_PRIMING_TOKENS, Tokenizer
 from storage.models import Fact, StoredMessage
 
 LIMITS = PromptLimits(

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.memory import IncomingMessage, MemoryEngine
-from bot.recall import collapse_duplicates, excerpt, search_terms
-from bot.tokens import Tokenizer
+from bot.engine.engine import IncomingMessage, MemoryEngine
+from bot.memory.recall import collapse_duplicates, excerpt, search_terms
+from bot.model.tokens import Tokenizer
 from storage import Storage
 from storage.models import SessionKey, StoredMessage
 from storage.recall import RecallHit, match_expression, query_terms

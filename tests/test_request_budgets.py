@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from bot.batching import request_tokens
-from bot.tokens import Tokenizer
+from bot.memory.batching import request_tokens
+from bot.model.tokens import Tokenizer
 from storage.models import SessionKey
 from tests.conftest import Engines
 from tests.fakes.llm_server import FakeLLM, message_text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.scheduler import ModelScheduler
+from bot.model.scheduler import ModelScheduler
 
 
 async def test_background_waits_for_a_running_reply_on_one_slot() -> None:

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from bot.splitter import (
+from bot.client.splitter import (
     DISCORD_LIMIT,
     append_outside_code,
     split_message,

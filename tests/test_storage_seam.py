@@ -70,7 +70,7 @@ def test_migrations_are_packaged() -> None:
 
 def test_nothing_above_storage_touches_a_driver_or_the_repositories_from_a_cog() -> None:
     for folder in ("bot", "cogs"):
-        for source in (ROOT / folder).glob("*.py"):
+        for source in (ROOT / folder).rglob("*.py"):
             text = source.read_text()
             assert not re.search(
                 r"^\s*(import|from)\s+(aiosqlite|asyncpg|sqlite3)\b", text, re.M

@@ -156,8 +156,8 @@ class Exchange:
 
     @property
     def kind(self) -> str:
-        """summary, facts or reply, from the instructions the bot sent (bot/summarizer.py,
-        bot/facts.py); streamed or not, whichever JSON format."""
+        """summary, facts or reply, from the instructions the bot sent (bot/memory/summary.py,
+        bot/memory/facts.py); streamed or not, whichever JSON format."""
         messages = self.body.get("messages") or [{}]
         system = str(messages[0].get("content", "")) if isinstance(messages[0], dict) else ""
         if system.startswith("You keep the running summary"):

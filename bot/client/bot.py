@@ -20,13 +20,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.access import OperatorPolicy
+from bot.client.members import MemberLookup
 from bot.config import Settings
+from bot.engine.engine import MemoryEngine
 from bot.health import HEARTBEAT_KEY, HEARTBEAT_SECONDS
-from bot.llm import LLMClient, check_model_server
-from bot.members import MemberLookup
-from bot.memory import MemoryEngine
-from bot.tokens import load_tokenizer
+from bot.model.llm import LLMClient, check_model_server
+from bot.model.tokens import load_tokenizer
+from bot.policy.access import OperatorPolicy
 from storage import Storage, StorageError
 from storage.models import QueuedMessage, StoredMessage
 

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from bot.access import ChannelView, Decision, OperatorPolicy, Place, decide, resolve
 from bot.config import Settings
-from bot.tokens import Tokenizer
+from bot.model.tokens import Tokenizer
+from bot.policy.access import ChannelView, Decision, OperatorPolicy, Place, decide, resolve
 from storage import Storage
 from storage.guild_settings import ServerRules
 

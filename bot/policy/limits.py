@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bot.config import Settings
-from bot.llm import Usage
+from bot.model.llm import Usage
 from storage.fleet import FleetRepository
 from storage.models import SessionKey
 from storage.usage import UsageRepository

@@ -3,7 +3,7 @@
 The model proposes facts in JSON mode; code decides. A fact is kept only when it cites messages
 of this batch that the speaker wrote, when every number and capitalised word of its value is in
 the cited text, and when it is not a secret, an instruction, a statement about the bot or about
-someone other than the speaker (see `bot.fact_rules`).
+someone other than the speaker (see `bot.policy.fact_rules`).
 """
 
 from __future__ import annotations
@@ -14,20 +14,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.background import RetryableJobError
-from bot.batching import Batch, request_tokens, request_window, take_lines
 from bot.config import Settings
-from bot.fact_rules import (
+from bot.memory.batching import Batch, request_tokens, request_window, take_lines
+from bot.memory.prompt import quote
+from bot.model.llm import LLMClient, LLMError
+from bot.model.tokens import Tokenizer
+from bot.policy.fact_rules import (
     about_the_bot,
     instruction_reason,
     secret_reason,
     sentences_stating,
     third_party_reason,
 )
-from bot.limits import Limits
-from bot.llm import LLMClient, LLMError
-from bot.prompt import quote
-from bot.tokens import Tokenizer
+from bot.policy.limits import Limits
+from bot.runtime.background import RetryableJobError
 from storage import Storage
 from storage.models import NewFact, Session, StoredMessage
 
@@ -295,7 +295,7 @@ def _ungrounded(value: str, cited_text: str) -> str | None:
 
 def _not_the_speakers_fact(attribute: str, value: str, sentences: list[str]) -> str | None:
     """Why a grounded fact is still not the speaker's: an instruction, about the bot, or about
-    someone else (rules in `bot.fact_rules`)."""
+    someone else (rules in `bot.policy.fact_rules`)."""
     spaced = attribute.replace("_", " ")
     if reason := instruction_reason(spaced, value, sentences):
         return reason

@@ -22,9 +22,9 @@ from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from bot.config import OPENAI_DEFAULT_BASE_URL, Settings, default_parallel, is_openai
-from bot.reasoning import visible_answer
-from bot.scheduler import ModelScheduler
-from bot.text import clean_text
+from bot.model.reasoning import visible_answer
+from bot.model.scheduler import ModelScheduler
+from bot.model.text import clean_text
 from storage.url import redact
 
 log = logging.getLogger(__name__)

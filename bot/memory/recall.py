@@ -18,7 +18,7 @@ from storage.models import Session, StoredMessage
 from storage.recall import RecallHit, RecallRepository, query_terms
 
 if TYPE_CHECKING:
-    from bot.prompt import PromptBuilder
+    from bot.memory.prompt import PromptBuilder
 
 MIN_OWN_TERMS = 3
 """A new message with fewer search terms than this ("when was that?") borrows the previous

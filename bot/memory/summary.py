@@ -6,12 +6,12 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 
-from bot.background import RetryableJobError
-from bot.batching import Batch, request_tokens, request_window, take_lines
 from bot.config import Settings
-from bot.limits import Limits
-from bot.llm import LLMClient, LLMError
-from bot.tokens import Tokenizer
+from bot.memory.batching import Batch, request_tokens, request_window, take_lines
+from bot.model.llm import LLMClient, LLMError
+from bot.model.tokens import Tokenizer
+from bot.policy.limits import Limits
+from bot.runtime.background import RetryableJobError
 from storage import Storage
 from storage.models import Session, StoredMessage
 

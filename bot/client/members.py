@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import discord
 
-from bot.access import Membership, OperatorPolicy, Place
+from bot.policy.access import Membership, OperatorPolicy, Place
 
 log = logging.getLogger(__name__)
 

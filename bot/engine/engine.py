@@ -18,21 +18,21 @@ from enum import Enum
 from functools import partial
 from typing import Any
 
-from bot.access import ChannelView
-from bot.background import BackgroundJobs
 from bot.config import Settings
-from bot.controls import Controls
-from bot.facts import FactExtractor
-from bot.fleet import Fleet
-from bot.limits import Cooldown, Limits, Refusal
-from bot.llm import LLMClient, LLMError, StreamState, Usage
-from bot.ordering import KeyedLocks
-from bot.pending import UnstoredChanges
-from bot.prompt import Prompt, PromptBuilder, PromptLimits
-from bot.recall import LastRecall, RecalledExcerpt, RecallLog, recall_for
-from bot.scheduler import Overdue, Ticket
-from bot.summarizer import Summarizer
-from bot.tokens import Tokenizer
+from bot.engine.pending import UnstoredChanges
+from bot.memory.facts import FactExtractor
+from bot.memory.prompt import Prompt, PromptBuilder, PromptLimits
+from bot.memory.recall import LastRecall, RecalledExcerpt, RecallLog, recall_for
+from bot.memory.summary import Summarizer
+from bot.model.llm import LLMClient, LLMError, StreamState, Usage
+from bot.model.scheduler import Overdue, Ticket
+from bot.model.tokens import Tokenizer
+from bot.policy.access import ChannelView
+from bot.policy.controls import Controls
+from bot.policy.limits import Cooldown, Limits, Refusal
+from bot.runtime.background import BackgroundJobs
+from bot.runtime.fleet import Fleet
+from bot.runtime.ordering import KeyedLocks
 from storage import Storage
 from storage.erasures import ErasedMeanwhile
 from storage.errors import StorageError

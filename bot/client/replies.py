@@ -1,8 +1,9 @@
 """A streamed answer shown in Discord: typing first, then a message that grows.
 
 The text is rendered by one task, at most once per `edit_interval`, so a slow Discord never
-stalls the model's stream. Long text becomes several messages (see `bot.splitter`); every message
-allows no mentions and suppresses link embeds (a preview would fetch URLs from the model's text).
+stalls the model's stream. Long text becomes several messages (see `bot.client.splitter`);
+every message allows no mentions and suppresses link embeds (a preview would fetch URLs from
+the model's text).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import time
 
 import discord
 
-from bot.memory import Status
-from bot.splitter import split_message
+from bot.client.splitter import split_message
+from bot.engine.engine import Status
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """The rules code applies to a proposed fact: is it a secret, an instruction, about the bot, or
-about someone other than the speaker? Pure functions over text; `bot.facts` calls them.
+about someone other than the speaker? Pure functions over text; `bot.memory.facts` calls them.
 
 What is decided (see tests/test_fact_validation.py and the labelled corpus in tests/corpus/):
 

@@ -1,0 +1,1 @@
+"""The discord.py side: the Bot, members, streamed replies, message splitting."""

@@ -1,0 +1,1 @@
+"""Running in the background and as a fleet: jobs, leases, keyed ordering."""
