@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 
 from storage import sqlite_files
-from storage.database import Database, _as_url, newest_schema_version
+from storage.connect import as_url, open_database
+from storage.database import Database, newest_schema_version
 from storage.erasures import ErasureRepository
 from storage.errors import (
     RetryableStorageError,
@@ -73,15 +74,15 @@ class Storage:
         existing file is copied before migrations change it (the newest `backups` copies are
         kept, and with `backup_days` none older than that). Raises DatabaseUnusable for a
         SQLite file that cannot be used, StorageError for a PostgreSQL server that cannot."""
-        url = _as_url(target)
+        url = as_url(target)
         if url.path is None:
-            return cls(await Database.create(url))
+            return cls(await open_database(url))
         max_age = None if backup_days is None else backup_days * 86400
         guard = await sqlite_files.prepare(
             url.path, newest_schema=newest_schema_version(), backups=backups, backup_max_age=max_age
         )
         try:
-            db = await Database.create(url)
+            db = await open_database(url)
         except SchemaTooNew:
             guard.release()
             raise

@@ -15,24 +15,22 @@ placeholders to `$1…` and keeps everything else portable SQL. The call style:
         await tx.executemany(sql, rows)
         rows = await tx.fetch_all(sql, params)
 
-`Database.create(url)` picks the backend by the URL's scheme (`sqlite:///…` or
-`postgresql://…`), connects, and applies the migrations of `storage/migrations/<backend>/`.
+`storage.connect.open_database(url)` picks the backend by the URL's scheme (`sqlite:///…`
+or `postgresql://…`), connects, and applies the migrations of `storage/migrations/<backend>/`.
 Every error leaves as a `storage.errors` exception.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractAsyncContextManager
 from importlib import resources
-from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from storage.errors import SchemaTooNew, StorageError
+from storage.errors import SchemaTooNew
 from storage.url import Backend, DatabaseURL
 
 log = logging.getLogger(__name__)
@@ -96,28 +94,6 @@ class Database(ABC):
 
     backend: ClassVar[Backend]
     url: DatabaseURL
-
-    @classmethod
-    async def create(cls, target: str | os.PathLike[str] | DatabaseURL) -> Database:
-        """Connect to `target` (a DATABASE_URL, a parsed one, or a SQLite file path), apply
-        the pending migrations, and return the open database."""
-        url = _as_url(target)
-        if url.backend == "sqlite":
-            from storage.sqlite import SQLiteDatabase
-
-            assert url.path is not None
-            return await SQLiteDatabase.connect(url.path)
-        try:
-            from storage.postgres import PostgresDatabase
-        except ImportError as error:  # installed with --no-deps, or asyncpg removed
-            raise StorageError(
-                "DATABASE_URL is a PostgreSQL URL but asyncpg is not installed:"
-                " pip install 'mnemo[postgres]'"
-            ) from error
-        return await PostgresDatabase.connect(url)
-
-    # `open` reads better at call sites that open an existing database.
-    open = create
 
     @abstractmethod
     async def close(self) -> None: ...
@@ -212,14 +188,6 @@ async def _applied(tx: Transaction) -> set[int]:
     return {int(row[0]) for row in await tx.fetch_all("SELECT version FROM schema_version")}
 
 
-def _as_url(target: str | os.PathLike[str] | DatabaseURL) -> DatabaseURL:
-    if isinstance(target, DatabaseURL):
-        return target
-    if isinstance(target, os.PathLike):
-        return DatabaseURL.sqlite(Path(target))
-    return DatabaseURL.parse(target)
-
-
 def newest_schema_version(backend: Backend = "sqlite") -> int:
     """The schema version the migrations of this Mnemo lead to."""
     return migrations(backend)[-1][0]
@@ -236,3 +204,8 @@ def migrations(backend: Backend) -> list[tuple[int, str, str]]:
         number, _, name = stem.partition("_")
         found.append((int(number), name, entry.read_text(encoding="utf-8")))
     return sorted(found)
+
+
+def with_returning_id(sql: str) -> str:
+    """An INSERT that returns the new row's id (both backends speak RETURNING)."""
+    return sql if "RETURNING" in sql.upper() else f"{sql} RETURNING id"

@@ -30,14 +30,13 @@ from typing import Any, NoReturn
 
 import asyncpg
 
-from storage.database import Database, Row, Transaction
+from storage.database import Database, Row, Transaction, with_returning_id
 from storage.errors import (
     IntegrityViolation,
     RetryableStorageError,
     StorageError,
     StorageUnavailable,
 )
-from storage.sqlite import with_returning_id
 from storage.url import DatabaseURL, scrub
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 import aiosqlite
 
-from storage.database import Database, Row, Transaction
+from storage.database import Database, Row, Transaction, with_returning_id
 from storage.errors import (
     IntegrityViolation,
     RetryableStorageError,
@@ -56,7 +56,7 @@ _UNAVAILABLE_CODES = {
 
 
 class SQLiteDatabase(Database):
-    """Owns the aiosqlite connection. Create with `await Database.create("sqlite:///…")`."""
+    """Owns the aiosqlite connection. Open with `await storage.connect.open_database("sqlite:///…")`."""
 
     backend = "sqlite"
 
@@ -303,10 +303,6 @@ class SQLiteTransaction(Transaction):
         # sqlite3's executescript() would COMMIT first; run the statements one by one instead.
         for statement in split_sql(script):
             await self.execute(statement)
-
-
-def with_returning_id(sql: str) -> str:
-    return sql if "RETURNING" in sql.upper() else f"{sql} RETURNING id"
 
 
 def split_sql(script: str) -> list[str]:
