@@ -17,9 +17,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.client.ui import confirm, describe_deleted
 from bot.policy.access import ChannelView, resolve
 from bot.policy.controls import Controls
-from cogs.memory import confirm, describe_deleted
 from storage.guild_settings import ServerRules
 
 if TYPE_CHECKING:

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord.ext import commands
 
+from bot.client.places import place_of_message
 from bot.client.replies import StreamedReply
 from bot.client.splitter import append_outside_code
 from bot.engine.engine import IncomingMessage, Outcome, ReplyResult
 from bot.model.text import cap_stored, clean_text
-from bot.policy.access import ChannelView, Decision, Place
+from bot.policy.access import ChannelView, Decision
 from storage.errors import StorageError
 from storage.models import QueuedMessage, SessionKey, StoredMessage
 
@@ -157,7 +158,7 @@ class Chat(commands.Cog):
     async def check(self, message: discord.Message) -> tuple[Decision, ChannelView]:
         """Access and the place's view; a DM under an allow-list is checked against the
         author's memberships of the allowed servers (looked up over REST, cached)."""
-        place = await self.bot.members.with_memberships(place_of(message))
+        place = await self.bot.members.with_memberships(place_of_message(message))
         return await self.bot.engine.controls.check(place)
 
     async def _answered_on_discord(self, channel: Any, message: discord.Message) -> bool:
@@ -289,7 +290,7 @@ class Chat(commands.Cog):
             return True
         if not self._from_a_person(message) or message.guild is None:
             return False
-        _, view = await self.bot.engine.controls.check(place_of(message))
+        _, view = await self.bot.engine.controls.check(place_of_message(message))
         return self._always_here(message, view)
 
     async def _refuse(self, message: discord.Message, decision: Decision) -> None:
@@ -443,37 +444,6 @@ class Chat(commands.Cog):
         assert result.error is not None
         # What arrived is shown, marked as interrupted; it was not stored as an answer.
         await reply.finish(with_notice(result.text, result.error.user_message))
-
-
-def place_of(message: discord.Message) -> Place:
-    """The ids access and controls are decided on."""
-    channel = message.channel
-    if message.guild is None:
-        return Place(message.author.id, None, channel.id)
-    parent_id = channel.parent_id if isinstance(channel, discord.Thread) else None
-    roles = getattr(message.author, "roles", [])
-    return Place(
-        message.author.id,
-        message.guild.id,
-        channel.id,
-        parent_id,
-        category_of(channel),
-        frozenset(role.id for role in roles),
-    )
-
-
-def category_of(channel: object) -> int | None:
-    """The category a channel (or a thread's channel) is in, from the cache.
-
-    `Thread.category_id` raises `ClientException` when the thread's parent channel is not
-    cached; then the category is unknown and the place is decided on the thread and its
-    channel alone (as a channel outside any category).
-    """
-    if isinstance(channel, discord.Thread):
-        parent = channel.parent
-        return parent.category_id if parent is not None else None
-    category_id = getattr(channel, "category_id", None)
-    return category_id if isinstance(category_id, int) else None
 
 
 def answer_text(result: ReplyResult) -> str:

@@ -10,9 +10,15 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.client.splitter import DISCORD_LIMIT, utf16_len
+from bot.client.ui import (
+    CONFIRM_TIMEOUT_SECONDS,
+    SERVERS_AND_DMS,
+    PagerView,
+    confirm,
+    erasure_cooldown_notice,
+    timestamp,
+)
 from bot.memory.prompt import quote
-from cogs.memory import CONFIRM_TIMEOUT_SECONDS, SERVERS_AND_DMS, confirm, timestamp
-from cogs.views import PagerView, erasure_cooldown_notice
 from storage.models import Fact, FactSource, space_of
 
 if TYPE_CHECKING:

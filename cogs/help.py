@@ -9,8 +9,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.policy.access import ChannelView, Decision, Place
-from cogs.chat import category_of
+from bot.client.places import place_of_interaction
+from bot.policy.access import ChannelView, Decision
 from storage.guild_settings import ServerRules
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ class Help(commands.Cog):
     @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
     async def help(self, interaction: discord.Interaction) -> None:
         controls = self.bot.engine.controls
-        place = await self.bot.members.with_memberships(place_of(interaction))
+        place = await self.bot.members.with_memberships(place_of_interaction(interaction))
         decision, view = await controls.check(place)
         paused = await controls.is_paused(interaction.user.id)
         parts = [INTRO, self.how_to_talk(interaction, decision, view)]
@@ -140,23 +140,6 @@ def where_allowed(rules: ServerRules) -> str:
     if denied:
         text += ", except " + ", ".join(f"<#{c}>" for c in denied[:20])
     return text + " (and their threads)."
-
-
-def place_of(interaction: discord.Interaction) -> Place:
-    channel = interaction.channel
-    user = interaction.user
-    if interaction.guild_id is None:
-        return Place(user.id, None, interaction.channel_id or 0)
-    parent_id = channel.parent_id if isinstance(channel, discord.Thread) else None
-    roles = getattr(user, "roles", [])
-    return Place(
-        user.id,
-        interaction.guild_id,
-        interaction.channel_id or 0,
-        parent_id,
-        category_of(channel),
-        frozenset(role.id for role in roles),
-    )
 
 
 async def setup(bot: MemoryBot) -> None:

@@ -14,10 +14,16 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.client.ui import (
+    CONFIRM_TIMEOUT_SECONDS,
+    SERVERS_AND_DMS,
+    confirm,
+    describe_deleted,
+    erasure_cooldown_notice,
+    timestamp,
+)
 from bot.memory.recall import LastRecall
-from cogs.views import ConfirmView, erasure_cooldown_notice
 from storage.models import SessionKey
-from storage.users import DeletedCounts
 
 if TYPE_CHECKING:
     from bot.client.bot import MemoryBot
@@ -28,10 +34,6 @@ SCOPE_CHOICES = [
     app_commands.Choice(name="this channel", value="channel"),
     app_commands.Choice(name="everywhere", value="everywhere"),
 ]
-SERVERS_AND_DMS = app_commands.AppCommandContext(guild=True, dm_channel=True)
-CONFIRM_TIMEOUT_SECONDS = 60.0
-TIMED_OUT = "No answer within a minute, so nothing was deleted."
-CANCELLED = "Cancelled: nothing was deleted."
 
 
 def session_key(interaction: discord.Interaction) -> SessionKey:
@@ -39,29 +41,6 @@ def session_key(interaction: discord.Interaction) -> SessionKey:
     channel_id = interaction.channel_id
     assert channel_id is not None
     return SessionKey(interaction.guild_id, channel_id, interaction.user.id)
-
-
-def describe_deleted(counts: DeletedCounts) -> str:
-    return (
-        f"{counts.messages} message{'s' * (counts.messages != 1)}, "
-        f"{counts.summaries} summar{'ies' if counts.summaries != 1 else 'y'} and "
-        f"{counts.facts} fact{'s' * (counts.facts != 1)}"
-    )
-
-
-async def confirm(
-    interaction: discord.Interaction, question: str, label: str, *, wait_seconds: float
-) -> bool | None:
-    """Ask with buttons only the invoker can press; True, False, or None on timeout."""
-    view = ConfirmView(interaction.user.id, confirm_label=label, timeout=wait_seconds)
-    await interaction.response.send_message(question, view=view, ephemeral=True)
-    timed_out = await view.wait()
-    if timed_out:
-        await interaction.edit_original_response(content=TIMED_OUT, view=None)
-        return None
-    if not view.confirmed:
-        await interaction.edit_original_response(content=CANCELLED, view=None)
-    return view.confirmed
 
 
 class Memory(commands.Cog):
@@ -238,11 +217,6 @@ def describe_recall(last: LastRecall | None) -> str:
 def is_server_admin(interaction: discord.Interaction) -> bool:
     """Re-checked here: a server can override a command's default permissions."""
     return interaction.guild_id is not None and interaction.permissions.manage_guild
-
-
-def timestamp(seconds: float) -> str:
-    """A Discord timestamp that each reader sees in their own time zone ("3 days ago")."""
-    return discord.utils.format_dt(datetime.fromtimestamp(seconds, tz=UTC), "R")
 
 
 async def setup(bot: MemoryBot) -> None:

@@ -11,7 +11,7 @@ from random import Random
 from typing import Any
 
 from bot.client.bot import MemoryBot
-from cogs.memory import CANCELLED, TIMED_OUT
+from bot.client.ui import CANCELLED, TIMED_OUT
 from storage.models import SessionKey
 from tests.conftest import Bots, settled
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, FakeUser

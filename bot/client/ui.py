@@ -1,13 +1,17 @@
-"""Buttons shared by the command cogs: a confirmation and a pager, usable only by their owner."""
+"""What the command cogs share on the Discord side: buttons usable only by their owner (a
+confirmation and a pager), the confirmation question, and how times and erasures are shown."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import discord
+from discord import app_commands
 
 from bot.client.bot import EXPIRED_INTERACTION, send_ephemeral
+from storage.users import DeletedCounts
 
 log = logging.getLogger(__name__)
 
@@ -103,3 +107,37 @@ def erasure_cooldown_notice(wait_seconds: float) -> str:
         "You erased something a moment ago; you can erase again in"
         f" {max(1, round(wait_seconds))} s."
     )
+
+
+SERVERS_AND_DMS = app_commands.AppCommandContext(guild=True, dm_channel=True)
+CONFIRM_TIMEOUT_SECONDS = 60.0
+TIMED_OUT = "No answer within a minute, so nothing was deleted."
+CANCELLED = "Cancelled: nothing was deleted."
+
+
+def describe_deleted(counts: DeletedCounts) -> str:
+    return (
+        f"{counts.messages} message{'s' * (counts.messages != 1)}, "
+        f"{counts.summaries} summar{'ies' if counts.summaries != 1 else 'y'} and "
+        f"{counts.facts} fact{'s' * (counts.facts != 1)}"
+    )
+
+
+async def confirm(
+    interaction: discord.Interaction, question: str, label: str, *, wait_seconds: float
+) -> bool | None:
+    """Ask with buttons only the invoker can press; True, False, or None on timeout."""
+    view = ConfirmView(interaction.user.id, confirm_label=label, timeout=wait_seconds)
+    await interaction.response.send_message(question, view=view, ephemeral=True)
+    timed_out = await view.wait()
+    if timed_out:
+        await interaction.edit_original_response(content=TIMED_OUT, view=None)
+        return None
+    if not view.confirmed:
+        await interaction.edit_original_response(content=CANCELLED, view=None)
+    return view.confirmed
+
+
+def timestamp(seconds: float) -> str:
+    """A Discord timestamp that each reader sees in their own time zone ("3 days ago")."""
+    return discord.utils.format_dt(datetime.fromtimestamp(seconds, tz=UTC), "R")
