@@ -23,9 +23,9 @@ from bench.harness import (
     bench_settings,
     bench_tokenizer,
     loopback_llm,
-    open_engine,
 )
 from bench.postgres import NOT_SET, redact, server_url, temporary_database
+from bot.app import running_engine
 from bot.model.tokens import Tokenizer
 from storage.models import SessionKey
 
@@ -81,7 +81,7 @@ async def _turn_times(url: str, tokenizer: Tokenizer, turns: int) -> Sequence[fl
         settings = bench_settings(
             fake.base_url, Path("unused.db"), DATABASE_URL=url, **NO_RATE_LIMIT
         )
-        async with open_engine(settings, tokenizer) as engine:
+        async with running_engine(settings, tokenizer=tokenizer) as engine:
             for turn in range(PREFILL_TURNS):
                 other = Speaker(
                     SessionKey(1000, 2000 + turn % 20, 3000 + turn % 7), 10**13 + turn * 10

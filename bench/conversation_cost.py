@@ -31,8 +31,8 @@ from bench.harness import (
     bench_tokenizer,
     call_kind,
     loopback_llm,
-    open_engine,
 )
+from bot.app import running_engine
 from bot.config import Settings
 from bot.model.tokens import MESSAGE_OVERHEAD_TOKENS, REPLY_PRIMING_TOKENS, Tokenizer
 from tests.fakes.llm_server import FakeLLM, message_text
@@ -78,7 +78,7 @@ async def _mnemo(
     tally = Tally()
     speaker = Speaker()
     started = time.perf_counter()
-    async with open_engine(settings, tokenizer) as engine:
+    async with running_engine(settings, tokenizer=tokenizer) as engine:
         for turn in turns:
             result = answered(await engine.reply(speaker.says(turn.text)))
             assert result.prompt is not None

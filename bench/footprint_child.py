@@ -23,8 +23,9 @@ from typing import Any
 
 import bot.client.bot  # noqa: F401  (the bot process imports discord.py: count it in the floor)
 from bench.core import rss_bytes
-from bench.harness import Speaker, answered, bench_settings, bench_tokenizer, open_engine
+from bench.harness import Speaker, answered, bench_settings, bench_tokenizer
 from bench.storage_speed import MESSAGE_INSERT, Corpus, session_key
+from bot.app import running_engine
 from bot.engine.engine import MemoryEngine
 from storage import Storage
 
@@ -38,7 +39,7 @@ async def measure(base_url: str, database: Path, sessions: int, trace: bool) -> 
     await seed(database, corpus, sessions)
     settings = bench_settings(base_url, database)
     tokenizer = await bench_tokenizer()
-    async with open_engine(settings, tokenizer) as engine:
+    async with running_engine(settings, tokenizer=tokenizer) as engine:
         floor = _settled_rss()
         if trace:
             tracemalloc.start()

@@ -8,17 +8,15 @@ database of DATABASE_URL), talking through
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from bench import script
 from bench.core import BenchError
 from bot.config import Settings
-from bot.engine.engine import IncomingMessage, MemoryEngine, Outcome, ReplyResult
-from bot.model.llm import LLMClient
+from bot.engine.engine import IncomingMessage, Outcome, ReplyResult
 from bot.model.tokens import OFFLINE_ENCODING, Tokenizer, load_tokenizer
-from storage import Storage
 from storage.models import SessionKey
 from tests.fakes.llm_server import FakeLLM
 
@@ -55,34 +53,6 @@ async def loopback_llm(latency: float = 0.0) -> AsyncIterator[FakeLLM]:
     fake = FakeLLM(responder=script.answer, json_responder=script.extract_facts, latency=latency)
     async with fake:
         yield fake
-
-
-def llm_client(settings: Settings) -> LLMClient:
-    return LLMClient(
-        api_key=settings.openai_api_key,
-        base_url=settings.openai_base_url,
-        timeout=settings.llm_timeout_seconds,
-        max_retries=settings.llm_max_retries,
-        reply_deadline=settings.reply_deadline_seconds,
-    )
-
-
-@asynccontextmanager
-async def open_engine(
-    settings: Settings,
-    tokenizer: Tokenizer,
-    engine_class: type[MemoryEngine] = MemoryEngine,
-) -> AsyncIterator[MemoryEngine]:
-    """An engine opened like the bot's setup_hook does, and closed like its close()."""
-    async with AsyncExitStack() as stack:
-        storage = await Storage.open(settings.database_url)
-        stack.push_async_callback(storage.close)
-        llm = llm_client(settings)
-        stack.push_async_callback(llm.close)
-        engine = engine_class(storage, llm, tokenizer, settings)
-        stack.push_async_callback(engine.close)
-        await engine.start()
-        yield engine
 
 
 class Speaker:

@@ -39,6 +39,7 @@ from bench.harness import bench_settings
 from bench.storage_speed import FILL_CHUNK, MESSAGE_INSERT, Corpus, session_key
 from bot.client.bot import MemoryBot
 from bot.config import Settings
+from cogs import EXTENSIONS
 from storage import Storage
 from storage.models import SessionKey
 from tests.fakes.discord_server import BotMessage, FakeDiscord, FakeUser, RecordedRequest
@@ -214,7 +215,7 @@ def mnemo_settings(llm: FakeLLM, database: Path, **overrides: str) -> Settings:
 async def running_bot(settings: Settings, fake: FakeDiscord) -> AsyncIterator[MemoryBot]:
     """The real MemoryBot, started against `fake` (which discord.py must point at) and the
     LLM of `settings`; ready when yielded, closed like `python -m bot` closes it."""
-    bot = MemoryBot(settings, guild_ready_timeout=0.1)
+    bot = MemoryBot(settings, extensions=EXTENSIONS, guild_ready_timeout=0.1)
     async with started(bot, fake, settings.discord_token):
         yield bot
 

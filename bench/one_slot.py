@@ -29,8 +29,8 @@ from bench.harness import (
     bench_settings,
     bench_tokenizer,
     loopback_llm,
-    open_engine,
 )
+from bot.app import running_engine
 from bot.engine.engine import MemoryEngine
 from tests.fakes.llm_server import is_reply_call
 
@@ -113,7 +113,7 @@ async def _measure(database: Path, turns: int, *, parallel: str) -> Run:
         fake.slots = 1
         fake.latency_for = _latency
         settings = bench_settings(fake.base_url, database, **NO_RATE_LIMIT, MODEL_PARALLEL=parallel)
-        async with open_engine(settings, tokenizer) as engine:
+        async with running_engine(settings, tokenizer=tokenizer) as engine:
             conversation = script.conversation(turns)
             for number, turn in enumerate(conversation, start=1):
                 await _timed_turn(engine, speaker, turn.text, result)

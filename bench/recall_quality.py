@@ -29,8 +29,9 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 from bench.core import BenchError, BenchResult, Figure, Goal, Scale, median, percentile
-from bench.harness import bench_settings, bench_tokenizer, llm_client
+from bench.harness import bench_settings, bench_tokenizer
 from bench.recall_conversations import Conversation, Question, generate
+from bot.app import make_engine, make_llm
 from bot.engine.engine import MemoryEngine
 from bot.memory.prompt import Prompt
 from bot.model.tokens import Tokenizer
@@ -105,7 +106,7 @@ async def run(scale: Scale) -> BenchResult:
 def _engine(storage: Storage, tokenizer: Tokenizer, path: Path, cap: str) -> MemoryEngine:
     overrides = {"RECALL_MAX_TOKENS": cap} if cap else {}
     settings = bench_settings("http://127.0.0.1:9/v1", path, **overrides)
-    return MemoryEngine(storage, llm_client(settings), tokenizer, settings)
+    return make_engine(storage, make_llm(settings), tokenizer, settings)
 
 
 async def _store(

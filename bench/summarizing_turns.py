@@ -24,9 +24,9 @@ from bench.harness import (
     bench_settings,
     bench_tokenizer,
     loopback_llm,
-    open_engine,
 )
 from bench.profiling import profile
+from bot.app import running_engine
 from bot.engine.engine import MemoryEngine
 
 LLM_LATENCY = 0.2
@@ -67,8 +67,10 @@ async def _measure(folder: Path, turns: int) -> tuple[Latencies, Latencies]:
         mnemo_settings = bench_settings(fake.base_url, folder / "mnemo.db", **NO_RATE_LIMIT)
         blocking_settings = bench_settings(fake.base_url, folder / "blocking.db", **NO_RATE_LIMIT)
         async with (
-            open_engine(mnemo_settings, tokenizer) as fast,
-            open_engine(blocking_settings, tokenizer, BlockingSummaryEngine) as slow,
+            running_engine(mnemo_settings, tokenizer=tokenizer) as fast,
+            running_engine(
+                blocking_settings, tokenizer=tokenizer, engine_class=BlockingSummaryEngine
+            ) as slow,
         ):
             for turn in script.conversation(turns):
                 await _timed_turn(fast, speaker, turn.text, mnemo)

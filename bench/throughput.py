@@ -31,7 +31,6 @@ import discord
 
 from bench import script
 from bench.core import BenchResult, Figure, Goal, Scale, median, percentile
-from bench.harness import llm_client
 from bench.loopback import (
     SHORT_ANSWER,
     TimedDiscord,
@@ -50,6 +49,7 @@ from bench.loopback import (
     started,
 )
 from bench.profiling import profile
+from bot.app import make_llm
 from bot.client.replies import StreamedReply
 from bot.config import Settings
 from bot.model.llm import LLMClient, StreamState
@@ -173,7 +173,7 @@ async def _bot(kind: str, fake: TimedDiscord, llm: TimedLLM, path: Path) -> Asyn
         async with started(EchoBot(), fake):
             yield
         return
-    client = llm_client(settings)
+    client = make_llm(settings)
     try:
         async with started(NoMemoryBot(client, settings), fake):
             yield

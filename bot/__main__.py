@@ -25,7 +25,6 @@ from bot.startup import (
     EXIT_CONFIG,
     EXIT_OK,
     StartupError,
-    check_model_server,
     connect_until_ready,
     gateway_result,
     log_in,
@@ -88,7 +87,10 @@ async def run(settings: Settings) -> int:
 
 
 async def _run(settings: Settings, stopping: asyncio.Event) -> int:
-    from bot.client.bot import create_bot, make_llm  # after logging is set up: discord.py logs
+    from bot.app import make_llm
+    from bot.client.bot import create_bot  # after logging is set up: discord.py logs
+    from bot.model.probe import check_model_server
+    from cogs import EXTENSIONS
 
     storage = await open_storage(settings, stopping)
     if storage is None:
@@ -101,7 +103,11 @@ async def _run(settings: Settings, stopping: asyncio.Event) -> int:
             return EXIT_OK
         # The bot owns the storage and the LLM client from here and closes them in close().
         bot = create_bot(
-            settings, storage=storage, llm=llm, shards=await recommended_shards(settings)
+            settings,
+            extensions=EXTENSIONS,
+            storage=storage,
+            llm=llm,
+            shards=await recommended_shards(settings),
         )
         await log_in(bot, settings.discord_token)
         stop = asyncio.ensure_future(stopping.wait())

@@ -5,7 +5,7 @@ For process managers and containers (the Dockerfile's HEALTHCHECK). One line per
 - settings: the same validation as at start-up;
 - database: it exists, is a SQLite database, and its schema is this Mnemo's (read-only, no
   lock: the running bot holds that);
-- model server: it answers `GET /models` within MODEL_CHECK_TIMEOUT_SECONDS;
+- model server: it answers `GET /models` within 5 s (bot.model.probe);
 - heartbeat: the running bot wrote it within HEARTBEAT_FRESH_SECONDS. The bot writes it every
   HEARTBEAT_SECONDS while it is connected to Discord's gateway, so a stale heartbeat means the
   bot is not running, is stuck, or has lost Discord for over a minute.
@@ -20,18 +20,15 @@ import sys
 import time
 from datetime import datetime
 
-import openai
-
+from bot.app import make_llm
 from bot.config import ConfigError, Settings
-from bot.model.llm import connection_cause, loggable_url
+from bot.model.llm import loggable_url
+from bot.model.probe import ask_for_models, health_problem
+from bot.runtime.heartbeat import HEARTBEAT_FRESH_SECONDS, HEARTBEAT_KEY
 from bot.startup import database_in_use
 from storage import DatabaseUnusable, Storage, StorageError
 from storage.database import newest_schema_version
 
-HEARTBEAT_KEY = "heartbeat"
-HEARTBEAT_SECONDS = 30.0
-HEARTBEAT_FRESH_SECONDS = 90.0  # three beats: one late write is not an outage
-MODEL_CHECK_TIMEOUT_SECONDS = 5.0
 HEALTHY, UNHEALTHY = 0, 1
 
 
@@ -83,26 +80,11 @@ async def check_database(settings: Settings) -> tuple[str | None, str | None]:
 
 
 async def check_model_server(settings: Settings) -> str | None:
-    client = openai.AsyncOpenAI(
-        api_key=settings.openai_api_key,
-        base_url=settings.model_base_url,  # explicit: the SDK never re-reads the environment
-        timeout=MODEL_CHECK_TIMEOUT_SECONDS,
-        max_retries=0,
-    )
+    llm = make_llm(settings)
     try:
-        await client.models.list()
-    except openai.NotFoundError:
-        return None  # it answers; it just does not list its models
-    except openai.APIStatusError as error:
-        return f"answered GET /models with HTTP {error.status_code}"
-    except openai.APITimeoutError:
-        return f"no answer within {MODEL_CHECK_TIMEOUT_SECONDS:.0f} s"
-    except openai.APIConnectionError as error:
-        url = loggable_url(settings.model_base_url)
-        return f"cannot connect to {url} ({connection_cause(error)})"
+        return health_problem(await ask_for_models(llm), loggable_url(settings.model_base_url))
     finally:
-        await client.close()
-    return None
+        await llm.close()
 
 
 def check_heartbeat(stored: str | None, now: float | None = None) -> str | None:

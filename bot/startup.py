@@ -16,8 +16,6 @@ import aiohttp
 import discord
 
 from bot.config import Settings
-from bot.model.llm import LLMClient
-from bot.model.llm import check_model_server as llm_check_model_server
 from storage import DatabaseUnusable, Storage, StorageError, StorageUnavailable
 
 log = logging.getLogger("bot")
@@ -59,6 +57,45 @@ class StartupError(Exception):
         self.line = line
 
 
+class Backoff:
+    """Retrying one start-up step for a budget of seconds: waits of 1, 2, 4 … up to 15 s.
+
+    `attempts` and `elapsed` go into the line that gives up; `pause` logs the retry."""
+
+    def __init__(self, budget_seconds: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._started = self._loop.time()
+        self._budget = budget_seconds
+        self._delay = BACKOFF_FIRST_SECONDS
+        self.attempts = 0
+
+    def attempt(self) -> None:
+        self.attempts += 1
+
+    @property
+    def elapsed(self) -> float:
+        return self._loop.time() - self._started
+
+    @property
+    def left(self) -> float:
+        return self._budget - self.elapsed
+
+    async def pause(
+        self, what: str, problem: str, stop: asyncio.Event | asyncio.Future[Any]
+    ) -> bool:
+        """Log "`what` is not reachable yet" and wait for the next attempt; True when `stop`
+        was set meanwhile."""
+        delay = self._delay
+        log.info("%s is not reachable yet (%s); trying again in %.0f s", what, problem, delay)
+        self._delay = min(delay * 2, BACKOFF_MAX_SECONDS)
+        waiting = stop.wait() if isinstance(stop, asyncio.Event) else asyncio.shield(stop)
+        try:
+            await asyncio.wait_for(waiting, min(delay, self.left))
+        except TimeoutError:
+            return False
+        return True
+
+
 # -- step 2: the database ---------------------------------------------------------------------
 
 
@@ -67,12 +104,9 @@ async def open_storage(settings: Settings, stopping: asyncio.Event) -> Storage |
     database often start together) is retried with backoff for DATABASE_CONNECT_SECONDS;
     anything else wrong with the database stops start-up at once. None if asked to stop."""
     url = settings.database_url
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    delay = BACKOFF_FIRST_SECONDS
-    attempts = 0
+    backoff = Backoff(settings.database_connect_seconds)
     while True:
-        attempts += 1
+        backoff.attempt()
         try:
             return await Storage.open(
                 url, backups=settings.db_backups, backup_days=settings.db_backup_days
@@ -83,27 +117,15 @@ async def open_storage(settings: Settings, stopping: asyncio.Event) -> Storage |
                 raise StartupError(EXIT_DATABASE, problem) from None
         except (DatabaseUnusable, StorageError) as error:
             raise StartupError(EXIT_DATABASE, str(error)) from None
-        elapsed = loop.time() - started
-        left = settings.database_connect_seconds - elapsed
-        if left <= 0:
+        if backoff.left <= 0:
             raise StartupError(
                 EXIT_DATABASE,
-                f"{problem} (for {elapsed:.0f} s, {attempts} attempts): check that the server"
-                " runs and accepts connections; Mnemo gives up after DATABASE_CONNECT_SECONDS",
+                f"{problem} (for {backoff.elapsed:.0f} s, {backoff.attempts} attempts): check"
+                " that the server runs and accepts connections; Mnemo gives up after"
+                " DATABASE_CONNECT_SECONDS",
             )
-        log.info("The database is not reachable yet (%s); trying again in %.0f s", problem, delay)
-        if await _wait(stopping, min(delay, left)):
+        if await backoff.pause("The database", problem, stopping):
             return None
-        delay = min(delay * 2, BACKOFF_MAX_SECONDS)
-
-
-# -- step 3: the model server -----------------------------------------------------------------
-
-
-async def check_model_server(llm: LLMClient, settings: Settings) -> None:
-    """Ask the model server for its models once: a warning line if the configured ones are
-    missing or the URL looks wrong; it never stops the bot (a server may list no models)."""
-    await llm_check_model_server(llm, settings)
 
 
 # -- step 4: Discord --------------------------------------------------------------------------
@@ -117,29 +139,23 @@ async def reach_discord(settings: Settings, stopping: asyncio.Event) -> bool:
     otherwise fail at once.
     """
     url = discord.http.Route.BASE + "/gateway"  # unauthenticated and cheap
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    delay = BACKOFF_FIRST_SECONDS
-    attempts = 0
+    backoff = Backoff(settings.discord_connect_seconds)
     async with aiohttp.ClientSession() as session:
         while True:
-            attempts += 1
+            backoff.attempt()
             problem = await _probe(session, url)
             if problem is None:
                 return True
-            elapsed = loop.time() - started
-            left = settings.discord_connect_seconds - elapsed
-            if left <= 0:
+            if backoff.left <= 0:
                 raise StartupError(
                     EXIT_UNREACHABLE,
-                    f"could not reach Discord at {url} for {elapsed:.0f} s ({attempts} attempts;"
-                    f" last: {problem}): check this machine's network, DNS, firewall or proxy;"
-                    " Mnemo gives up after DISCORD_CONNECT_SECONDS",
+                    f"could not reach Discord at {url} for {backoff.elapsed:.0f} s"
+                    f" ({backoff.attempts} attempts; last: {problem}): check this machine's"
+                    " network, DNS, firewall or proxy; Mnemo gives up after"
+                    " DISCORD_CONNECT_SECONDS",
                 )
-            log.info("Discord is not reachable yet (%s); trying again in %.0f s", problem, delay)
-            if await _wait(stopping, min(delay, left)):
+            if await backoff.pause("Discord", problem, stopping):
                 return False
-            delay = min(delay * 2, BACKOFF_MAX_SECONDS)
 
 
 async def recommended_shards(settings: Settings) -> int:
@@ -177,15 +193,6 @@ async def _probe(session: aiohttp.ClientSession, url: str) -> str | None:
         return f"no answer within {PROBE_TIMEOUT_SECONDS:.0f} s"
 
 
-async def _wait(event: asyncio.Event, seconds: float) -> bool:
-    """Sleep `seconds`, or less when `event` is set; True when it was."""
-    try:
-        await asyncio.wait_for(event.wait(), seconds)
-    except TimeoutError:
-        return False
-    return True
-
-
 async def log_in(bot: discord.Client, token: str) -> None:
     """discord.py's login (which also runs the bot's setup_hook), its failures as lines."""
     try:
@@ -207,18 +214,16 @@ async def connect_until_ready(
     discord.py retries a dropped connection by itself, but not a first one that fails (it
     then raises from its reconnect code), so the first connection is retried here.
     """
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    delay = BACKOFF_FIRST_SECONDS
-    attempts = 0
+    backoff = Backoff(settings.discord_connect_seconds)
     while True:
-        attempts += 1
+        backoff.attempt()
         connection = asyncio.ensure_future(bot.connect(reconnect=True))
         ready: asyncio.Future[Any] = asyncio.ensure_future(bot.wait_until_ready())
-        left = settings.discord_connect_seconds - (loop.time() - started)
         try:
             done, _ = await asyncio.wait(
-                {connection, ready, stop}, timeout=max(left, 0), return_when=FIRST_COMPLETED
+                {connection, ready, stop},
+                timeout=max(backoff.left, 0),
+                return_when=FIRST_COMPLETED,
             )
         finally:
             ready.cancel()
@@ -235,23 +240,16 @@ async def connect_until_ready(
             if stop in done:
                 return None
             problem = "no READY from Discord"
-        elapsed = loop.time() - started
-        left = settings.discord_connect_seconds - elapsed
-        if left <= 0:
+        if backoff.left <= 0:
             raise StartupError(
                 EXIT_UNREACHABLE,
                 f"logged in, but could not connect to Discord's gateway"
-                f" ({discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY}) for {elapsed:.0f} s"
-                f" ({attempts} attempts; last: {problem}): check that websockets (wss, port"
-                " 443) are not blocked by a firewall or proxy",
+                f" ({discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY}) for"
+                f" {backoff.elapsed:.0f} s ({backoff.attempts} attempts; last: {problem}):"
+                " check that websockets (wss, port 443) are not blocked by a firewall or proxy",
             )
-        log.info(
-            "Discord's gateway is not reachable yet (%s); trying again in %.0f s", problem, delay
-        )
-        await asyncio.wait({stop}, timeout=min(delay, left))
-        if stop.done():
+        if await backoff.pause("Discord's gateway", problem, stop):
             return None
-        delay = min(delay * 2, BACKOFF_MAX_SECONDS)
 
 
 def _network_problem(error: BaseException | None) -> str:

@@ -26,12 +26,13 @@ from typing import Any
 
 import pytest
 
+from bot.app import make_engine, make_llm
 from bot.client.bot import MemoryBot, create_bot
 from bot.client.splitter import utf16_len
 from bot.config import Settings
 from bot.engine.engine import MemoryEngine
-from bot.model.llm import LLMClient
 from bot.model.tokens import OFFLINE_ENCODING, Tokenizer, load_encoding
+from cogs import EXTENSIONS
 from storage import Storage
 from tests.fakes.discord_server import BotMessage, FakeDiscord
 from tests.fakes.llm_server import FakeLLM
@@ -227,15 +228,9 @@ class Engines:
         overrides = {"facts_idle_seconds": 3600, **overrides}
         settings = self._make_settings(openai_base_url=self._llm_url, **overrides)
         storage = await Storage.open(settings.database_url)
-        llm = LLMClient(
-            api_key=settings.openai_api_key,
-            base_url=settings.openai_base_url,
-            timeout=settings.llm_timeout_seconds,
-            max_retries=settings.llm_max_retries,
-            reply_deadline=settings.reply_deadline_seconds,
-        )
+        llm = make_llm(settings)
         # Background retries after 10 ms, not seconds: tests wait for them.
-        engine = MemoryEngine(storage, llm, self._tokenizer, settings, job_retry_delays=(0.01,))
+        engine = make_engine(storage, llm, self._tokenizer, settings, job_retry_delays=(0.01,))
         await engine.start()
         self._open.append(engine)
         return engine
@@ -281,7 +276,7 @@ class Bots:
     async def start(self, **overrides: object) -> MemoryBot:
         overrides = {"facts_idle_seconds": 3600, **overrides}
         settings = self._make_settings(openai_base_url=self._llm.base_url, **overrides)
-        bot = create_bot(settings, guild_ready_timeout=0.1)
+        bot = create_bot(settings, extensions=EXTENSIONS, guild_ready_timeout=0.1)
         identified = self._discord.identify_count
         task = asyncio.create_task(bot.start(settings.discord_token))
         self._running[bot] = task

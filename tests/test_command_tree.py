@@ -8,13 +8,14 @@ import discord
 import pytest
 from discord import app_commands
 
-from bot.client.bot import EXTENSIONS, MemoryBot
+from bot.client.bot import MemoryBot
+from cogs import EXTENSIONS
 from tests.conftest import SettingsFactory
 
 
 @pytest.fixture
 async def bot(make_settings: SettingsFactory) -> AsyncIterator[MemoryBot]:
-    client = MemoryBot(make_settings())
+    client = MemoryBot(make_settings(), extensions=EXTENSIONS)
     for extension in EXTENSIONS:
         await client.load_extension(extension)
     yield client

@@ -16,7 +16,8 @@ import pytest
 
 from bot.config import Settings
 from bot.engine.engine import THINKING, IncomingMessage, MemoryEngine, Outcome
-from bot.model.llm import LLMClient, LLMError, StreamState, check_model_server, parse_json_answer
+from bot.model.llm import LLMClient, LLMError, StreamState, parse_json_answer
+from bot.model.probe import check_model_server
 from storage.models import SessionKey
 from tests.conftest import Bots, Engines, SettingsFactory
 from tests.fakes.discord_server import FakeDiscord
@@ -462,10 +463,10 @@ async def check_warnings(
         reply_deadline=5,
     )
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="bot.model.llm"):
+    with caplog.at_level(logging.WARNING, logger="bot.model.probe"):
         await check_model_server(llm, settings)
     await llm.close()
-    return [r.getMessage() for r in caplog.records if r.name == "bot.model.llm"]
+    return [r.getMessage() for r in caplog.records if r.name == "bot.model.probe"]
 
 
 async def test_start_up_check_warns_once_about_missing_models(

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,34 +21,23 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.app import make_engine, make_llm, make_tokenizer
 from bot.client.members import MemberLookup
 from bot.config import Settings
 from bot.engine.engine import MemoryEngine
-from bot.health import HEARTBEAT_KEY, HEARTBEAT_SECONDS
-from bot.model.llm import LLMClient, check_model_server
-from bot.model.tokens import load_tokenizer
+from bot.model.llm import LLMClient
+from bot.model.probe import check_model_server
 from bot.policy.access import OperatorPolicy
+from bot.runtime.heartbeat import HEARTBEAT_KEY, HEARTBEAT_SECONDS
 from storage import Storage, StorageError
 from storage.models import QueuedMessage, StoredMessage
 
 log = logging.getLogger(__name__)
 
 EXPIRED_INTERACTION = 10062  # Discord's "Unknown interaction": answered after its deadline
-EXTENSIONS = ("cogs.chat", "cogs.memory", "cogs.facts", "cogs.admin", "cogs.help")
 SYNC_FINGERPRINT_KEY = "command_sync_fingerprint"
 SYNC_CLAIM_SECONDS = 300.0
 SHUTDOWN_GRACE_SECONDS = 4.0  # hosts send SIGKILL ~10 s after SIGTERM
-
-
-def make_llm(settings: Settings) -> LLMClient:
-    """The one LLM client of the process."""
-    return LLMClient(
-        api_key=settings.openai_api_key,
-        base_url=settings.openai_base_url,
-        timeout=settings.llm_timeout_seconds,
-        max_retries=settings.llm_max_retries,
-        reply_deadline=settings.reply_deadline_seconds,
-    )
 
 
 class MemoryBot(commands.Bot):
@@ -55,6 +45,7 @@ class MemoryBot(commands.Bot):
         self,
         settings: Settings,
         *,
+        extensions: Sequence[str],
         storage: Storage | None = None,
         llm: LLMClient | None = None,
         guild_ready_timeout: float = 2.0,
@@ -78,6 +69,7 @@ class MemoryBot(commands.Bot):
             **_shard_options(settings),
         )
         self.settings = settings
+        self._extensions = tuple(extensions)  # the cogs, by module name (cogs.EXTENSIONS)
         self.members = MemberLookup(self, OperatorPolicy.from_settings(settings))  # DM access
         self._storage = storage  # handed over: closed in close() like what setup_hook opens
         self._llm = llm
@@ -106,16 +98,16 @@ class MemoryBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         settings = self.settings
-        tokenizer = await load_tokenizer(settings.chat_model, settings.tokenizer_encoding)
+        tokenizer = await make_tokenizer(settings)
         if self._storage is None:
             self._storage = await Storage.open(settings.database_url)
         if self._llm is None:
             self._llm = make_llm(settings)
             await check_model_server(self._llm, settings)  # one warning line if it looks wrong
         self._identify_concurrency = await self._read_identify_concurrency()
-        self._engine = MemoryEngine(self._storage, self._llm, tokenizer, settings)
+        self._engine = make_engine(self._storage, self._llm, tokenizer, settings)
         await self._engine.start()
-        for extension in EXTENSIONS:
+        for extension in self._extensions:
             await self.load_extension(extension)
         self.tree.on_error = self.on_app_command_error  # type: ignore[method-assign]
         await self.sync_commands()

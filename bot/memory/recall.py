@@ -12,13 +12,10 @@ import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from storage.models import Session, StoredMessage
 from storage.recall import RecallHit, RecallRepository, query_terms
-
-if TYPE_CHECKING:
-    from bot.memory.prompt import PromptBuilder
 
 MIN_OWN_TERMS = 3
 """A new message with fewer search terms than this ("when was that?") borrows the previous
@@ -39,6 +36,15 @@ REMEMBERED_SESSIONS = 10_000
 _WORD = re.compile(r"[^\W_]+")
 
 
+class PromptPlan(Protocol):
+    """What recall needs of the prompt being built (`bot.memory.prompt.PromptBuilder`)."""
+
+    @property
+    def recall_budget(self) -> int: ...
+
+    def window_holds(self, newest_first: Sequence[StoredMessage]) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class RecalledExcerpt:
     """One recalled message as it enters the prompt (and as `/memory why` shows it)."""
@@ -55,7 +61,7 @@ async def recall_for(
     session: Session,
     new_message: StoredMessage,
     newest_first: Sequence[StoredMessage],
-    builder: PromptBuilder,
+    builder: PromptPlan,
     now: float,
 ) -> list[RecalledExcerpt]:
     """The stored messages of this user in this space that best match the new message,

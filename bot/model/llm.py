@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,7 +22,7 @@ import openai
 from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from bot.config import OPENAI_DEFAULT_BASE_URL, Settings, default_parallel, is_openai
+from bot.config import OPENAI_DEFAULT_BASE_URL, default_parallel, is_openai
 from bot.model.reasoning import visible_answer
 from bot.model.scheduler import ModelScheduler
 from bot.model.text import clean_text
@@ -43,10 +44,30 @@ MODELS_CHECK_TIMEOUT_SECONDS = 5.0
 SERVER_MESSAGE_CHARS = 300  # of a server's error message in our log line
 
 
+class ErrorKind(StrEnum):
+    """Why a model call failed: logged, and decides what the engine does next."""
+
+    AUTH = "auth"
+    BAD_JSON = "bad_json"
+    CONNECTION = "connection"
+    CONTEXT_LENGTH = "context_length"
+    CUT_THINKING = "cut_thinking"  # the answer ran out of tokens while thinking
+    EMPTY = "empty"  # the model answered nothing
+    ERROR = "error"
+    INTERRUPTED = "interrupted"
+    QUOTA = "quota"
+    RATE_LIMIT = "rate_limit"
+    REFUSED = "refused"
+    SERVER = "server"
+    TIMEOUT = "timeout"
+
+
 class LLMError(Exception):
     """A model call failed. `user_message` says what happened and whether to retry."""
 
-    def __init__(self, user_message: str, *, retryable: bool = True, kind: str = "error") -> None:
+    def __init__(
+        self, user_message: str, *, retryable: bool = True, kind: str = ErrorKind.ERROR
+    ) -> None:
         super().__init__(user_message)
         self.user_message = user_message
         self.retryable = retryable
@@ -170,7 +191,7 @@ class LLMClient:
         except TimeoutError:
             raise LLMError(
                 "The model took too long to answer. Please try again in a moment.",
-                kind="timeout",
+                kind=ErrorKind.TIMEOUT,
             ) from None
         except openai.OpenAIError as error:
             self._log_failure(model, error)
@@ -189,7 +210,7 @@ class LLMClient:
         if state.finish_reason is None:
             raise LLMError(
                 "The model's answer was cut off before it finished. Please try again.",
-                kind="interrupted",
+                kind=ErrorKind.INTERRUPTED,
             )
 
     async def _open_stream(
@@ -259,10 +280,10 @@ class LLMClient:
             lambda: self._complete(model, messages, max_tokens=max_tokens, json_format=format_)
         )
         if finish_reason == "length":
-            raise LLMError("JSON answer was cut off", kind="bad_json")
+            raise LLMError("JSON answer was cut off", kind=ErrorKind.BAD_JSON)
         payload = parse_json_answer(text)
         if payload is None:
-            raise LLMError("the answer was not valid JSON", kind="bad_json")
+            raise LLMError("the answer was not valid JSON", kind=ErrorKind.BAD_JSON)
         return payload, usage
 
     async def complete_text(
@@ -436,39 +457,6 @@ def loggable_url(url: str) -> str:
     return redact(url)
 
 
-async def check_model_server(llm: LLMClient, settings: Settings) -> None:
-    """At start-up: one warning line if the URL looks wrong or the models are not listed.
-
-    Never raises: a server that does not list its models may still answer.
-    """
-    problems = _url_problems(settings.openai_base_url)
-    models = (settings.chat_model, settings.memory_model)
-    try:
-        listed = await llm.list_models()
-    except openai.APIStatusError as error:
-        problems.append(f"GET /models answered HTTP {error.status_code}: {server_message(error)}")
-    except openai.APITimeoutError:
-        problems.append(f"no answer to GET /models within {MODELS_CHECK_TIMEOUT_SECONDS:.0f} s")
-    except openai.APIConnectionError as error:
-        problems.append(f"cannot connect ({connection_cause(error)})")
-    except (openai.OpenAIError, OSError, ValueError) as error:
-        problems.append(f"GET /models failed: {error!r}")
-    else:
-        missing = [model for model in dict.fromkeys(models) if model not in listed]
-        if missing and listed:
-            shown = ", ".join(listed[:10]) + (" …" if len(listed) > 10 else "")
-            problems.append(f"model(s) {', '.join(missing)} not in the server's list ({shown})")
-    if problems:
-        # One line, and start-up goes on: the server may come up after the bot (a compose
-        # file's Ollama), and until it answers each reply says it cannot reach the model.
-        log.warning(
-            "Model server %s: %s; check OPENAI_BASE_URL, CHAT_MODEL and MEMORY_MODEL"
-            " (Mnemo starts anyway; replies fail until the server answers)",
-            llm.base_url,
-            "; ".join(problems),
-        )
-
-
 def connection_cause(error: BaseException) -> str:
     """What a connection error comes down to (the innermost cause's message), in one line:
     "[Errno 111] Connection refused" rather than the SDK's "Connection error."."""
@@ -481,66 +469,59 @@ def connection_cause(error: BaseException) -> str:
     return " ".join(text.split())
 
 
-def _url_problems(base_url: str | None) -> list[str]:
-    if base_url is None:
-        return []
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return ["OPENAI_BASE_URL needs a scheme and a host, like http://localhost:11434/v1"]
-    if not is_openai(base_url) and "/v1" not in parts.path:
-        return ["OPENAI_BASE_URL has no /v1 (OpenAI-compatible servers serve under /v1)"]
-    return []
-
-
 def quota_error() -> LLMError:
     return LLMError(
         "The model's API quota is used up, so I can't answer right now. "
         "A server admin needs to check the API account.",
         retryable=False,
-        kind="quota",
+        kind=ErrorKind.QUOTA,
     )
 
 
 def _interrupted() -> LLMError:
     return LLMError(
-        "The connection to the model broke mid-answer. Please try again.", kind="interrupted"
+        "The connection to the model broke mid-answer. Please try again.",
+        kind=ErrorKind.INTERRUPTED,
     )
 
 
 def describe_error(error: Exception) -> LLMError:
     """Turn an SDK or transport error into a message for the user."""
     if isinstance(error, openai.APITimeoutError):
-        return LLMError("The model took too long to answer. Please try again.", kind="timeout")
+        return LLMError(
+            "The model took too long to answer. Please try again.", kind=ErrorKind.TIMEOUT
+        )
     if isinstance(error, openai.APIConnectionError):
         return LLMError(
             "I couldn't reach the language model. Please try again in a minute.",
-            kind="connection",
+            kind=ErrorKind.CONNECTION,
         )
     if isinstance(error, openai.RateLimitError):
         if error.code == "insufficient_quota":
             return quota_error()
         return LLMError(
-            "The model is rate-limited right now. Please try again in a minute.", kind="rate_limit"
+            "The model is rate-limited right now. Please try again in a minute.",
+            kind=ErrorKind.RATE_LIMIT,
         )
     if isinstance(error, openai.InternalServerError):
         return LLMError(
-            "The model service had an error. Please try again in a moment.", kind="server"
+            "The model service had an error. Please try again in a moment.", kind=ErrorKind.SERVER
         )
     if isinstance(error, openai.BadRequestError) and error.code == "context_length_exceeded":
         return LLMError(
             "The conversation was too long for the model. Please try again.",
-            kind="context_length",
+            kind=ErrorKind.CONTEXT_LENGTH,
         )
     if isinstance(error, openai.AuthenticationError | openai.PermissionDeniedError):
         return LLMError(
             "The model service refused my credentials. A server admin needs to check the API key.",
             retryable=False,
-            kind="auth",
+            kind=ErrorKind.AUTH,
         )
     if isinstance(error, openai.APIStatusError):
         return LLMError(
             f"The model service refused the request (HTTP {error.status_code}).",
             retryable=False,
-            kind="refused",
+            kind=ErrorKind.REFUSED,
         )
-    return LLMError("Something went wrong while talking to the model.", kind="error")
+    return LLMError("Something went wrong while talking to the model.", kind=ErrorKind.ERROR)
