@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -158,14 +159,73 @@ def test_env_example_lists_every_setting() -> None:
     assert read == listed
 
 
-def test_readme_documents_every_setting() -> None:
+SETTING_ROW = r"^\| `([A-Z][A-Z0-9_]*)` \| ([^|]*) \|"
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+class _Asked(dict[str, str]):
+    """An environment that remembers every name the settings asked it for."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        super().__init__(env)
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        self.asked.add(key)
+        return super().get(key, default)
+
+
+def _read_by_settings() -> set[str]:
+    env = _Asked(BASE)
+    Settings.from_env(env)
+    return env.asked
+
+
+def _documented() -> dict[Path, list[tuple[str, str]]]:
     import re
 
-    example = (ROOT / ".env.example").read_text()
-    readme = (ROOT / "README.md").read_text()
-    listed = set(re.findall(r"^([A-Z_]+)=", example, re.MULTILINE))
-    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, re.MULTILINE))
-    assert listed == documented
+    return {doc: re.findall(SETTING_ROW, doc.read_text(), re.MULTILINE) for doc in DOCS}
+
+
+def test_configuration_doc_documents_every_setting_once() -> None:
+    """docs/configuration.md has one table row per variable `Settings` reads, and no row for
+    anything else; no other page (the README included) has a settings table of its own."""
+    rows = _documented()
+    names = [name for name, _ in rows.pop(ROOT / "docs" / "configuration.md")]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+    assert set(names) == _read_by_settings()
+    assert {doc.name: found for doc, found in rows.items() if found} == {}
+    # Every Settings field is one of those variables (the settings read nothing unnamed).
+    fields = {f.name.upper() for f in dataclasses.fields(Settings) if f.compare}
+    assert fields <= set(names), sorted(fields - set(names))
+
+
+def test_configuration_doc_defaults_are_the_defaults() -> None:
+    """A default written as a literal (`6000`, `true`, `sqlite:///data/mnemo.db`) is one:
+    setting the variable to it changes nothing."""
+    import re
+
+    rows = _documented()[ROOT / "docs" / "configuration.md"]
+    literal = {name: m.group(1) for name, cell in rows if (m := re.match(r"`([^`]+)`", cell))}
+    assert len(literal) >= 30, literal  # most defaults are written as literals
+    defaults = Settings.from_env(BASE)
+    for name, value in literal.items():
+        assert Settings.from_env({**BASE, name: value}) == defaults, (name, value)
+
+
+def test_configuration_doc_documents_the_database_url_options() -> None:
+    import re
+
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    rows = dict(re.findall(r"^\| `([a-z_]+)` \| `(\d+)` \|", text, re.MULTILINE))
+    url = "postgresql://mnemo@db/mnemo"
+    parsed = Settings.from_env({**BASE, "DATABASE_URL": url}).database_url
+    own = {f.name for f in dataclasses.fields(parsed)} - {"backend", "dsn", "path"}
+    assert set(rows) == own
+    for name, default in rows.items():
+        assert getattr(parsed, name) == int(default), name
+        chosen = Settings.from_env({**BASE, "DATABASE_URL": f"{url}?{name}=7"}).database_url
+        assert getattr(chosen, name) == 7 and name not in chosen.dsn, name
 
 
 def test_access_lists_and_models() -> None:

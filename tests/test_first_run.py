@@ -29,7 +29,8 @@ def setting_names() -> set[str]:
 
 
 def newcomer_env(text: str) -> str:
-    """`.env.example` with DISCORD_TOKEN and OPENAI_API_KEY filled in, as the README says."""
+    """`.env.example` with DISCORD_TOKEN and OPENAI_API_KEY filled in, as the README's quick
+    start says."""
     text = text.replace("\nDISCORD_TOKEN=\n", "\nDISCORD_TOKEN=test-token\n", 1)
     return text.replace("\nOPENAI_API_KEY=\n", "\nOPENAI_API_KEY=test-key\n", 1)
 
@@ -215,9 +216,34 @@ def test_example_quotes_free_text_and_says_why() -> None:
     assert dotenv_values(EXAMPLE)["SYSTEM_PROMPT"] == DEFAULT_SYSTEM_PROMPT
 
 
+def test_the_docs_say_what_these_tests_check() -> None:
+    """The README's quick start and docs/operation.md's "Exit status" say what this module's
+    tests check of the first run and of `make run`'s exit status."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    for said in (
+        "cp .env.example .env # then fill in DISCORD_TOKEN and OPENAI_API_KEY",
+        "With no `.env`, `make run` prints one line saying what to configure and exits with"
+        " status 2; with a `.env` that leaves `DISCORD_TOKEN` or `OPENAI_API_KEY` empty (or has"
+        " no line for it), the line names the value and the file to fill it in.",
+        "Start-up goes in this order: settings → database → model server → Discord.",
+        "(docs/operation.md#exit-status)",
+    ):
+        assert said in readme, said
+    operation = (ROOT / "docs" / "operation.md").read_text()
+    assert "`make run` itself exits 2 whenever the bot fails, whatever its status" in " ".join(
+        operation.split()
+    )
+    assert re.search(r"^make: \*\*\* \[Makefile:\d+: run\] Error 3$", operation, re.M)
+    assert re.search(
+        r"^mnemo: DATABASE_URL points to /srv/mnemo, which is a folder", operation, re.M
+    )
+    for status in range(5):
+        assert f"\n| {status} | " in operation, status
+
+
 def test_exit_status_through_make_run_and_mnemo(tmp_path: Path) -> None:
-    """What the README's "Exit status" says of `make run`: make prints the bot's status in its
-    own "Error N" line and exits 2; `.venv/bin/mnemo` exits with the bot's own status."""
+    """What docs/operation.md's "Exit status" says of `make run`: make prints the bot's status
+    in its own "Error N" line and exits 2; `.venv/bin/mnemo` exits with the bot's own status."""
     import shutil
     import subprocess
 

@@ -309,9 +309,9 @@ def test_docker_run_recipe_keeps_the_database_in_the_volume() -> None:
     steps = parse_dockerfile((ROOT / "Dockerfile").read_text())
     volume = "/data"
     assert steps.env["DATABASE_URL"] == f"sqlite:///{volume}/mnemo.db"
-    readme = (ROOT / "README.md").read_text()
+    operation = (ROOT / "docs" / "operation.md").read_text()  # the recipe operators copy
     dockerfile = (ROOT / "Dockerfile").read_text().replace("\\\n#", "")
-    for text in (readme, dockerfile):
+    for text in (operation, dockerfile):
         [recipe] = {" ".join(m.split()) for m in re.findall(r"docker run -d [^\n`]*", text)}
         args = shlex.split(recipe)
         # Docker's order: the image's ENV, then --env-file, then each -e (the last wins).
@@ -328,9 +328,9 @@ def test_docker_run_recipe_keeps_the_database_in_the_volume() -> None:
     assert f"DATABASE_URL: sqlite:///{volume}/mnemo.db" in compose
 
 
-def test_readme_backup_command_works_without_sqlite3_cli(tmp_path: Path) -> None:
-    readme = (ROOT / "README.md").read_text()
-    [command] = re.findall(r'`(python -c "import sqlite3;[^`]*)`', readme)
+def test_documented_backup_command_works_without_sqlite3_cli(tmp_path: Path) -> None:
+    operation = (ROOT / "docs" / "operation.md").read_text()  # "Backups"
+    [command] = re.findall(r'`(python -c "import sqlite3;[^`]*)`', operation)
     (tmp_path / "data").mkdir()
     with sqlite3.connect(tmp_path / "data" / "mnemo.db") as conn:
         conn.execute("CREATE TABLE t (x)")
@@ -340,4 +340,4 @@ def test_readme_backup_command_works_without_sqlite3_cli(tmp_path: Path) -> None
     subprocess.run([sys.executable, *args[1:]], cwd=tmp_path, check=True, timeout=60)
     with contextlib_closing(sqlite3.connect(tmp_path / "backup.db")) as copy:
         assert copy.execute("SELECT x FROM t").fetchall() == [("kept",)]
-    assert "docker compose exec mnemo python -c" in readme  # the same, in the container
+    assert "docker compose exec mnemo python -c" in operation  # the same, in the container
