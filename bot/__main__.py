@@ -5,7 +5,7 @@
                            (also `python -m bot --check`)
 
 Start-up goes settings → database → model server → Discord login, and stops at the first
-step that fails with one line and an exit status (bot/startup.py, README "Exit status").
+step that fails with one line and an exit status (bot/startup.py, docs/operation.md "Exit status").
 """
 
 from __future__ import annotations

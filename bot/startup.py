@@ -2,7 +2,7 @@
 
 Each step that fails raises `StartupError` with the process's exit status and one line for the
 operator (what is wrong, what to do). `python -m bot` prints that line and exits; no traceback.
-The exit statuses are documented in the README ("Exit status").
+The exit statuses are documented in docs/operation.md ("Exit status").
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ EXIT_DATABASE = 3  # the database cannot be used (or not reached in DATABASE_CON
 EXIT_UNREACHABLE = 4  # Discord could not be reached in DISCORD_CONNECT_SECONDS
 
 # What Mnemo needs in a channel: read it, answer (also in threads, as replies), suppress link
-# previews (Embed Links) and attach /memory export files. The README's invite URL is this.
+# previews (Embed Links) and attach /memory export files. The ready line's invite URL asks
+# for these.
 PERMISSIONS = discord.Permissions(
     view_channel=True,
     send_messages=True,

@@ -125,7 +125,8 @@ class SQLiteDatabase(Database):
                 # connection opening the file at the same time may hold.
                 f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
                 "PRAGMA journal_mode=WAL",
-                # NORMAL survives a process crash; only FULL also survives power loss (README).
+                # NORMAL survives a process crash; only FULL also survives power loss
+                # (docs/operation.md, Storage and durability).
                 "PRAGMA synchronous=NORMAL",
                 "PRAGMA foreign_keys=ON",
                 # Deleted text must not linger in free pages of the file.

@@ -125,7 +125,7 @@ class MemoryBot(commands.Bot):
         recommended, _, limit = await self.http.get_bot_gateway()
         if self.settings.shard_count and recommended > self.settings.shard_count:
             log.warning(
-                "Discord recommends %d shards for this bot; set SHARD_COUNT (see the README's"
+                "Discord recommends %d shards for this bot; set SHARD_COUNT (see docs/operation.md,"
                 " Running at scale)",
                 recommended,
             )
