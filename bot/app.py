@@ -26,6 +26,9 @@ def make_llm(settings: Settings) -> LLMClient:
         timeout=settings.llm_timeout_seconds,
         max_retries=settings.llm_max_retries,
         reply_deadline=settings.reply_deadline_seconds,
+        parallel=settings.model_parallel,
+        parallel_auto=settings.model_parallel_auto,
+        parallel_max=settings.model_parallel_max,
     )
 
 

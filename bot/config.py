@@ -76,7 +76,10 @@ class Settings:
     server_daily_tokens: int
     # Requests the model server runs at once; replies beyond it queue while their expected
     # wait fits in reply_deadline_seconds, and background calls yield to them.
-    model_parallel: int
+    model_parallel: int  # the fixed number, or with model_parallel_auto the first guess
+    # MODEL_PARALLEL=auto: learned from the server (bot.model.parallel), model_parallel its guess
+    model_parallel_auto: bool = field(metadata={"env": "MODEL_PARALLEL"})
+    model_parallel_max: int  # never more than this at once, learned or not
     # Discord.
     message_content_intent: bool
     dev_guild_id: int  # slash commands sync to this server at start-up (0 = global)
@@ -144,8 +147,9 @@ class Settings:
             user_messages_per_minute=reader.integer("USER_MESSAGES_PER_MINUTE", 10, minimum=0),
             user_daily_tokens=reader.integer("USER_DAILY_TOKENS", 0, minimum=0),
             server_daily_tokens=reader.integer("SERVER_DAILY_TOKENS", 0, minimum=0),
-            model_parallel=reader.integer("MODEL_PARALLEL", 0, minimum=0)
-            or default_parallel(base_url),
+            model_parallel=reader.parallel("MODEL_PARALLEL") or default_parallel(base_url),
+            model_parallel_auto=reader.parallel("MODEL_PARALLEL") == 0,
+            model_parallel_max=reader.integer("MODEL_PARALLEL_MAX", 16, minimum=1),
             message_content_intent=reader.boolean("MESSAGE_CONTENT_INTENT", True),
             dev_guild_id=reader.integer("DEV_GUILD_ID", 0, minimum=0),
             shard_count=reader.integer("SHARD_COUNT", 0, minimum=0),
@@ -291,6 +295,18 @@ class _Reader:
             raise ConfigError(f"{name} must be at least {minimum}, got {value}; see .env.example")
         return value
 
+    def parallel(self, name: str) -> int:
+        """`auto` (or empty, or 0): 0, to be learned; else a whole number of at least 1."""
+        raw = self._env.get(name, "").strip().lower()
+        if raw in ("", "auto"):
+            return 0
+        try:
+            return self.integer(name, 0, minimum=0)
+        except ConfigError:
+            raise ConfigError(
+                f"{name} must be auto or a whole number, got {raw!r}; see .env.example"
+            ) from None
+
     def integers(self, name: str) -> tuple[int, ...]:
         """A comma-separated list of whole numbers (shard numbers); empty when unset."""
         raw = self._env.get(name, "").strip()
@@ -360,17 +376,22 @@ def is_openai(base_url: str | None) -> bool:
 
 
 def default_parallel(base_url: str | None) -> int:
-    """What MODEL_PARALLEL defaults to: OpenAI serves many at once; a local server often one."""
+    """MODEL_PARALLEL's first guess: OpenAI serves many at once; a local server often one."""
     if is_openai(base_url):
         return 8
+    return 1 if is_local(base_url) else 4  # 4: a hosted OpenAI-compatible service
+
+
+def is_local(base_url: str | None) -> bool:
+    """A server on this machine or a private network: often one request at a time."""
     host = urlsplit(base_url or "").hostname or ""
     if host == "localhost" or host.endswith((".local", ".localhost", ".internal")):
-        return 1
+        return True
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        return 4  # a hosted OpenAI-compatible service
-    return 1 if address.is_loopback or address.is_private or address.is_link_local else 4
+        return False
+    return address.is_loopback or address.is_private or address.is_link_local
 
 
 def _api_key(reader: _Reader, base_url: str | None) -> str:

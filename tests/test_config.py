@@ -195,8 +195,11 @@ def test_configuration_doc_documents_every_setting_once() -> None:
     assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
     assert set(names) == _read_by_settings()
     assert {doc.name: found for doc, found in rows.items() if found} == {}
-    # Every Settings field is one of those variables (the settings read nothing unnamed).
-    fields = {f.name.upper() for f in dataclasses.fields(Settings) if f.compare}
+    # Every Settings field is one of those variables (the settings read nothing unnamed); a
+    # field read from another field's variable says which in its metadata.
+    fields = {
+        f.metadata.get("env", f.name.upper()) for f in dataclasses.fields(Settings) if f.compare
+    }
     assert fields <= set(names), sorted(fields - set(names))
 
 

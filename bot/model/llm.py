@@ -22,7 +22,8 @@ import openai
 from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from bot.config import OPENAI_DEFAULT_BASE_URL, default_parallel, is_openai
+from bot.config import OPENAI_DEFAULT_BASE_URL, default_parallel, is_local, is_openai
+from bot.model.parallel import ParallelLimit, server_slots
 from bot.model.reasoning import visible_answer
 from bot.model.scheduler import ModelScheduler
 from bot.model.text import clean_text
@@ -109,6 +110,8 @@ class LLMClient:
         max_retries: int,
         reply_deadline: float,
         parallel: int | None = None,
+        parallel_auto: bool = False,
+        parallel_max: int = 16,
     ) -> None:
         # Always an explicit URL: given None, the SDK would read OPENAI_BASE_URL from the
         # environment itself, and an empty one there (as `.env.example` ships) is its URL.
@@ -120,21 +123,58 @@ class LLMClient:
         )
         self.base_url = loggable_url(str(self._client.base_url))
         self._reply_deadline = reply_deadline
-        self.scheduler = ModelScheduler(parallel or default_parallel(base_url), reply_deadline)
+        guess = parallel or default_parallel(base_url)
+        self.scheduler = ModelScheduler(min(guess, parallel_max), reply_deadline)
+        # MODEL_PARALLEL=auto: the limit is learned (bot.model.parallel); None when fixed.
+        self.parallel_limit = (
+            ParallelLimit(
+                guess,
+                parallel_max,
+                may_probe=not is_local(base_url),
+                on_change=self.scheduler.set_parallel,
+            )
+            if parallel_auto
+            else None
+        )
+        self._slots_asked: asyncio.Task[None] | None = None
         # After "quota exhausted", calls fail fast for a while instead of hammering the API.
         self._quota_blocked_until = 0.0
         self._quota_logged_at = float("-inf")
         # OpenAI accepts max_completion_tokens for every current model; others may not know it.
-        self._default_limit = MAX_COMPLETION_TOKENS if is_openai(base_url) else MAX_TOKENS
+        self._openai = is_openai(base_url)
+        self._default_limit = MAX_COMPLETION_TOKENS if self._openai else MAX_TOKENS
         self._limit_names: dict[str, str] = {}
         self._json_modes: dict[str, str] = {}
 
     def set_parallel(self, parallel: int) -> None:
-        """How many requests the server runs at once (MODEL_PARALLEL)."""
-        self.scheduler.parallel = max(parallel, 1)
+        """How many requests the server runs at once (MODEL_PARALLEL; with auto, a new guess
+        the server's own number still overrides)."""
+        if self.parallel_limit is not None:
+            self.parallel_limit.reset(parallel)
+        else:
+            self.scheduler.set_parallel(parallel)
 
     async def close(self) -> None:
+        if self._slots_asked is not None:
+            self._slots_asked.cancel()
+            await asyncio.gather(self._slots_asked, return_exceptions=True)
         await self._client.close()
+
+    def _ask_for_slots_once(self) -> None:
+        """With MODEL_PARALLEL=auto, ask the server for its slots beside the first call."""
+        if self.parallel_limit is not None and self._slots_asked is None and not self._openai:
+            self._slots_asked = asyncio.create_task(self._ask_for_slots(), name="mnemo-slots")
+
+    async def slots_asked(self) -> None:
+        """Wait until the server's answer about its slots is in (asked beside the first call
+        with MODEL_PARALLEL=auto; at once otherwise)."""
+        if self._slots_asked is not None:
+            await asyncio.shield(self._slots_asked)
+
+    async def _ask_for_slots(self) -> None:
+        slots = await server_slots(self._client.base_url, self._client.api_key)
+        if slots is not None and self.parallel_limit is not None:
+            self.parallel_limit.server_says(slots)
 
     async def list_models(self) -> list[str]:
         """The model ids the server lists (GET /models), one quick request without retries."""
@@ -164,12 +204,15 @@ class LLMClient:
         json_format: _JsonFormat | None,
     ) -> AsyncIterator[str]:
         self._check_quota()
+        self._ask_for_slots_once()
         raw = ""
+        timing = _FirstToken(self.scheduler, self.parallel_limit)
         try:
             async with asyncio.timeout(self._reply_deadline):
                 stream = await self._open_stream(model, messages, max_tokens, json_format)
                 async with stream:
                     async for chunk in stream:
+                        timing.arrived()
                         if chunk.usage is not None:
                             state.usage = Usage(
                                 chunk.usage.prompt_tokens, chunk.usage.completion_tokens
@@ -195,6 +238,8 @@ class LLMClient:
             ) from None
         except openai.OpenAIError as error:
             self._log_failure(model, error)
+            if self.parallel_limit is not None and _busy(error):
+                self.parallel_limit.overloaded()
             if state.text:
                 raise _interrupted() from error
             raise self._note(describe_error(error)) from error
@@ -370,6 +415,30 @@ class LLMClient:
                 self._quota_logged_at = now
                 log.error("The model API reports its quota is exhausted; check the API account")
         return error
+
+
+class _FirstToken:
+    """Times one call's first chunk for MODEL_PARALLEL=auto, with how many calls held a
+    slot when it was sent (itself included) and whether replies waited for one."""
+
+    def __init__(self, scheduler: ModelScheduler, limit: ParallelLimit | None) -> None:
+        self._limit = limit
+        self._in_flight = scheduler.running
+        self._queued = scheduler.replies_waiting
+        self._sent_at = time.monotonic()
+        self._done = limit is None
+
+    def arrived(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        assert self._limit is not None
+        self._limit.sample(time.monotonic() - self._sent_at, self._in_flight, self._queued)
+
+
+def _busy(error: openai.OpenAIError) -> bool:
+    """429 or 503: the server has no room for another request now."""
+    return isinstance(error, openai.APIStatusError) and error.status_code in (429, 503)
 
 
 @dataclass(frozen=True, slots=True)

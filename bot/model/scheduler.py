@@ -259,6 +259,21 @@ class ModelScheduler:
 
     # -- slots -------------------------------------------------------------------------------
 
+    def set_parallel(self, parallel: int) -> None:
+        """A new limit (MODEL_PARALLEL, or learned): waiting calls take the slots it adds;
+        calls running beyond a lower one finish, and no new one starts until it is under."""
+        self.parallel = max(parallel, 1)
+        self._dispatch()
+
+    @property
+    def running(self) -> int:
+        """Model calls holding a slot now."""
+        return self._replies_running + self._background_count()
+
+    @property
+    def replies_waiting(self) -> bool:
+        return bool(self._reply_waiters)
+
     def _background_count(self) -> int:
         return len(self._background) + self._background_starting
 

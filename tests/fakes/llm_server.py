@@ -298,6 +298,9 @@ class FakeLLM:
         self.think: str | None = None
         self.thought: str = "Let me think about what they asked. Hmm, maybe <b>tags</b>."
         self.slots: int | None = None
+        # What `GET /props` answers, as llama.cpp's server does ({"total_slots": 4, ...});
+        # None: 404, as every other server.
+        self.props: dict[str, Any] | None = None
         self.interrupt_running: bool = False
         self.nonstream_ignores_disconnect: bool = False
         self.usage_chunk: bool = True
@@ -337,6 +340,7 @@ class FakeLLM:
         app.router.add_get("/v1/models", self._list_models)
         app.router.add_get("/v1/models/{model}", self._get_model)
         app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_get("/props", self._props)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
@@ -943,6 +947,11 @@ class FakeLLM:
         except ConnectionResetError:
             return response
         return self._drop(request)  # closed mid-body, as llama-cpp-python does
+
+    async def _props(self, request: web.Request) -> web.Response:
+        if self.props is None:
+            return await self._not_found(request)
+        return web.json_response(self.props)
 
     async def _list_models(self, request: web.Request) -> web.Response:
         data = [self._model_object(model) for model in self.models]
