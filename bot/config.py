@@ -67,6 +67,8 @@ class Settings:
     facts_idle_seconds: float
     edit_relearn_seconds: float  # re-learning after edits: at most once per session per period
     erasure_cooldown_seconds: float  # a user's /memory clear and /facts forget: one per period
+    # PostgreSQL: erased text leaves the database's files within about this (storage.compaction).
+    erasure_compact_seconds: float
     background_concurrency: int
     job_lease_seconds: float  # a background job's claim; a dead process's jobs move after it
     retention_days: int
@@ -141,6 +143,7 @@ class Settings:
             facts_idle_seconds=reader.number("FACTS_IDLE_SECONDS", 300.0, minimum=0.0),
             edit_relearn_seconds=reader.number("EDIT_RELEARN_SECONDS", 300.0, minimum=0.0),
             erasure_cooldown_seconds=reader.number("ERASURE_COOLDOWN_SECONDS", 30.0, minimum=0.0),
+            erasure_compact_seconds=reader.number("ERASURE_COMPACT_SECONDS", 3600.0, minimum=60.0),
             background_concurrency=reader.integer("BACKGROUND_CONCURRENCY", 2, minimum=1),
             job_lease_seconds=reader.number("JOB_LEASE_SECONDS", 60.0, minimum=1.0),
             retention_days=reader.integer("RETENTION_DAYS", 30, minimum=0),

@@ -106,6 +106,12 @@ class Storage:
             return 0
         return await asyncio.to_thread(sqlite_files.expire_backups, path, self._backup_max_age)
 
+    def keep_erasures_compacted(self, period: float) -> None:
+        """PostgreSQL: what deletions leave in the database's files is rewritten out of them
+        within about `period` seconds (ERASURE_COMPACT_SECONDS; see storage.compaction), by
+        whichever process of the fleet gets to it. Nothing to do on SQLite."""
+        self.db.keep_compacted(period)
+
     async def close(self) -> None:
         await self.db.close()
         if self._guard is not None:

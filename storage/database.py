@@ -121,10 +121,24 @@ class Database(ABC):
     async def checkpoint(self) -> None:
         """After user-requested deletions: make the deleted text leave the storage as far as
         the backend allows. SQLite folds the WAL back into the file (`secure_delete` already
-        overwrote the pages); PostgreSQL schedules a VACUUM (debounced, see storage.postgres)."""
+        overwrote the pages); PostgreSQL schedules a VACUUM (debounced, see storage.postgres) and
+        records the deletion for the compaction (storage.compaction)."""
 
     async def flush(self) -> None:
         """Finish now what `checkpoint` deferred (PostgreSQL's VACUUM); SQLite defers nothing."""
+        return None
+
+    async def compact_erased(self, period: float) -> str:
+        """One compaction pass, if due: PostgreSQL rewrites the tables that hold users' text
+        once deletions are pending and nothing still sees their rows, at most once per
+        `period` for every process of the database (see storage.compaction). SQLite has
+        nothing to do (`secure_delete` overwrote the text at once). Returns the outcome:
+        "nothing", "blocked", "not due", "busy" or "done"."""
+        return "nothing"
+
+    def keep_compacted(self, period: float) -> None:
+        """Run `compact_erased(period)` every little while in the background, until `close()`
+        (PostgreSQL; nothing on SQLite)."""
         return None
 
     @abstractmethod

@@ -11,11 +11,14 @@ COMMITTED; read-then-write transactions lock what they check (`lock_row`), compa
 their writes, and unique indexes (one current fact per attribute) hold under concurrency.
 
 Erasure: PostgreSQL has no `secure_delete`. A deleted row stays in the table file as a dead
-tuple until VACUUM, and in the WAL and any backup. After deletions the user asked for,
-`checkpoint()` schedules a plain VACUUM of the database, debounced: erasures within
-`VACUUM_DELAY_SECONDS` share one. VACUUM takes no lock that blocks reads or writes but reads
-every page not known all-visible, so on a large database it costs I/O for a while; it cannot
-run inside a transaction, so it runs on a connection of its own, in the background.
+tuple until VACUUM, its bytes in free space after that, its words in the GIN index for good,
+and in the WAL and any backup. After deletions the user asked for, `checkpoint()` schedules a
+plain VACUUM of the database, debounced: erasures within `VACUUM_DELAY_SECONDS` share one.
+VACUUM takes no lock that blocks reads or writes but reads every page not known all-visible,
+so on a large database it costs I/O for a while; it cannot run inside a transaction, so it
+runs on a connection of its own, in the background. `checkpoint()` also records the deletion
+for the compaction that rewrites the tables holding text within ERASURE_COMPACT_SECONDS (see
+storage.compaction: what is left where, and for how long).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any, NoReturn
 
 import asyncpg
 
+from storage.compaction import CompactionPass, ErasureCompaction
 from storage.database import Database, Row, Transaction, with_returning_id
 from storage.errors import (
     IntegrityViolation,
@@ -89,6 +93,7 @@ class PostgresDatabase(Database):
         self._pool = pool
         self.url = url
         self._vacuum = _Vacuum(self)
+        self.compaction = ErasureCompaction(self)
 
     @classmethod
     async def connect(cls, url: DatabaseURL) -> PostgresDatabase:
@@ -119,6 +124,7 @@ class PostgresDatabase(Database):
         return db
 
     async def close(self) -> None:
+        await self.compaction.close()
         await self._vacuum.close()
         try:
             await asyncio.wait_for(self._pool.close(), CLOSE_TIMEOUT_SECONDS)
@@ -168,6 +174,14 @@ class PostgresDatabase(Database):
 
     async def checkpoint(self) -> None:
         self._vacuum.request()
+        await self.compaction.record()
+
+    async def compact_erased(self, period: float) -> str:
+        result: CompactionPass = await self.compaction.run(period)
+        return result.outcome
+
+    def keep_compacted(self, period: float) -> None:
+        self.compaction.start(period)
 
     async def flush(self) -> None:
         await self._vacuum.run_now()
@@ -190,6 +204,42 @@ class PostgresDatabase(Database):
                 await connection.execute("VACUUM", timeout=MAINTENANCE_TIMEOUT_SECONDS)
         except Exception as error:
             _raise(error, self.url)
+
+    async def rewrite(self, tables: Iterable[str], *, lock_timeout: float) -> list[str]:
+        """VACUUM FULL each table (its toast table and indexes too) into new files, on a
+        connection of its own that waits at most `lock_timeout` seconds for each table's
+        ACCESS EXCLUSIVE lock (a StorageError past it). Returns the tables VACUUM skipped (it
+        skips, with a warning, a table this role does not own)."""
+        try:
+            connection = await asyncpg.connect(
+                self.url.dsn,
+                timeout=CONNECT_TIMEOUT_SECONDS,
+                statement_cache_size=0,
+                server_settings={
+                    "application_name": "mnemo-compaction",
+                    "lock_timeout": str(max(1, round(lock_timeout * 1000))),
+                },
+            )
+        except Exception as error:
+            _raise(error, self.url)
+        skipped = []
+        try:
+            for table in tables:
+                node = "SELECT pg_relation_filenode(to_regclass($1))"
+                before = await connection.fetchval(node, table)
+                await connection.execute(
+                    f"VACUUM FULL {table}", timeout=MAINTENANCE_TIMEOUT_SECONDS
+                )
+                if await connection.fetchval(node, table) == before:
+                    skipped.append(table)
+        except Exception as error:
+            _raise(error, self.url)
+        finally:
+            try:
+                await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT_SECONDS)
+            except (TimeoutError, asyncpg.PostgresError, OSError):
+                connection.terminate()
+        return skipped
 
     # -- migrations -------------------------------------------------------------------------
 

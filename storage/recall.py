@@ -196,8 +196,11 @@ class RecallRepository:
         transaction, so replies keep being stored meanwhile. `secure_delete` zeroes the freed
         pages; the checkpoint then empties the WAL. Returns the number of merge steps.
 
-        PostgreSQL keeps no copy of the words outside the rows (the index is an expression
-        index): the checkpoint's VACUUM removes dead rows and their index entries.
+        PostgreSQL: VACUUM removes a deleted row's entries from the GIN index's posting
+        lists, but GIN never deletes a word from its entry tree, so the words stay in the
+        index file until it is rebuilt. The checkpoint records the deletion; the compaction
+        rewrites the table and every index of it within ERASURE_COMPACT_SECONDS (see
+        storage.compaction).
         """
         if self._db.backend == "postgres":
             await self._db.checkpoint()

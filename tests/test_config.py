@@ -23,6 +23,7 @@ def test_defaults_match_the_design() -> None:
     assert settings.max_reply_tokens == 1000
     assert settings.log_level == "INFO"
     assert settings.openai_base_url is None
+    assert settings.erasure_compact_seconds == 3600  # PostgreSQL: erased text out within an hour
 
 
 def test_database_url_relative_and_absolute() -> None:
@@ -43,6 +44,7 @@ def test_database_url_relative_and_absolute() -> None:
         ({**BASE, "DATABASE_URL": "postgres://h/db?pool_size=0"}, "pool_size"),
         ({**BASE, "DATABASE_URL": "postgres://h/db?command_timeout=0"}, "command_timeout"),
         ({**BASE, "DATABASE_CONNECT_SECONDS": "-1"}, "DATABASE_CONNECT_SECONDS"),
+        ({**BASE, "ERASURE_COMPACT_SECONDS": "10"}, "ERASURE_COMPACT_SECONDS"),
         ({**BASE, "LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
         ({**BASE, "MESSAGE_CONTENT_INTENT": "maybe"}, "MESSAGE_CONTENT_INTENT"),
         ({**BASE, "MAX_PROMPT_TOKENS": "1000"}, "MAX_PROMPT_TOKENS"),

@@ -936,6 +936,9 @@ class MemoryEngine:
 
     async def _retention_loop(self) -> None:
         """One retention pass a day for the whole fleet: whichever process claims the day."""
+        # Erasure on PostgreSQL (#19 item 6): erased text is rewritten out of the database's
+        # files within ERASURE_COMPACT_SECONDS, checked every minute (storage.compaction).
+        self.storage.keep_erasures_compacted(self._settings.erasure_compact_seconds)
         while True:
             try:
                 if await self.fleet.claim_period("retention", RETENTION_INTERVAL_SECONDS):

@@ -4,7 +4,8 @@
 -- 1,200 matching messages (bench 1p). The words are now kept in a stored generated column,
 -- computed once when a message is written or edited, and the GIN index is over that column.
 -- The ranking is unchanged: the same tsvector, positions included, only stored.
--- Deleting a message deletes its words with it; VACUUM after an erasure reclaims both.
+-- Deleting a message deletes its words with it; the erasure compaction (storage/compaction.py)
+-- rewrites the table and this index, so neither keeps them in its files.
 -- On an existing database this rewrites the messages table once (an exclusive lock for as
 -- long as that takes: a maintenance window on a large database).
 ALTER TABLE messages ADD COLUMN content_words tsvector

@@ -1,0 +1,3 @@
+-- Nothing to change on SQLite (the number keeps both backends' migrations in step). The
+-- PostgreSQL twin stops ANALYZE from keeping samples of users' text in pg_statistic; SQLite's
+-- statistics (sqlite_stat1, written only by ANALYZE, which Mnemo never runs) hold counts.
