@@ -10,7 +10,7 @@ Tests that start processes (the bot, a fleet of them, a fresh virtualenv) are ma
 `pytest -m "not slow"` leaves them out. They run first, the longest first, so that under
 pytest-xdist (`make test` runs `-n 4 --dist worksteal`) the few long ones overlap the many
 short ones (see pytest_collection_modifyitems). Each xdist worker is a process of its own, with
-its own PostgreSQL database (see tests/postgres.py); the PostgreSQL line of the summary is
+its own PostgreSQL database (see tests/helpers/postgres.py); the PostgreSQL line of the summary is
 counted on the controller from the test reports, which say which backend each test ran on.
 """
 
@@ -35,7 +35,7 @@ from bot.model.tokens import OFFLINE_ENCODING, Tokenizer, load_encoding
 from storage import Storage
 from tests.fakes.discord_server import BotMessage, FakeDiscord
 from tests.fakes.llm_server import FakeLLM
-from tests.postgres import PostgresForTests
+from tests.helpers.postgres import PostgresForTests
 
 SettingsFactory = Callable[..., Settings]
 POSTGRES = pytest.StashKey[PostgresForTests]()

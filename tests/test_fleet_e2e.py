@@ -23,7 +23,7 @@ import pytest
 from storage import Storage
 from tests.fakes.discord_server import FakeDiscord, FakeUser
 from tests.fakes.llm_server import FakeLLM, message_text
-from tests.processes import BotLauncher, BotProcess
+from tests.helpers.processes import BotLauncher, BotProcess
 from tests.test_background_memory import is_summary_call, labelled_ids
 from tests.test_e2e_commands import final_content, press
 

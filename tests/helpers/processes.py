@@ -15,8 +15,8 @@ from pathlib import Path
 
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 LABEL_ENV = "MNEMO_FAKE_PROCESS_LABEL"
 
 
