@@ -10,8 +10,8 @@ import pytest
 
 from bot.engine.engine import IncomingMessage, MemoryEngine, Outcome
 from storage.models import DM_SPACE, SessionKey
-from tests.conftest import Engines
 from tests.fakes.llm_server import FakeLLM, message_text
+from tests.helpers.engines import Engines
 
 pytestmark = pytest.mark.both_backends
 

@@ -9,7 +9,7 @@ import pytest
 from discord import app_commands
 
 from bot.client.bot import EXTENSIONS, MemoryBot
-from tests.conftest import SettingsFactory
+from tests.helpers.engines import SettingsFactory
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 
 from bot.startup import EXIT_DATABASE, StartupError, open_storage
 from storage import Storage, StorageUnavailable
-from tests.conftest import SettingsFactory
+from tests.helpers.engines import SettingsFactory
 
 pytestmark = pytest.mark.both_backends
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.conftest import Bots
 from tests.fakes.discord_server import FakeDiscord, FakeUser
+from tests.helpers.e2e import Bots
 
 USERS = 20
 PER_USER = 10

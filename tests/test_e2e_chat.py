@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 
 from bot.memory.prompt import RECALL_HEADER
-from tests.conftest import Bots, settled
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
+from tests.helpers.e2e import Bots, settled
 
 
 async def test_mention_in_channel_gets_one_reply(

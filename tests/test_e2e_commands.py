@@ -13,9 +13,9 @@ from typing import Any
 from bot.client.bot import MemoryBot
 from cogs.memory import CANCELLED, TIMED_OUT
 from storage.models import SessionKey
-from tests.conftest import Bots, settled
 from tests.fakes.discord_server import FakeDiscord, FakeInteraction, FakeUser
 from tests.fakes.llm_server import FakeLLM
+from tests.helpers.e2e import Bots, settled
 from tests.test_background_memory import is_summary_call, labelled_ids
 
 EPHEMERAL = 64

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from tests.conftest import Bots, settled
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM, message_text
+from tests.helpers.e2e import Bots, settled
 from tests.test_e2e_faults import ask, eventually, stored
 from tests.test_e2e_memory_truth import Gate, no_reply_in_flight
 

@@ -19,9 +19,9 @@ import pytest
 
 from bot.client.bot import MemoryBot
 from cogs.chat import STORAGE_ERROR
-from tests.conftest import Bots
 from tests.fakes.discord_server import FakeDiscord, FakeUser, RecordedRequest
 from tests.fakes.llm_server import FakeLLM
+from tests.helpers.e2e import Bots
 from tests.test_e2e_commands import press
 
 WARNING_SIGN = "⚠️"

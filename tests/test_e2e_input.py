@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from bot.client.bot import MemoryBot
-from tests.conftest import Bots, settled
 from tests.fakes.discord_server import FakeDiscord, FakeUser
 from tests.fakes.llm_server import FakeLLM, message_text
+from tests.helpers.e2e import Bots, settled
 from tests.test_e2e_faults import ask, take_tracebacks
 
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")

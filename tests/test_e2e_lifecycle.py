@@ -7,9 +7,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Bots
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
+from tests.helpers.e2e import Bots
 from tests.test_e2e_commands import facts_responder, press
 from tests.test_e2e_faults import ask, eventually, stored, take_tracebacks
 

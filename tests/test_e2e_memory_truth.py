@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from bot.client.bot import MemoryBot
-from tests.conftest import Bots, settled
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM, message_text
+from tests.helpers.e2e import Bots, settled
 from tests.test_background_memory import is_summary_call
 from tests.test_e2e_commands import facts_responder, final_content, press
 from tests.test_e2e_faults import ask, eventually, stored

@@ -11,9 +11,9 @@ import discord
 
 from bot.client.splitter import utf16_len
 from cogs.facts import paginate
-from tests.conftest import Bots
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
+from tests.helpers.e2e import Bots
 from tests.test_background_memory import labelled_ids
 from tests.test_e2e_commands import press
 

@@ -12,8 +12,8 @@ from bot.engine.engine import IncomingMessage, MemoryEngine
 from bot.engine.pending import LateChange, UnstoredChanges
 from bot.policy.access import ChannelView
 from storage.models import SessionKey
-from tests.conftest import Engines
 from tests.fakes.llm_server import FakeLLM, message_text
+from tests.helpers.engines import Engines
 from tests.test_background_memory import is_summary_call, labelled_ids
 from tests.test_user_data import file_contains
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from storage.models import SessionKey
-from tests.conftest import Engines
 from tests.fakes.llm_server import FakeLLM
+from tests.helpers.engines import Engines
 from tests.test_background_memory import SMALL, chat, is_summary_call, summary_calls
 
 pytestmark = [pytest.mark.both_backends, pytest.mark.slow]

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Engines
 from tests.fakes.llm_server import FakeLLM
+from tests.helpers.engines import Engines
 from tests.test_recall import ALICE, ALICE_A, ALICE_A_LATER, said, store, summarize_all
 
 pytestmark = pytest.mark.both_backends

@@ -11,7 +11,7 @@ from bot.policy.access import ChannelView, Place
 from bot.policy.controls import Controls
 from storage import Storage
 from storage.guild_settings import ChannelRule, ServerRules
-from tests.conftest import SettingsFactory
+from tests.helpers.engines import SettingsFactory
 
 pytestmark = pytest.mark.both_backends
 

@@ -8,8 +8,8 @@ from bot.engine.engine import IncomingMessage, MemoryEngine, Outcome
 from bot.policy.limits import Limits
 from storage import Storage
 from storage.models import SessionKey
-from tests.conftest import Engines, SettingsFactory
 from tests.fakes.llm_server import FakeLLM
+from tests.helpers.engines import Engines, SettingsFactory
 from tests.test_background_memory import is_summary_call
 
 ALICE = SessionKey(guild_id=100, channel_id=10, user_id=1)

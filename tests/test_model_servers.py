@@ -18,9 +18,10 @@ from bot.config import Settings
 from bot.engine.engine import THINKING, IncomingMessage, MemoryEngine, Outcome
 from bot.model.llm import LLMClient, LLMError, StreamState, check_model_server, parse_json_answer
 from storage.models import SessionKey
-from tests.conftest import Bots, Engines, SettingsFactory
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM, is_reply_call, message_text
+from tests.helpers.e2e import Bots
+from tests.helpers.engines import Engines, SettingsFactory
 
 ALICE = SessionKey(guild_id=100, channel_id=10, user_id=1)
 BOB = SessionKey(guild_id=100, channel_id=10, user_id=2)

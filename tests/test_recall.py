@@ -13,9 +13,10 @@ from bot.model.tokens import Tokenizer
 from storage import Storage
 from storage.models import SessionKey, StoredMessage
 from storage.recall import RecallHit, match_expression, query_terms
-from tests.conftest import Bots, Engines
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
+from tests.helpers.e2e import Bots
+from tests.helpers.engines import Engines
 from tests.test_e2e_commands import final_content, press, talk
 from tests.test_user_data import bury_in_index, file_contains, index_word
 

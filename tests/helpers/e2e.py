@@ -1,0 +1,107 @@
+"""The bot end to end: the real MemoryBot on the loopback Discord and the loopback LLM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+from bot.client.bot import MemoryBot, create_bot
+from bot.client.splitter import utf16_len
+from storage import Storage
+from tests.fakes.discord_server import BotMessage, FakeDiscord
+from tests.fakes.llm_server import FakeLLM
+from tests.helpers.engines import SettingsFactory
+
+
+class Bots:
+    """The real MemoryBot, connected to the loopback Discord and the loopback LLM."""
+
+    def __init__(self, make_settings: SettingsFactory, discord: FakeDiscord, llm: FakeLLM):
+        self._make_settings = make_settings
+        self._discord = discord
+        self._llm = llm
+        self._running: dict[MemoryBot, asyncio.Task[None]] = {}
+
+    async def start(self, **overrides: object) -> MemoryBot:
+        overrides = {"facts_idle_seconds": 3600, **overrides}
+        settings = self._make_settings(openai_base_url=self._llm.base_url, **overrides)
+        bot = create_bot(settings, guild_ready_timeout=0.1)
+        identified = self._discord.identify_count
+        task = asyncio.create_task(bot.start(settings.discord_token))
+        self._running[bot] = task
+        await self._discord.wait_identify(identified + 1)
+        await asyncio.wait_for(bot.wait_until_ready(), 10)
+        return bot
+
+    async def stop(self, bot: MemoryBot) -> None:
+        task = self._running.pop(bot)
+        await bot.close()
+        await asyncio.wait_for(task, 10)
+
+    async def stop_all(self) -> None:
+        for bot in list(self._running):
+            await self.stop(bot)
+
+
+class TracebackRecorder(logging.Handler):
+    """Collects log records that carry a traceback: an unhandled exception somewhere."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info:
+            self.records.append(record)
+
+
+async def check_invariants(discord: FakeDiscord, db_path: Path) -> None:
+    """What must hold after every end-to-end test."""
+    assert discord.unknown_requests == [], discord.unknown_requests
+    for request in discord.requests:
+        unknown_member = (
+            request.status == 404 and request.method == "GET" and "/members/" in request.path
+        )  # "not a member" is an answer (a DM under the allow-lists), not a refusal
+        if request.status >= 400 and not request.injected and not unknown_member:
+            raise AssertionError(f"Discord refused {request.method} {request.path}: {request.json}")
+        body = request.json if isinstance(request.json, dict) else None
+        if body is None or request.method not in ("POST", "PATCH"):
+            continue
+        data = body.get("data", body) if "/callback" in request.path else body
+        if not isinstance(data, dict):
+            continue
+        content = data.get("content")
+        if content is not None:
+            assert 0 < utf16_len(content) <= 2000, request.path
+        if (
+            "/messages" in request.path
+            and not request.path.endswith("/threads")  # starting a thread sends no message
+            and request.method == "POST"
+            and "/webhooks/" not in request.path
+        ):
+            mentions = data.get("allowed_mentions")
+            assert mentions is not None and mentions.get("parse") == [], (request.path, mentions)
+            assert not mentions.get("users") and not mentions.get("roles")
+            assert not mentions.get("replied_user")
+            assert data.get("flags", 0) & 4, "link previews must be suppressed"
+    if await asyncio.to_thread(db_path.exists):
+        store = await Storage.open(db_path)
+        try:
+            assert await store.db.integrity_ok()
+        finally:
+            await store.close()
+
+
+async def settled(discord: FakeDiscord, channel_id: int, quiet: float = 0.8) -> list[BotMessage]:
+    """The bot's live messages in a channel once none was created or edited for `quiet` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while loop.time() < deadline:
+        messages = discord.bot_messages(channel_id)
+        latest = max((m.updated_at for m in messages), default=0.0)
+        if messages and time.monotonic() - latest >= quiet:
+            return [m for m in messages if not m.deleted]
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"channel {channel_id} did not settle")

@@ -1,0 +1,55 @@
+"""Memory engines for tests: the `engines` fixture's pool, and a user's turn through one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bot.config import Settings
+from bot.engine.engine import MemoryEngine
+from bot.model.llm import LLMClient
+from bot.model.tokens import Tokenizer
+from storage import Storage
+
+SettingsFactory = Callable[..., Settings]
+"""The `make_settings` fixture: Settings as a user writes them in .env, with overrides."""
+
+
+class Engines:
+    """Memory engines wired to a real SQLite file and the loopback LLM over HTTP.
+
+    `start()` opens one like the bot's setup_hook does; `stop()` closes it like the bot's
+    close(). Starting another on the same database is a restart.
+    """
+
+    def __init__(self, make_settings: SettingsFactory, tokenizer: Tokenizer, llm_url: str):
+        self._make_settings = make_settings
+        self._tokenizer = tokenizer
+        self._llm_url = llm_url
+        self._open: list[MemoryEngine] = []
+
+    async def start(self, **overrides: object) -> MemoryEngine:
+        overrides = {"facts_idle_seconds": 3600, **overrides}
+        settings = self._make_settings(openai_base_url=self._llm_url, **overrides)
+        storage = await Storage.open(settings.database_url)
+        llm = LLMClient(
+            api_key=settings.openai_api_key,
+            base_url=settings.openai_base_url,
+            timeout=settings.llm_timeout_seconds,
+            max_retries=settings.llm_max_retries,
+            reply_deadline=settings.reply_deadline_seconds,
+        )
+        # Background retries after 10 ms, not seconds: tests wait for them.
+        engine = MemoryEngine(storage, llm, self._tokenizer, settings, job_retry_delays=(0.01,))
+        await engine.start()
+        self._open.append(engine)
+        return engine
+
+    async def stop(self, engine: MemoryEngine, grace: float = 1.0) -> None:
+        self._open.remove(engine)
+        await engine.close(grace)
+        await engine.llm.close()
+        await engine.storage.close()
+
+    async def stop_all(self) -> None:
+        for engine in list(self._open):
+            await self.stop(engine)
