@@ -8,51 +8,16 @@ from typing import Any
 
 import pytest
 
-from bot.engine.engine import IncomingMessage, MemoryEngine, Outcome
 from storage.models import DM_SPACE, SessionKey
 from tests.fakes.llm_server import FakeLLM, message_text
-from tests.helpers.engines import Engines
+from tests.helpers.engines import SMALL, Engines, chat, said
+from tests.helpers.llm import fact_calls, is_summary_call, labelled_ids, summary_calls
 
 pytestmark = pytest.mark.both_backends
 
 ALICE_SERVER = SessionKey(guild_id=100, channel_id=10, user_id=1)
 ALICE_DM = SessionKey(guild_id=None, channel_id=50, user_id=1)
 BOB_SERVER = SessionKey(guild_id=100, channel_id=10, user_id=2)
-SMALL = {"summary_trigger_tokens": 200, "summary_keep_recent_tokens": 60}
-
-_ids = iter(range(50_000, 10**9))
-
-
-def said(key: SessionKey, text: str) -> IncomingMessage:
-    return IncomingMessage(key=key, discord_id=next(_ids), content=text, author_name="Alice")
-
-
-def is_summary_call(body: dict[str, Any]) -> bool:
-    return "running summary" in message_text(body["messages"][0])
-
-
-def summary_calls(fake: FakeLLM) -> list[dict[str, Any]]:
-    return [call for call in fake.chat_calls if is_summary_call(call)]
-
-
-def fact_calls(fake: FakeLLM) -> list[dict[str, Any]]:
-    return [call for call in fake.chat_calls if call.get("response_format")]
-
-
-def labelled_ids(body: dict[str, Any]) -> dict[str, int]:
-    """Map each message text in an extraction prompt to its [id] label."""
-    found = {}
-    for line in message_text(body["messages"][-1]).splitlines():
-        if line.startswith("["):
-            label, _, text = line.partition("] ")
-            found[text] = int(label[1:])
-    return found
-
-
-async def chat(engine: MemoryEngine, key: SessionKey, *texts: str) -> None:
-    for text in texts:
-        result = await engine.reply(said(key, text))
-        assert result.outcome is Outcome.ANSWERED
 
 
 async def test_summary_appears_past_threshold_and_enters_the_prompt(

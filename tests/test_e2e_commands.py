@@ -13,55 +13,12 @@ from typing import Any
 from bot.client.bot import MemoryBot
 from cogs.memory import CANCELLED, TIMED_OUT
 from storage.models import SessionKey
-from tests.fakes.discord_server import FakeDiscord, FakeInteraction, FakeUser
+from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
-from tests.helpers.e2e import Bots, settled
-from tests.test_background_memory import is_summary_call, labelled_ids
+from tests.helpers.e2e import Bots, final_content, press, settled, talk, talk_dm
+from tests.helpers.llm import facts_responder, is_summary_call
 
 EPHEMERAL = 64
-
-
-async def talk(d: FakeDiscord, user: FakeUser, channel: int, text: str) -> None:
-    await d.send_message(user, channel, text, mention_bot=True)
-    await d.final_text(await d.next_bot_message(channel), quiet=0.2)
-
-
-async def talk_dm(d: FakeDiscord, user: FakeUser, text: str) -> None:
-    await d.send_dm(user, text)
-    await d.final_text(await d.next_bot_message(d.dm_channel_id(user)), quiet=0.2)
-
-
-async def press(
-    d: FakeDiscord, user: FakeUser, interaction: FakeInteraction, label: str
-) -> FakeInteraction:
-    message = interaction.original
-    assert message is not None and message.ephemeral
-    for component in (c for row in message.components for c in row.get("components", [])):
-        if component.get("label") == label:
-            return await d.click(user, message, component["custom_id"])
-    raise AssertionError(f"no {label!r} button in {message.components}")
-
-
-async def final_content(interaction: FakeInteraction) -> str:
-    """The confirmation's answer: its message once the bot has edited the buttons away (the
-    answer, Cancelled or Timed out replaces question and buttons in one edit)."""
-    for _ in range(200):
-        original = interaction.original
-        if original is not None and not original.loading and not original.components:
-            return original.content
-        await asyncio.sleep(0.05)
-    raise AssertionError("the confirmation was never answered")
-
-
-def facts_responder(body: dict[str, Any]) -> str:
-    facts = []
-    for text, mid in labelled_ids(body).items():
-        if "I live in" in text:
-            city = text.split("I live in ")[1].split()[0].strip(".,")
-            facts.append({"attribute": "city", "value": city, "sources": [mid]})
-        if "my dog is" in text:
-            facts.append({"attribute": "dog_name", "value": text.split()[-1], "sources": [mid]})
-    return json.dumps({"facts": facts})
 
 
 async def test_commands_are_synced_globally_once(bots: Bots, fake_discord: FakeDiscord) -> None:

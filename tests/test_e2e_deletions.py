@@ -10,9 +10,7 @@ import pytest
 
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM, message_text
-from tests.helpers.e2e import Bots, settled
-from tests.test_e2e_faults import ask, eventually, stored
-from tests.test_e2e_memory_truth import Gate, no_reply_in_flight
+from tests.helpers.e2e import Bots, Gate, ask, eventually, no_reply_in_flight, settled, stored
 
 pytestmark = pytest.mark.both_backends
 

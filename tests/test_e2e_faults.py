@@ -11,7 +11,6 @@ import asyncio
 import logging
 import sqlite3
 import threading
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,31 +20,9 @@ from bot.client.bot import MemoryBot
 from cogs.chat import STORAGE_ERROR
 from tests.fakes.discord_server import FakeDiscord, FakeUser, RecordedRequest
 from tests.fakes.llm_server import FakeLLM
-from tests.helpers.e2e import Bots
-from tests.test_e2e_commands import press
+from tests.helpers.e2e import Bots, ask, eventually, press, stored, take_tracebacks
 
 WARNING_SIGN = "⚠️"
-
-
-async def ask(d: FakeDiscord, user: FakeUser, channel: int, text: str) -> str:
-    """Mention the bot with `text` and return its reply once it stops changing."""
-    await d.send_message(user, channel, text, mention_bot=True)
-    return await d.final_text(await d.next_bot_message(channel), quiet=0.3)
-
-
-async def stored(bot: MemoryBot, user: FakeUser) -> list[tuple[str, str]]:
-    """(role, content) of every message stored for the user, oldest first."""
-    export = await bot.storage.users.export(user.id)
-    return [(m["role"], m["content"]) for m in export["messages"]]
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll an async condition (the bot's database, say) for up to 10 s until it holds."""
-    for _ in range(200):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def wait_stored(bot: MemoryBot, user: FakeUser, count: int) -> None:
@@ -72,18 +49,6 @@ def message_posts(d: FakeDiscord, channel: int) -> list[RecordedRequest]:
     return [
         r for r in d.requests if r.method == "POST" and r.path == f"/channels/{channel}/messages"
     ]
-
-
-def take_tracebacks() -> list[logging.LogRecord]:
-    """The tracebacks logged so far (the `bots` fixture's recorder), handed to the test body so
-    that an unhandled exception fails the test itself, not only its teardown."""
-    found: list[logging.LogRecord] = []
-    for handler in logging.getLogger().handlers:
-        records = getattr(handler, "records", None)
-        if type(handler).__name__ == "TracebackRecorder" and isinstance(records, list):
-            found += records
-            records.clear()
-    return found
 
 
 # -- the model -------------------------------------------------------------------------------

@@ -15,8 +15,7 @@ import pytest
 from bot.client.bot import MemoryBot
 from tests.fakes.discord_server import FakeDiscord, FakeUser
 from tests.fakes.llm_server import FakeLLM, message_text
-from tests.helpers.e2e import Bots, settled
-from tests.test_e2e_faults import ask, take_tracebacks
+from tests.helpers.e2e import Bots, ask, settled, take_tracebacks
 
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4

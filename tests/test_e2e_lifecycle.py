@@ -9,9 +9,8 @@ from typing import Any
 
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
-from tests.helpers.e2e import Bots
-from tests.test_e2e_commands import facts_responder, press
-from tests.test_e2e_faults import ask, eventually, stored, take_tracebacks
+from tests.helpers.e2e import Bots, ask, eventually, press, stored, take_tracebacks
+from tests.helpers.llm import facts_responder
 
 
 async def test_edited_and_deleted_messages_follow_discord(
@@ -109,7 +108,7 @@ async def test_long_fact_lists_are_paged_for_their_owner_only(
     bot = await bots.start(facts_batch_messages=1)
 
     def many_facts(body: dict[str, Any]) -> str:
-        from tests.test_background_memory import labelled_ids
+        from tests.helpers.llm import labelled_ids
 
         [(text, mid)] = labelled_ids(body).items()
         facts = [

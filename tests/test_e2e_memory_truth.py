@@ -13,30 +13,20 @@ from typing import Any
 
 import pytest
 
-from bot.client.bot import MemoryBot
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM, message_text
-from tests.helpers.e2e import Bots, settled
-from tests.test_background_memory import is_summary_call
-from tests.test_e2e_commands import facts_responder, final_content, press
-from tests.test_e2e_faults import ask, eventually, stored
-
-
-class Gate:
-    """Holds every chat answer whose newest message contains `marker` until released."""
-
-    def __init__(self, marker: str, answer: str | None = None) -> None:
-        self.marker = marker
-        self.answer = answer
-        self.arrived = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def __call__(self, body: dict[str, Any]) -> str:
-        last = message_text(body["messages"][-1])
-        if self.marker in last:
-            self.arrived.set()
-            await self.release.wait()
-        return self.answer or f"echo: {last}"
+from tests.helpers.e2e import (
+    Bots,
+    Gate,
+    ask,
+    eventually,
+    final_content,
+    no_reply_in_flight,
+    press,
+    settled,
+    stored,
+)
+from tests.helpers.llm import facts_responder, is_summary_call
 
 
 async def erase(d: FakeDiscord, scope: str) -> str:
@@ -87,10 +77,6 @@ async def test_erasure_while_an_answer_is_in_flight_or_queued_leaves_nothing(
     )
     assert "MARKER" not in fake_llm.prompt_texts()[-1]
     assert "MARKER" not in json.dumps(await bot.storage.users.export(d.alice.id))
-
-
-async def no_reply_in_flight(bot: MemoryBot) -> bool:
-    return not bot.engine._in_flight  # the engine's own count of replies being handled
 
 
 async def test_a_message_deleted_while_queued_is_never_answered_and_an_edited_one_is(

@@ -13,9 +13,8 @@ from bot.client.splitter import utf16_len
 from cogs.facts import paginate
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
-from tests.helpers.e2e import Bots
-from tests.test_background_memory import labelled_ids
-from tests.test_e2e_commands import press
+from tests.helpers.e2e import Bots, press
+from tests.helpers.llm import labelled_ids
 
 LENGTH_NOTE = "-# (the answer reached the reply length limit)"
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
-from tests.helpers.e2e import Bots
-from tests.test_e2e_faults import ask, take_tracebacks
+from tests.helpers.e2e import Bots, ask, take_tracebacks
 
 ORPHAN_THREAD_ID = 1_200_000_000_000_000_091
 UNSEEN_PARENT_ID = 1_200_000_000_000_000_092

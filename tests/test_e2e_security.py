@@ -15,9 +15,8 @@ from typing import Any
 from bot.client.bot import MemoryBot
 from tests.fakes.discord_server import FakeDiscord, FakeUser
 from tests.fakes.llm_server import FakeLLM, is_reply_call, message_text
-from tests.helpers.e2e import Bots, settled
-from tests.test_background_memory import is_summary_call, labelled_ids
-from tests.test_e2e_faults import eventually
+from tests.helpers.e2e import Bots, eventually, settled
+from tests.helpers.llm import is_summary_call, labelled_ids
 
 USER_LETTERS = {"alice": "A", "bob": "B", "admin": "C"}
 MARKER = re.compile(r"MK[A-Z]{2}X")

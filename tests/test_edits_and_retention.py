@@ -14,8 +14,8 @@ from bot.policy.access import ChannelView
 from storage.models import SessionKey
 from tests.fakes.llm_server import FakeLLM, message_text
 from tests.helpers.engines import Engines
-from tests.test_background_memory import is_summary_call, labelled_ids
-from tests.test_user_data import file_contains
+from tests.helpers.llm import is_summary_call, labelled_ids
+from tests.helpers.storage import file_contains
 
 pytestmark = pytest.mark.both_backends
 

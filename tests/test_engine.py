@@ -8,22 +8,16 @@ import time
 
 import pytest
 
-from bot.engine.engine import IncomingMessage, MemoryEngine, Outcome
+from bot.engine.engine import MemoryEngine, Outcome
 from storage.models import SessionKey
 from tests.fakes.llm_server import FakeLLM, is_reply_call
-from tests.helpers.engines import Engines
+from tests.helpers.engines import Engines, said
 
 pytestmark = pytest.mark.both_backends
 
 ALICE_HERE = SessionKey(guild_id=100, channel_id=10, user_id=1)
 BOB_HERE = SessionKey(guild_id=100, channel_id=10, user_id=2)
 ALICE_ELSEWHERE = SessionKey(guild_id=100, channel_id=11, user_id=1)
-
-_ids = iter(range(10_000, 10**9))
-
-
-def said(key: SessionKey, text: str, name: str = "Alice") -> IncomingMessage:
-    return IncomingMessage(key=key, discord_id=next(_ids), content=text, author_name=name)
 
 
 async def stored_texts(engine: MemoryEngine, key: SessionKey) -> list[tuple[str, str]]:

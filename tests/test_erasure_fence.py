@@ -10,6 +10,7 @@ import pytest
 from storage import Storage
 from storage.erasures import ErasedMeanwhile
 from storage.models import NewFact, SessionKey
+from tests.helpers.storage import next_discord_id
 
 pytestmark = pytest.mark.both_backends
 
@@ -19,7 +20,6 @@ ALICE_ELSEWHERE = SessionKey(guild_id=200, channel_id=20, user_id=1)
 ALICE_DM = SessionKey(guild_id=None, channel_id=30, user_id=1)
 BOB_HERE = SessionKey(guild_id=100, channel_id=10, user_id=2)
 ALL = (ALICE_HERE, ALICE_THERE, ALICE_ELSEWHERE, ALICE_DM, BOB_HERE)
-_ids = iter(range(5000, 10**9))
 
 
 async def add(storage: Storage, key: SessionKey, text: str, fence: int, role: str = "user"):
@@ -28,7 +28,7 @@ async def add(storage: Storage, key: SessionKey, text: str, fence: int, role: st
         role=role,  # type: ignore[arg-type]
         content=text,
         tokens=3,
-        discord_id=next(_ids) if role == "user" else None,
+        discord_id=next_discord_id() if role == "user" else None,
         now=1.0,
         fence=fence,
     )
@@ -151,7 +151,7 @@ async def test_an_erasure_drops_the_messages_waiting_in_its_scope(storage: Stora
     """A message waiting for its turn when its process died is answered after a restart,
     unless an erasure covering it came first (it would have been dropped, not stored)."""
     for key in ALL:
-        await storage.queued.add(key, next(_ids), fence=0, now=1.0)
+        await storage.queued.add(key, next_discord_id(), fence=0, now=1.0)
     await storage.users.clear_session(ALICE_HERE.channel_id, ALICE_HERE.user_id)
     assert await _queued(storage) == set(ALL) - {ALICE_HERE}
     await storage.users.delete_member_in_guild(1, 100)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
-from tests.test_startup import Bot
+from tests.helpers.processes import StderrBot
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / ".env.example"
@@ -85,7 +85,7 @@ async def run_until_ready(workdir: Path, env: dict[str, str]) -> list[str]:
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    bot = Bot(process)
+    bot = StderrBot(process)
     try:
         await bot.wait_line("Mnemo is ready", timeout=60)
         process.send_signal(signal.SIGTERM)

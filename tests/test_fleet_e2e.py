@@ -23,9 +23,9 @@ import pytest
 from storage import Storage
 from tests.fakes.discord_server import FakeDiscord, FakeUser
 from tests.fakes.llm_server import FakeLLM, message_text
+from tests.helpers.e2e import final_content, press
+from tests.helpers.llm import is_summary_call, labelled_ids
 from tests.helpers.processes import BotLauncher, BotProcess
-from tests.test_background_memory import is_summary_call, labelled_ids
-from tests.test_e2e_commands import final_content, press
 
 pytestmark = [pytest.mark.both_backends, pytest.mark.postgres_only, pytest.mark.slow]
 

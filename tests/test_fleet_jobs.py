@@ -11,8 +11,8 @@ import pytest
 
 from storage.models import SessionKey
 from tests.fakes.llm_server import FakeLLM
-from tests.helpers.engines import Engines
-from tests.test_background_memory import SMALL, chat, is_summary_call, summary_calls
+from tests.helpers.engines import SMALL, Engines, chat
+from tests.helpers.llm import is_summary_call, summary_calls
 
 pytestmark = [pytest.mark.both_backends, pytest.mark.slow]
 

@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import pytest
 
+from storage.models import SessionKey
 from tests.fakes.llm_server import FakeLLM
-from tests.helpers.engines import Engines
-from tests.test_recall import ALICE, ALICE_A, ALICE_A_LATER, said, store, summarize_all
+from tests.helpers.engines import Engines, said
+from tests.helpers.storage import store, summarize_all
 
 pytestmark = pytest.mark.both_backends
+
+ALICE = 1
+ALICE_A = SessionKey(100, 10, ALICE)  # where the old messages were said
+ALICE_A_LATER = SessionKey(100, 11, ALICE)  # another channel of the same server
 
 
 async def test_memory_why_on_another_process_shows_nothing_erased(

@@ -10,15 +10,15 @@ from storage import Storage
 from storage.models import SessionKey
 from tests.fakes.llm_server import FakeLLM
 from tests.helpers.engines import Engines, SettingsFactory
-from tests.test_background_memory import is_summary_call
+from tests.helpers.llm import is_summary_call
+from tests.helpers.storage import next_discord_id
 
 ALICE = SessionKey(guild_id=100, channel_id=10, user_id=1)
 BOB = SessionKey(guild_id=100, channel_id=10, user_id=2)
-_ids = iter(range(70_000, 10**9))
 
 
 async def say(engine: MemoryEngine, key: SessionKey, text: str = "hello"):
-    return await engine.reply(IncomingMessage(key, next(_ids), text, "someone"))
+    return await engine.reply(IncomingMessage(key, next_discord_id(), text, "someone"))
 
 
 async def test_rate_limit_refuses_with_reset_time(engines: Engines, fake_llm: FakeLLM) -> None:

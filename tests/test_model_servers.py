@@ -15,24 +15,18 @@ from typing import Any
 import pytest
 
 from bot.config import Settings
-from bot.engine.engine import THINKING, IncomingMessage, MemoryEngine, Outcome
+from bot.engine.engine import THINKING, MemoryEngine, Outcome
 from bot.model.llm import LLMClient, LLMError, StreamState, check_model_server, parse_json_answer
 from storage.models import SessionKey
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM, is_reply_call, message_text
 from tests.helpers.e2e import Bots
-from tests.helpers.engines import Engines, SettingsFactory
+from tests.helpers.engines import Engines, SettingsFactory, said
 
 ALICE = SessionKey(guild_id=100, channel_id=10, user_id=1)
 BOB = SessionKey(guild_id=100, channel_id=10, user_id=2)
 SMALL = {"summary_trigger_tokens": 200, "summary_keep_recent_tokens": 60}
 SAMPLING = ("temperature", "top_p", "presence_penalty", "frequency_penalty", "seed")
-
-_ids = iter(range(70_000, 10**9))
-
-
-def said(key: SessionKey, text: str) -> IncomingMessage:
-    return IncomingMessage(key=key, discord_id=next(_ids), content=text, author_name="Alice")
 
 
 def is_summary(body: dict[str, Any]) -> bool:

@@ -17,8 +17,8 @@ import pytest
 
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM, message_text
+from tests.helpers.llm import is_summary_call, labelled_ids
 from tests.helpers.processes import BotLauncher, BotProcess
-from tests.test_background_memory import is_summary_call, labelled_ids
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.engine.engine import IncomingMessage, MemoryEngine
+from bot.engine.engine import MemoryEngine
 from bot.memory.recall import collapse_duplicates, excerpt, search_terms
 from bot.model.tokens import Tokenizer
 from storage import Storage
@@ -15,10 +15,9 @@ from storage.models import SessionKey, StoredMessage
 from storage.recall import RecallHit, match_expression, query_terms
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
-from tests.helpers.e2e import Bots
-from tests.helpers.engines import Engines
-from tests.test_e2e_commands import final_content, press, talk
-from tests.test_user_data import bury_in_index, file_contains, index_word
+from tests.helpers.e2e import Bots, final_content, press, talk
+from tests.helpers.engines import Engines, said
+from tests.helpers.storage import bury_in_index, file_contains, index_word, store, summarize_all
 
 GUILD_A, GUILD_B = 100, 200
 ALICE, BOB = 1, 2
@@ -27,44 +26,6 @@ ALICE_A_LATER = SessionKey(GUILD_A, 11, ALICE)  # another channel of the same se
 ALICE_B = SessionKey(GUILD_B, 20, ALICE)
 ALICE_DM = SessionKey(None, 30, ALICE)
 BOB_A = SessionKey(GUILD_A, 10, BOB)
-
-_ids = iter(range(50_000, 10**9))
-
-
-async def store(
-    storage: Storage, key: SessionKey, text: str, *, role: str = "user", now: float = 1000.0
-) -> StoredMessage:
-    stored = await storage.messages.add(
-        key,
-        role=role,  # type: ignore[arg-type]
-        content=text,
-        tokens=len(text.split()) + 2,
-        discord_id=next(_ids) if role == "user" else None,
-        now=now,
-    )
-    assert stored is not None
-    return stored
-
-
-def said(key: SessionKey, text: str) -> IncomingMessage:
-    return IncomingMessage(key=key, discord_id=next(_ids), content=text, author_name="Alice")
-
-
-async def summarize_all(storage: Storage, key: SessionKey) -> None:
-    """Mark every stored message of the session as folded into its summary (out of the
-    window), as the summarizer would have done long ago."""
-    session = await storage.sessions.find(key.channel_id, key.user_id)
-    assert session is not None
-    [newest] = await storage.messages.newest(session.id, after_id=0, limit=1)
-    saved = await storage.sessions.save_summary(
-        session.id,
-        expected_through=session.summarized_through,
-        new_through=newest.id,
-        summary="They talked about many things.",
-        tokens=6,
-        now=2000.0,
-    )
-    assert saved
 
 
 async def plant_everywhere(storage: Storage) -> None:

@@ -12,8 +12,8 @@ from bot.memory.batching import request_tokens
 from bot.model.tokens import Tokenizer
 from storage.models import SessionKey
 from tests.fakes.llm_server import FakeLLM, message_text
-from tests.helpers.engines import Engines
-from tests.test_background_memory import chat, fact_calls, labelled_ids, summary_calls
+from tests.helpers.engines import Engines, chat
+from tests.helpers.llm import fact_calls, labelled_ids, summary_calls
 
 pytestmark = pytest.mark.both_backends
 

@@ -24,6 +24,7 @@ from aiohttp import web
 from bot.startup import invite_url
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
+from tests.helpers.processes import StderrBot
 
 pytestmark = pytest.mark.slow  # the bot as a process
 
@@ -42,41 +43,6 @@ def closed_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield int(sock.getsockname()[1])
-
-
-class Bot:
-    """A bot process whose stderr is collected line by line as it runs."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.lines: list[str] = []
-        self._reader = asyncio.ensure_future(self._read())
-        self._changed = asyncio.Event()
-
-    async def _read(self) -> None:
-        assert self.process.stderr is not None
-        async for raw in self.process.stderr:
-            self.lines.append(raw.decode().rstrip("\n"))
-            self._changed.set()
-
-    async def wait_line(self, pattern: str, timeout: float = 30) -> str:  # noqa: ASYNC109
-        async with asyncio.timeout(timeout):
-            while True:
-                for line in self.lines:
-                    if re.search(pattern, line):
-                        return line
-                self._changed.clear()
-                await self._changed.wait()
-
-    async def exit(self, timeout: float = 30) -> tuple[int, list[str]]:  # noqa: ASYNC109
-        """The exit status and every stderr line, once the process has ended."""
-        code = await asyncio.wait_for(self.process.wait(), timeout)
-        await asyncio.wait_for(self._reader, 5)
-        return code, self.lines
-
-    def kill(self) -> None:
-        if self.process.returncode is None:
-            self.process.kill()
 
 
 @pytest.fixture
@@ -100,9 +66,9 @@ Launch = Callable[..., Any]
 
 @pytest.fixture
 async def launch(env: dict[str, str], tmp_path: Path) -> AsyncIterator[Launch]:
-    started: list[Bot] = []
+    started: list[StderrBot] = []
 
-    async def start(*command: str, prefix: tuple[str, ...] = (), **settings: str) -> Bot:
+    async def start(*command: str, prefix: tuple[str, ...] = (), **settings: str) -> StderrBot:
         process = await asyncio.create_subprocess_exec(
             *prefix,
             sys.executable,
@@ -114,7 +80,7 @@ async def launch(env: dict[str, str], tmp_path: Path) -> AsyncIterator[Launch]:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
-        bot = Bot(process)
+        bot = StderrBot(process)
         started.append(bot)
         return bot
 

@@ -10,6 +10,7 @@ import pytest
 
 from storage import Storage
 from storage.models import NewFact, SessionKey
+from tests.helpers.storage import bury_in_index, file_contains, index_word
 
 pytestmark = pytest.mark.both_backends
 
@@ -70,29 +71,6 @@ async def fill_user(storage: Storage, user_id: int, marker: str) -> None:
     await storage.fleet.count_message(user_id, window_start=60.0)
 
 
-def index_word(marker: str) -> str:
-    """The marker as one word of the search index: 'ALICE-MARKER' -> 'qjalicemarker'. No
-    other word of the tests starts with 'q', which matters for `file_contains`."""
-    return "qj" + marker.lower().replace("-", "")
-
-
-async def bury_in_index(storage: Storage, batches: int = 64) -> None:
-    """Store others' messages in many transactions, as a busy bot does: the search index
-    merges its segments as it grows, so what was indexed first ends in an older, bigger
-    segment, where a deletion only adds a tombstone unless the index is merged again."""
-    key = SessionKey(GUILD_A, 99, 9)
-    for batch in range(batches):
-        for n in range(16):
-            await storage.messages.add(
-                key,
-                role="user",
-                content=f"filler {batch} {n} w{batch}x{n} about the weather",
-                tokens=5,
-                discord_id=None,
-                now=1.0,
-            )
-
-
 async def tables(storage: Storage) -> list[str]:
     return await storage.db.table_names()
 
@@ -125,23 +103,6 @@ async def rows_of_user(storage: Storage, user_id: int) -> int:
         "SELECT COUNT(*) FROM usage_daily WHERE scope = 'user' AND scope_id = ?", (user_id,)
     )
     return count + row[0]
-
-
-def file_contains(path: Path, marker: str) -> bool:
-    """The marker, or its index word, anywhere in the database files (WAL included). The
-    index stores a word after the prefix it shares with the word before it; the word before
-    the marker's never starts with 'q', so all but its first letter are always there."""
-    return _file_contains(path, marker.encode()) or _file_contains(
-        path, index_word(marker)[1:].encode()
-    )
-
-
-def _file_contains(path: Path, needle: bytes) -> bool:
-    return any(
-        needle in candidate.read_bytes()
-        for candidate in path.parent.iterdir()
-        if candidate.name.startswith(path.name)
-    )
 
 
 async def test_every_table_is_known_to_deletion(storage: Storage) -> None:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from bot.client.bot import MemoryBot, create_bot
 from bot.client.splitter import utf16_len
 from storage import Storage
-from tests.fakes.discord_server import BotMessage, FakeDiscord
-from tests.fakes.llm_server import FakeLLM
+from tests.fakes.discord_server import BotMessage, FakeDiscord, FakeInteraction, FakeUser
+from tests.fakes.llm_server import FakeLLM, message_text
 from tests.helpers.engines import SettingsFactory
 
 
@@ -105,3 +107,89 @@ async def settled(discord: FakeDiscord, channel_id: int, quiet: float = 0.8) -> 
             return [m for m in messages if not m.deleted]
         await asyncio.sleep(0.05)
     raise TimeoutError(f"channel {channel_id} did not settle")
+
+
+async def ask(d: FakeDiscord, user: FakeUser, channel: int, text: str) -> str:
+    """Mention the bot with `text` and return its reply once it stops changing."""
+    await d.send_message(user, channel, text, mention_bot=True)
+    return await d.final_text(await d.next_bot_message(channel), quiet=0.3)
+
+
+async def talk(d: FakeDiscord, user: FakeUser, channel: int, text: str) -> None:
+    await d.send_message(user, channel, text, mention_bot=True)
+    await d.final_text(await d.next_bot_message(channel), quiet=0.2)
+
+
+async def talk_dm(d: FakeDiscord, user: FakeUser, text: str) -> None:
+    await d.send_dm(user, text)
+    await d.final_text(await d.next_bot_message(d.dm_channel_id(user)), quiet=0.2)
+
+
+async def press(
+    d: FakeDiscord, user: FakeUser, interaction: FakeInteraction, label: str
+) -> FakeInteraction:
+    message = interaction.original
+    assert message is not None and message.ephemeral
+    for component in (c for row in message.components for c in row.get("components", [])):
+        if component.get("label") == label:
+            return await d.click(user, message, component["custom_id"])
+    raise AssertionError(f"no {label!r} button in {message.components}")
+
+
+async def final_content(interaction: FakeInteraction) -> str:
+    """The confirmation's answer: its message once the bot has edited the buttons away (the
+    answer, Cancelled or Timed out replaces question and buttons in one edit)."""
+    for _ in range(200):
+        original = interaction.original
+        if original is not None and not original.loading and not original.components:
+            return original.content
+        await asyncio.sleep(0.05)
+    raise AssertionError("the confirmation was never answered")
+
+
+async def stored(bot: MemoryBot, user: FakeUser) -> list[tuple[str, str]]:
+    """(role, content) of every message stored for the user, oldest first."""
+    export = await bot.storage.users.export(user.id)
+    return [(m["role"], m["content"]) for m in export["messages"]]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll an async condition (the bot's database, say) for up to 10 s until it holds."""
+    for _ in range(200):
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def take_tracebacks() -> list[logging.LogRecord]:
+    """The tracebacks logged so far (the `bots` fixture's recorder), handed to the test body so
+    that an unhandled exception fails the test itself, not only its teardown."""
+    found: list[logging.LogRecord] = []
+    for handler in logging.getLogger().handlers:
+        records = getattr(handler, "records", None)
+        if type(handler).__name__ == "TracebackRecorder" and isinstance(records, list):
+            found += records
+            records.clear()
+    return found
+
+
+class Gate:
+    """Holds every chat answer whose newest message contains `marker` until released."""
+
+    def __init__(self, marker: str, answer: str | None = None) -> None:
+        self.marker = marker
+        self.answer = answer
+        self.arrived = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, body: dict[str, Any]) -> str:
+        last = message_text(body["messages"][-1])
+        if self.marker in last:
+            self.arrived.set()
+            await self.release.wait()
+        return self.answer or f"echo: {last}"
+
+
+async def no_reply_in_flight(bot: MemoryBot) -> bool:
+    return not bot.engine._in_flight  # the engine's own count of replies being handled

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bot.config import Settings
-from bot.engine.engine import MemoryEngine
+from bot.engine.engine import IncomingMessage, MemoryEngine, Outcome
 from bot.model.llm import LLMClient
 from bot.model.tokens import Tokenizer
 from storage import Storage
+from storage.models import SessionKey
+from tests.helpers.storage import next_discord_id
 
 SettingsFactory = Callable[..., Settings]
 """The `make_settings` fixture: Settings as a user writes them in .env, with overrides."""
@@ -53,3 +55,19 @@ class Engines:
     async def stop_all(self) -> None:
         for engine in list(self._open):
             await self.stop(engine)
+
+
+# Settings for summaries after a few turns (SUMMARY_TRIGGER_TOKENS 200, not 2000), the newest
+# 60 tokens kept out of them.
+SMALL = {"summary_trigger_tokens": 200, "summary_keep_recent_tokens": 60}
+
+
+def said(key: SessionKey, text: str, name: str = "Alice") -> IncomingMessage:
+    """`name`'s message `text` in `key`'s conversation, with a Discord id of its own."""
+    return IncomingMessage(key=key, discord_id=next_discord_id(), content=text, author_name=name)
+
+
+async def chat(engine: MemoryEngine, key: SessionKey, *texts: str) -> None:
+    for text in texts:
+        result = await engine.reply(said(key, text))
+        assert result.outcome is Outcome.ANSWERED

@@ -1,8 +1,10 @@
 """The real bot as subprocesses (`python -m tests.fakes.run_bot`) against the loopback fakes.
 
-Used by the process tests (one bot on SQLite) and the fleet test (several sharded processes on
-one PostgreSQL). `label` tags a process's Discord requests (in their User-Agent, see
-tests/fakes/run_bot.py) so a test can tell which process sent what.
+`BotLauncher` starts them for the process tests (one bot on SQLite) and the fleet test (several
+sharded processes on one PostgreSQL). `label` tags a process's Discord requests (in their
+User-Agent, see tests/fakes/run_bot.py) so a test can tell which process sent what.
+`StderrBot` is a process whose stderr is read line by line as it runs, for the start-up and
+first-run tests, which wait for the lines an operator would see.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -96,3 +99,38 @@ class BotLauncher:
         for bot in self.started:
             bot.kill()
             await bot.process.wait()
+
+
+class StderrBot:
+    """A bot process whose stderr is collected line by line as it runs."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._reader = asyncio.ensure_future(self._read())
+        self._changed = asyncio.Event()
+
+    async def _read(self) -> None:
+        assert self.process.stderr is not None
+        async for raw in self.process.stderr:
+            self.lines.append(raw.decode().rstrip("\n"))
+            self._changed.set()
+
+    async def wait_line(self, pattern: str, timeout: float = 30) -> str:  # noqa: ASYNC109
+        async with asyncio.timeout(timeout):
+            while True:
+                for line in self.lines:
+                    if re.search(pattern, line):
+                        return line
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def exit(self, timeout: float = 30) -> tuple[int, list[str]]:  # noqa: ASYNC109
+        """The exit status and every stderr line, once the process has ended."""
+        code = await asyncio.wait_for(self.process.wait(), timeout)
+        await asyncio.wait_for(self._reader, 5)
+        return code, self.lines
+
+    def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
