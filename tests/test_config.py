@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bot.config import ConfigError, Settings
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 BASE = {"DISCORD_TOKEN": "t", "OPENAI_API_KEY": "k"}
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
+from tests.helpers import ROOT
 from tests.helpers.processes import StderrBot
 
-ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / ".env.example"
 OPENAI_URL = "https://api.openai.com/v1/"
 LOCAL_LINE = re.compile(r"^# ?OPENAI_BASE_URL=(http://localhost\S*)$", re.MULTILINE)

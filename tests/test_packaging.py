@@ -36,8 +36,8 @@ from packaging.utils import canonicalize_name
 from storage.url import DatabaseURL
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 WHEELHOUSE = ROOT / ".venv" / "wheelhouse"
 LOOPBACK_SITE = ROOT / "tests" / "fakes" / "loopback_site"
 

@@ -24,11 +24,11 @@ from aiohttp import web
 from bot.startup import invite_url
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
+from tests.helpers import ROOT
 from tests.helpers.processes import StderrBot
 
 pytestmark = pytest.mark.slow  # the bot as a process
 
-ROOT = Path(__file__).resolve().parent.parent
 EXIT_CONFIG, EXIT_DATABASE, EXIT_UNREACHABLE = 2, 3, 4
 INVITE = (
     "https://discord.com/oauth2/authorize?client_id={}&scope=bot+applications.commands"

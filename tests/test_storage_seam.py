@@ -22,10 +22,10 @@ from storage.models import NewFact, SessionKey, StoredMessage
 from storage.postgres import pg_sql
 from storage.sqlite import split_sql
 from storage.url import DatabaseURL, redact, scrub
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.both_backends
 
-ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "storage" / "migrations"
 
 

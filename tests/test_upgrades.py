@@ -16,9 +16,9 @@ from storage import DatabaseUnusable, Storage
 from storage.database import migrations, newest_schema_version
 from storage.sqlite import split_sql
 from storage.sqlite_files import backups_of, lock_path
+from tests.helpers import ROOT
 
 NEWEST = newest_schema_version()
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def old_database(path: Path, version: int, marker: str = "an old message") -> None:
