@@ -41,7 +41,7 @@ from bot.client.bot import MemoryBot
 from bot.config import Settings
 from storage import Storage
 from storage.models import SessionKey
-from tests.fakes.discord_server import BotMessage, FakeDiscord, FakeUser, RecordedRequest
+from tests.fakes.discord import BotMessage, FakeDiscord, FakeUser, RecordedRequest
 from tests.fakes.llm_server import FakeLLM
 
 # A short answer: one Discord message, streamed in five pieces of three words.

@@ -27,7 +27,7 @@ import pytest
 from bot.config import Settings
 from bot.model.tokens import OFFLINE_ENCODING, Tokenizer, load_encoding
 from storage import Storage
-from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.discord import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
 from tests.helpers.e2e import Bots, TracebackRecorder, check_invariants  # tests_real/ too
 from tests.helpers.engines import Engines, SettingsFactory

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.fakes.discord_server import FakeDiscord, FakeUser
+from tests.fakes.discord import FakeDiscord, FakeUser
 from tests.helpers.e2e import Bots
 
 USERS = 20

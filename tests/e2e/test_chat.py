@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from bot.memory.prompt import RECALL_HEADER
-from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.discord import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
 from tests.helpers.e2e import Bots, settled
 

@@ -13,7 +13,7 @@ from typing import Any
 from bot.client.bot import MemoryBot
 from cogs.memory import CANCELLED, TIMED_OUT
 from storage.models import SessionKey
-from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.discord import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
 from tests.helpers.e2e import Bots, final_content, press, settled, talk, talk_dm
 from tests.helpers.llm import facts_responder, is_summary_call

@@ -16,7 +16,7 @@ from discord import AppCommandOptionType, app_commands
 from bot.client.bot import MemoryBot
 from cogs.admin import NEEDS_INTENT, NEEDS_MANAGE_SERVER, SERVER_NOT_ALLOWED
 from cogs.chat import NO_DMS, NOT_HERE
-from tests.fakes.discord_server import ChannelRef, FakeDiscord, FakeUser, RoleRef
+from tests.fakes.discord import ChannelRef, FakeDiscord, FakeUser, RoleRef
 from tests.fakes.llm_server import FakeLLM, is_reply_call
 from tests.helpers.e2e import Bots
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.discord import FakeDiscord
 from tests.fakes.llm_server import FakeLLM, message_text
 from tests.helpers.e2e import Bots, Gate, ask, eventually, no_reply_in_flight, settled, stored
 

@@ -18,7 +18,7 @@ import pytest
 
 from bot.client.bot import MemoryBot
 from cogs.chat import STORAGE_ERROR
-from tests.fakes.discord_server import FakeDiscord, FakeUser, RecordedRequest
+from tests.fakes.discord import FakeDiscord, FakeUser, RecordedRequest
 from tests.fakes.llm_server import FakeLLM
 from tests.helpers.e2e import Bots, ask, eventually, press, stored, take_tracebacks
 

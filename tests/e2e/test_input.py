@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bot.client.bot import MemoryBot
-from tests.fakes.discord_server import FakeDiscord, FakeUser
+from tests.fakes.discord import FakeDiscord, FakeUser
 from tests.fakes.llm_server import FakeLLM, message_text
 from tests.helpers.e2e import Bots, ask, settled, take_tracebacks
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.discord import FakeDiscord
 from tests.fakes.llm_server import FakeLLM, message_text
 from tests.helpers.e2e import (
     Bots,

@@ -11,7 +11,7 @@ import discord
 
 from bot.client.splitter import utf16_len
 from cogs.facts import paginate
-from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.discord import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
 from tests.helpers.e2e import Bots, press
 from tests.helpers.llm import labelled_ids

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.discord import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
 from tests.helpers.e2e import Bots, ask, take_tracebacks
 

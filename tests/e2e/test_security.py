@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.client.bot import MemoryBot
-from tests.fakes.discord_server import FakeDiscord, FakeUser
+from tests.fakes.discord import FakeDiscord, FakeUser
 from tests.fakes.llm_server import FakeLLM, is_reply_call, message_text
 from tests.helpers.e2e import Bots, eventually, settled
 from tests.helpers.llm import is_summary_call, labelled_ids

@@ -13,7 +13,7 @@ import pytest_asyncio
 from discord import app_commands
 from discord.ext import commands
 
-from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.discord import FakeDiscord
 
 GUILD = discord.Object(FakeDiscord.GUILD_ID)
 

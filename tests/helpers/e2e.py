@@ -12,7 +12,7 @@ from typing import Any
 from bot.client.bot import MemoryBot, create_bot
 from bot.client.splitter import utf16_len
 from storage import Storage
-from tests.fakes.discord_server import BotMessage, FakeDiscord, FakeInteraction, FakeUser
+from tests.fakes.discord import BotMessage, FakeDiscord, FakeInteraction, FakeUser
 from tests.fakes.llm_server import FakeLLM, message_text
 from tests.helpers.engines import SettingsFactory
 

@@ -16,7 +16,7 @@ import re
 import sys
 from pathlib import Path
 
-from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.discord import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
 from tests.helpers import ROOT
 

@@ -13,7 +13,7 @@ from bot.model.tokens import Tokenizer
 from storage import Storage
 from storage.models import SessionKey, StoredMessage
 from storage.recall import RecallHit, match_expression, query_terms
-from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.discord import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
 from tests.helpers.e2e import Bots, final_content, press, talk
 from tests.helpers.engines import Engines, said

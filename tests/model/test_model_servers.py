@@ -18,7 +18,7 @@ from bot.config import Settings
 from bot.engine.engine import THINKING, MemoryEngine, Outcome
 from bot.model.llm import LLMClient, LLMError, StreamState, check_model_server, parse_json_answer
 from storage.models import SessionKey
-from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.discord import FakeDiscord
 from tests.fakes.llm_server import FakeLLM, is_reply_call, message_text
 from tests.helpers.e2e import Bots
 from tests.helpers.engines import Engines, SettingsFactory, said

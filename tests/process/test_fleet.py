@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from storage import Storage
-from tests.fakes.discord_server import FakeDiscord, FakeUser
+from tests.fakes.discord import FakeDiscord, FakeUser
 from tests.fakes.llm_server import FakeLLM, message_text
 from tests.helpers.e2e import final_content, press
 from tests.helpers.llm import is_summary_call, labelled_ids

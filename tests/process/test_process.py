@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.discord import FakeDiscord
 from tests.fakes.llm_server import FakeLLM, message_text
 from tests.helpers.llm import is_summary_call, labelled_ids
 from tests.helpers.processes import BotLauncher, BotProcess

@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 
 from bot.startup import invite_url
-from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.discord import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
 from tests.helpers import ROOT
 from tests.helpers.processes import StderrBot
