@@ -59,7 +59,7 @@ async def test_memory_survives_restart(engines: Engines, fake_llm: FakeLLM) -> N
 
 async def test_sessions_never_share_messages(engines: Engines, fake_llm: FakeLLM) -> None:
     # The windows of sessions: recall (which may quote Alice's own messages from her other
-    # channel in this server) is off here and proven in tests/test_recall.py.
+    # channel in this server) is off here and proven in tests/memory/test_recall.py.
     engine = await engines.start(recall_max_tokens=0)
     await engine.reply(said(ALICE_HERE, "alice-secret-AAA"))
     await engine.reply(said(BOB_HERE, "bob-secret-BBB", name="Bob"))

@@ -5,11 +5,11 @@ Fixtures live in tests/conftest.py, where pytest finds them; the classes a fixtu
 here and from tests/fakes/, never from another test module or from a conftest.
 
 - `engines`: `SettingsFactory`, `Engines` (the `engines` fixture), `said()` and `chat()` (a
-  user's turn through an engine), `next_discord_id()`, the `SMALL` summary settings.
+  user's turn through an engine), the `SMALL` summary settings.
 - `llm`: reading what the loopback LLM was asked (`is_summary_call`, `summary_calls`,
   `fact_calls`, `labelled_ids`) and `facts_responder`, a fact extraction to answer with.
-- `storage`: writing straight into a `Storage` (`store`, `summarize_all`, `bury_in_index`)
-  and looking for a word in the database files (`file_contains`, `index_word`).
+- `storage`: `next_discord_id()`, writing straight into a `Storage` (`store`, `summarize_all`,
+  `bury_in_index`) and looking for a word in the database files (`file_contains`, `index_word`).
 - `e2e`: the bot over the loopback Discord: `Bots` (the `bots` fixture), `check_invariants`
   (what every end-to-end test must leave true), `settled`, `ask`, `talk`, `press`,
   `final_content`, `stored`, `eventually`, `take_tracebacks`, `Gate`, `no_reply_in_flight`.

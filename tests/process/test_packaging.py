@@ -5,7 +5,7 @@ No container engine runs here, so the image itself is not built: the test replay
 Dockerfile's COPY, ENV, WORKDIR, RUN (pip) and CMD/HEALTHCHECK lines in a new venv, offline,
 from the wheels `make` downloaded (.venv/wheelhouse: exactly the pinned versions and the build
 backend). The user and permission steps (useradd, chown) need root on a system image and are
-skipped; what they do is covered by the read-only database tests of tests/test_startup.py.
+skipped; what they do is covered by the read-only database tests of tests/process/test_startup.py.
 """
 
 from __future__ import annotations
