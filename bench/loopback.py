@@ -42,7 +42,7 @@ from bot.config import Settings
 from cogs import EXTENSIONS
 from storage import Storage
 from storage.models import SessionKey
-from tests.fakes.discord_server import BotMessage, FakeDiscord, FakeUser, RecordedRequest
+from tests.fakes.discord import BotMessage, FakeDiscord, FakeUser, RecordedRequest
 from tests.fakes.llm_server import FakeLLM
 
 # A short answer: one Discord message, streamed in five pieces of three words.

@@ -74,7 +74,7 @@ from bench.loopback import (
 from bench.postgres import NOT_SET, copy_sqlite, redact, server_url, temporary_database
 from bench.profiling import profile
 from bot.client.bot import MemoryBot
-from tests.fakes.discord_server import FakeDiscord, FakeUser
+from tests.fakes.discord import FakeDiscord, FakeUser
 from tests.fakes.llm_server import is_reply_call
 
 CHUNK_DELAY = 0.005

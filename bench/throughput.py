@@ -53,7 +53,7 @@ from bot.app import make_llm
 from bot.client.replies import StreamedReply
 from bot.config import Settings
 from bot.model.llm import LLMClient, StreamState
-from tests.fakes.discord_server import FakeDiscord, FakeUser
+from tests.fakes.discord import FakeDiscord, FakeUser
 
 SESSIONS = 100
 CHANNELS = (

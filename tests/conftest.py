@@ -10,35 +10,29 @@ Tests that start processes (the bot, a fleet of them, a fresh virtualenv) are ma
 `pytest -m "not slow"` leaves them out. They run first, the longest first, so that under
 pytest-xdist (`make test` runs `-n 4 --dist worksteal`) the few long ones overlap the many
 short ones (see pytest_collection_modifyitems). Each xdist worker is a process of its own, with
-its own PostgreSQL database (see tests/postgres.py); the PostgreSQL line of the summary is
+its own PostgreSQL database (see tests/helpers/postgres.py); the PostgreSQL line of the summary is
 counted on the controller from the test reports, which say which backend each test ran on.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.app import make_engine, make_llm
-from bot.client.bot import MemoryBot, create_bot
-from bot.client.splitter import utf16_len
 from bot.config import Settings
-from bot.engine.engine import MemoryEngine
 from bot.model.tokens import OFFLINE_ENCODING, Tokenizer, load_encoding
-from cogs import EXTENSIONS
 from storage import Storage
-from tests.fakes.discord_server import BotMessage, FakeDiscord
+from tests.fakes.discord import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
-from tests.postgres import PostgresForTests
+from tests.helpers.e2e import Bots, TracebackRecorder, check_invariants  # tests_real/ too
+from tests.helpers.engines import Engines, SettingsFactory
+from tests.helpers.postgres import PostgresForTests
 
-SettingsFactory = Callable[..., Settings]
 POSTGRES = pytest.StashKey[PostgresForTests]()
 # A test report's user_properties name its backend and, for PostgreSQL, the database it ran on:
 # the reports reach the xdist controller, which collects no tests of its own.
@@ -211,41 +205,6 @@ async def fake_llm() -> AsyncIterator[FakeLLM]:
     await server.close()
 
 
-class Engines:
-    """Memory engines wired to a real SQLite file and the loopback LLM over HTTP.
-
-    `start()` opens one like the bot's setup_hook does; `stop()` closes it like the bot's
-    close(). Starting another on the same database is a restart.
-    """
-
-    def __init__(self, make_settings: SettingsFactory, tokenizer: Tokenizer, llm_url: str):
-        self._make_settings = make_settings
-        self._tokenizer = tokenizer
-        self._llm_url = llm_url
-        self._open: list[MemoryEngine] = []
-
-    async def start(self, **overrides: object) -> MemoryEngine:
-        overrides = {"facts_idle_seconds": 3600, **overrides}
-        settings = self._make_settings(openai_base_url=self._llm_url, **overrides)
-        storage = await Storage.open(settings.database_url)
-        llm = make_llm(settings)
-        # Background retries after 10 ms, not seconds: tests wait for them.
-        engine = make_engine(storage, llm, self._tokenizer, settings, job_retry_delays=(0.01,))
-        await engine.start()
-        self._open.append(engine)
-        return engine
-
-    async def stop(self, engine: MemoryEngine, grace: float = 1.0) -> None:
-        self._open.remove(engine)
-        await engine.close(grace)
-        await engine.llm.close()
-        await engine.storage.close()
-
-    async def stop_all(self) -> None:
-        for engine in list(self._open):
-            await self.stop(engine)
-
-
 @pytest.fixture
 async def engines(
     make_settings: SettingsFactory, tokenizer: Tokenizer, fake_llm: FakeLLM
@@ -264,48 +223,6 @@ async def fake_discord() -> AsyncIterator[FakeDiscord]:
     await server.close()
 
 
-class Bots:
-    """The real MemoryBot, connected to the loopback Discord and the loopback LLM."""
-
-    def __init__(self, make_settings: SettingsFactory, discord: FakeDiscord, llm: FakeLLM):
-        self._make_settings = make_settings
-        self._discord = discord
-        self._llm = llm
-        self._running: dict[MemoryBot, asyncio.Task[None]] = {}
-
-    async def start(self, **overrides: object) -> MemoryBot:
-        overrides = {"facts_idle_seconds": 3600, **overrides}
-        settings = self._make_settings(openai_base_url=self._llm.base_url, **overrides)
-        bot = create_bot(settings, extensions=EXTENSIONS, guild_ready_timeout=0.1)
-        identified = self._discord.identify_count
-        task = asyncio.create_task(bot.start(settings.discord_token))
-        self._running[bot] = task
-        await self._discord.wait_identify(identified + 1)
-        await asyncio.wait_for(bot.wait_until_ready(), 10)
-        return bot
-
-    async def stop(self, bot: MemoryBot) -> None:
-        task = self._running.pop(bot)
-        await bot.close()
-        await asyncio.wait_for(task, 10)
-
-    async def stop_all(self) -> None:
-        for bot in list(self._running):
-            await self.stop(bot)
-
-
-class TracebackRecorder(logging.Handler):
-    """Collects log records that carry a traceback: an unhandled exception somewhere."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.exc_info:
-            self.records.append(record)
-
-
 @pytest.fixture
 async def bots(
     make_settings: SettingsFactory, fake_discord: FakeDiscord, fake_llm: FakeLLM, db_path: Path
@@ -320,53 +237,3 @@ async def bots(
         logging.getLogger().removeHandler(recorder)
     await check_invariants(fake_discord, db_path)
     assert not recorder.records, [r.getMessage() for r in recorder.records]
-
-
-async def check_invariants(discord: FakeDiscord, db_path: Path) -> None:
-    """What must hold after every end-to-end test."""
-    assert discord.unknown_requests == [], discord.unknown_requests
-    for request in discord.requests:
-        unknown_member = (
-            request.status == 404 and request.method == "GET" and "/members/" in request.path
-        )  # "not a member" is an answer (a DM under the allow-lists), not a refusal
-        if request.status >= 400 and not request.injected and not unknown_member:
-            raise AssertionError(f"Discord refused {request.method} {request.path}: {request.json}")
-        body = request.json if isinstance(request.json, dict) else None
-        if body is None or request.method not in ("POST", "PATCH"):
-            continue
-        data = body.get("data", body) if "/callback" in request.path else body
-        if not isinstance(data, dict):
-            continue
-        content = data.get("content")
-        if content is not None:
-            assert 0 < utf16_len(content) <= 2000, request.path
-        if (
-            "/messages" in request.path
-            and not request.path.endswith("/threads")  # starting a thread sends no message
-            and request.method == "POST"
-            and "/webhooks/" not in request.path
-        ):
-            mentions = data.get("allowed_mentions")
-            assert mentions is not None and mentions.get("parse") == [], (request.path, mentions)
-            assert not mentions.get("users") and not mentions.get("roles")
-            assert not mentions.get("replied_user")
-            assert data.get("flags", 0) & 4, "link previews must be suppressed"
-    if await asyncio.to_thread(db_path.exists):
-        store = await Storage.open(db_path)
-        try:
-            assert await store.db.integrity_ok()
-        finally:
-            await store.close()
-
-
-async def settled(discord: FakeDiscord, channel_id: int, quiet: float = 0.8) -> list[BotMessage]:
-    """The bot's live messages in a channel once none was created or edited for `quiet` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 15
-    while loop.time() < deadline:
-        messages = discord.bot_messages(channel_id)
-        latest = max((m.updated_at for m in messages), default=0.0)
-        if messages and time.monotonic() - latest >= quiet:
-            return [m for m in messages if not m.deleted]
-        await asyncio.sleep(0.05)
-    raise TimeoutError(f"channel {channel_id} did not settle")

@@ -1,6 +1,6 @@
 """Run `python -m bot`'s main (`run` or `health`) offline, recording every model client built.
 
-For the first-run tests (tests/test_first_run.py): the bot starts from a `.env` exactly as a
+For the first-run tests (tests/process/test_first_run.py): the bot starts from a `.env` exactly as a
 newcomer writes it, so nothing here sets a setting. Two things are added around `main()`:
 
 - every `openai.AsyncOpenAI` the process builds appends the URL it was built with (the SDK's
