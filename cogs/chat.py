@@ -284,14 +284,6 @@ class Chat(commands.Cog):
         channel = message.channel
         return isinstance(channel, discord.Thread) and me is not None and channel.owner_id == me.id
 
-    async def _addressed_or_always(self, message: discord.Message) -> bool:
-        if self.is_addressed(message):
-            return True
-        if not self._from_a_person(message) or message.guild is None:
-            return False
-        _, view = await self.bot.engine.controls.check(place_of(message))
-        return self._always_here(message, view)
-
     async def _refuse(self, message: discord.Message, decision: Decision) -> None:
         """Silence, or a short notice at most every NOTICE_INTERVAL_SECONDS per person."""
         log.debug("Not answering message %s: %s", message.id, decision.reason)
