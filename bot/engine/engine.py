@@ -10,16 +10,26 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import Enum
 from functools import partial
 from typing import Any
 
 from bot.config import Settings
 from bot.engine.pending import UnstoredChanges
+from bot.engine.records import (
+    DEFAULT_VIEW,
+    THINKING,
+    DeletedMessage,
+    DeliverCallback,
+    IncomingMessage,
+    Outcome,
+    ProgressCallback,
+    ReplyResult,
+    SessionReport,
+    Status,
+)
+from bot.engine.turns import Hand, TurnsInHand
 from bot.memory.facts import FactExtractor
 from bot.memory.prompt import Prompt, PromptBuilder, PromptLimits
 from bot.memory.recall import LastRecall, RecalledExcerpt, RecallLog, recall_for
@@ -32,7 +42,6 @@ from bot.policy.controls import Controls
 from bot.policy.limits import Cooldown, Limits, Refusal
 from bot.runtime.background import BackgroundJobs
 from bot.runtime.fleet import Fleet
-from bot.runtime.ordering import KeyedLocks
 from storage import Storage
 from storage.erasures import ErasedMeanwhile
 from storage.errors import StorageError
@@ -47,21 +56,22 @@ from storage.models import (
 )
 from storage.users import DeletedCounts, GuildStats
 
+# Callers import the records from here, where the engine's interface has always been.
+__all__ = [
+    "THINKING",
+    "DeletedMessage",
+    "DeliverCallback",
+    "IncomingMessage",
+    "MemoryEngine",
+    "Outcome",
+    "ProgressCallback",
+    "ReplyResult",
+    "SessionReport",
+    "Status",
+]
+
 log = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[str], Awaitable[None]]
-"""Called with the answer so far; "" when accepted; a `Status` while there is no answer yet."""
-
-
-class Status(str):
-    """A short status to show in place of an answer that has not begun (e.g. "thinking…")."""
-
-
-THINKING = Status("thinking…")
-# Shows a finished answer to the user; False when it could not be delivered (e.g. a 403).
-# It may return the Discord ids of the messages that show the answer instead of True (kept
-# with the answer, so that it can be deleted there when the user deletes their message).
-DeliverCallback = Callable[["ReplyResult"], Awaitable[bool | Sequence[int]]]
 WINDOW_FETCH_BATCH = 64
 RETENTION_INTERVAL_SECONDS = 24 * 3600
 # A message stored but left unanswered by a process that died is answered after the restart
@@ -69,64 +79,7 @@ RETENTION_INTERVAL_SECONDS = 24 * 3600
 RESUME_WINDOW_SECONDS = 600.0
 RETENTION_CHECK_SECONDS = 3600  # how often a process asks whether today's pass is due
 UNSTORED_ID = 2**63 - 1  # the id a paused user's message would have: after every stored one
-UNSTORED_IDS_KEPT = 1000
-DEFAULT_VIEW = ChannelView()
 RECALL_PURGE_JOB = 0  # the search index's merge job: a key no session has (ids start at 1)
-
-
-@dataclass(frozen=True, slots=True)
-class IncomingMessage:
-    """A user's message as the engine needs it: ids from the Discord event, cleaned text."""
-
-    key: SessionKey
-    discord_id: int
-    content: str
-    author_name: str
-    view: ChannelView = DEFAULT_VIEW  # this place's persona, model and memory setting
-
-
-class Outcome(Enum):
-    ANSWERED = "answered"
-    DUPLICATE = "duplicate"  # already stored: a redelivered event, answered once already
-    STOPPING = "stopping"  # the bot is shutting down and takes no new messages
-    REFUSED = "refused"  # a limit: rate, daily budget, or the reply queue is full
-    FAILED = "failed"
-    ERASED = "erased"  # the user's memory was erased while the message waited or was answered
-    DELETED = "deleted"  # the user deleted the message before its turn came
-
-
-@dataclass(frozen=True, slots=True)
-class SessionReport:
-    """What `/memory show` tells a user about one conversation."""
-
-    summary: str
-    summary_updated_at: float | None
-    stored_messages: int
-    window_messages: int
-    facts: int
-    section_tokens: dict[str, int]
-    budget: int
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyResult:
-    outcome: Outcome
-    text: str = ""
-    error: LLMError | None = None
-    prompt: Prompt | None = None
-    usage: Usage | None = None
-    refusal: Refusal | None = None
-    cut_at_limit: bool = False  # the model stopped at MAX_REPLY_TOKENS
-    paused: bool = False  # the user's memory is paused: nothing of this turn was stored
-    delivered: bool = False  # the `deliver` callback showed the answer
-
-
-@dataclass(frozen=True, slots=True)
-class DeletedMessage:
-    """A stored message the user deleted: where the answers to it were shown in Discord,
-    as (channel id, message id)."""
-
-    answers_shown_as: tuple[tuple[int, int], ...] = ()
 
 
 class MemoryEngine:
@@ -148,23 +101,13 @@ class MemoryEngine:
         self._started_at = clock()  # set again by start()
         self._queued: set[int] = set()  # noted in queued_messages by this process, not stored
         self._left_in_queue: set[int] = set()  # left there by a stop, being answered now
-        self._order = KeyedLocks()
-        self._in_flight: set[asyncio.Task[object]] = set()
-        self._waiting: set[int] = set()  # Discord ids of messages taken but not yet stored
-        # The session key of each turn in hand, and an event set when an erasure in this process
-        # covers it: its text stops showing at once (the database fence decides what is stored).
-        self._turns: dict[int, tuple[SessionKey, asyncio.Event]] = {}
-        # Messages of turns in hand that the user deleted (stored already): not answered.
-        self._deleted_in_turn: set[int] = set()
         # A message is admitted only if it can be answered within the reply deadline, and
         # its answer takes up to another: changes are remembered a little longer than that.
-        self._unstored = UnstoredChanges(2 * settings.reply_deadline_seconds + 60)
-        self._accepting = True
+        self.turns = TurnsInHand(unstored_ttl=2 * settings.reply_deadline_seconds + 60)
         self._loops: list[asyncio.Task[None]] = []
         self.limits = Limits(settings, storage.usage, storage.fleet, clock=clock)
         self.erasure_cooldown = Cooldown(settings.erasure_cooldown_seconds)
         self.controls = Controls(storage, settings, tokenizer, clock=clock)
-        self._unstored_ids: OrderedDict[int, None] = OrderedDict()  # paused users' messages
         # Re-learning after edits, per session: at once, then once per EDIT_RELEARN_SECONDS.
         self._relearn_debounce = Cooldown(settings.edit_relearn_seconds)
         llm.set_parallel(settings.model_parallel)
@@ -217,12 +160,17 @@ class MemoryEngine:
 
     async def drain(self, grace: float) -> None:
         """Take no new messages; give replies in flight `grace` seconds, then cancel them."""
-        self._accepting = False
-        if self._in_flight:
-            _, late = await asyncio.wait(set(self._in_flight), timeout=grace)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+        await self.turns.drain(grace)
+
+    @property
+    def _in_flight(self) -> set[asyncio.Task[object]]:
+        """The replies being handled (tests wait for none)."""
+        return self.turns.in_flight
+
+    @property
+    def _unstored(self) -> UnstoredChanges:
+        """Edits and deletions of messages not stored yet (tests wait for them)."""
+        return self.turns.unstored
 
     async def close(self, grace: float = 3.0) -> None:
         await self.drain(grace)
@@ -247,35 +195,41 @@ class MemoryEngine:
         arrives: an erasure confirmed while it waits or is answered leaves nothing of it.
         """
         task = asyncio.current_task()
-        if not self._accepting or task is None:
+        if not self.turns.accepting or task is None:
             return ReplyResult(Outcome.STOPPING)
-        # Waiting from now on, before any await: an edit or deletion may arrive at any time,
-        # and the turn's place in its conversation is taken now, in arrival order.
-        turn = self._order.reserve((incoming.key.channel_id, incoming.key.user_id))
-        self._waiting.add(incoming.discord_id)
-        erased = asyncio.Event()
-        self._turns[incoming.discord_id] = (incoming.key, erased)
-        if on_progress is not None:
-            on_progress = _unless(erased, on_progress)
-        try:
-            # A message left in the queue by a stop was admitted when it first arrived; one
-            # stored before a stop was also stored (so not paused).
-            readmitted = incoming.discord_id in self._left_in_queue
-            fence, refusal, paused = await self._arrival_checks(
-                incoming.key, admit=stored is None and not readmitted, pause=stored is None
+        with self.turns.take(incoming.key, incoming.discord_id) as hand:
+            return await self._take_turn(
+                hand, task, incoming, hand.silenced(on_progress), deliver, stored
             )
-            if refusal is not None:
-                return ReplyResult(Outcome.REFUSED, refusal=refusal)
-            self._in_flight.add(task)
+
+    async def _take_turn(
+        self,
+        hand: Hand,
+        task: asyncio.Task[object],
+        incoming: IncomingMessage,
+        on_progress: ProgressCallback | None,
+        deliver: DeliverCallback | None,
+        stored: StoredMessage | None,
+    ) -> ReplyResult:
+        """Admit the turn, wait for its place in its conversation, and answer it."""
+        # A message left in the queue by a stop was admitted when it first arrived; one
+        # stored before a stop was also stored (so not paused).
+        readmitted = incoming.discord_id in self._left_in_queue
+        fence, refusal, paused = await self._arrival_checks(
+            incoming.key, admit=stored is None and not readmitted, pause=stored is None
+        )
+        if refusal is not None:
+            return ReplyResult(Outcome.REFUSED, refusal=refusal)
+        with self.turns.flying(task):
             ticket = self._llm_slots.enter(incoming.key.user_id)
             try:
                 if paused:
-                    await turn.wait()
+                    await hand.wait_turn()
                     return await self._reply_unstored(incoming, on_progress, deliver, ticket)
-                if stored is None and not turn.ready:
+                if stored is None and not hand.first_in_line:
                     await self._note_queued(incoming, fence)
                 try:
-                    await turn.wait()
+                    await hand.wait_turn()
                     return await self._reply_in_order(
                         incoming, fence, on_progress, deliver, ticket, stored
                     )
@@ -287,12 +241,6 @@ class MemoryEngine:
                     await self._unqueue(incoming.discord_id)  # refused, dropped, or failed
             finally:
                 self._llm_slots.leave(ticket)
-                self._in_flight.discard(task)
-        finally:
-            turn.release()
-            self._waiting.discard(incoming.discord_id)
-            self._turns.pop(incoming.discord_id, None)
-            self._deleted_in_turn.discard(incoming.discord_id)
 
     async def _note_queued(self, incoming: IncomingMessage, fence: int) -> None:
         """Write down a message that must wait behind an earlier one of its conversation
@@ -339,7 +287,7 @@ class MemoryEngine:
     @property
     def accepting(self) -> bool:
         """False once the engine is stopping: messages are no longer answered."""
-        return self._accepting
+        return self.turns.accepting
 
     async def forget_queued(self, discord_id: int) -> None:
         """A message left in the queue is dealt with (answered again, or not to be)."""
@@ -364,7 +312,7 @@ class MemoryEngine:
     async def knows(self, discord_id: int) -> bool:
         """Whether a message is stored or waiting for its turn: only then is an edit of it
         worth reading (and its attachments worth downloading)."""
-        return discord_id in self._waiting or await self.storage.messages.exists(discord_id)
+        return self.turns.waiting(discord_id) or await self.storage.messages.exists(discord_id)
 
     async def _arrival_checks(
         self, key: SessionKey, *, admit: bool, pause: bool
@@ -489,7 +437,7 @@ class MemoryEngine:
         self, incoming: IncomingMessage, fence: int
     ) -> StoredMessage | Outcome:
         """Store the user's message as it is now (edited or deleted while it waited)."""
-        change = self._unstored.take(incoming.discord_id)
+        change = self.turns.unstored.take(incoming.discord_id)
         if change is not None and change.deleted:
             return Outcome.DELETED
         content = change.content if change is not None and change.content else incoming.content
@@ -505,12 +453,12 @@ class MemoryEngine:
             )
         except ErasedMeanwhile:
             return Outcome.ERASED
-        self._waiting.discard(incoming.discord_id)
+        self.turns.stored(incoming.discord_id)
         await self._unqueue(incoming.discord_id)  # stored (or known): no longer waiting
         if stored is None:
             return Outcome.DUPLICATE
         # A change that arrived while the row was being written (no await since).
-        late = self._unstored.take(incoming.discord_id)
+        late = self.turns.unstored.take(incoming.discord_id)
         if late is not None and late.deleted:
             await self.message_deleted(incoming.discord_id)
             return Outcome.DELETED
@@ -533,7 +481,7 @@ class MemoryEngine:
         """Show the answer, then store it: an answer the user never saw is not memory. It is
         stored as the answer to `stored`, and goes when that message is deleted."""
         shown_as: Sequence[int] = ()
-        if incoming.discord_id in self._deleted_in_turn:
+        if self.turns.deleted(incoming.discord_id):
             # Deleted while it was answered: the answer might repeat it. Not shown, not kept.
             return ReplyResult(Outcome.DELETED, usage=result.usage)
         if deliver is not None:
@@ -559,7 +507,7 @@ class MemoryEngine:
         except ErasedMeanwhile:
             log.info("Memory of user %s erased as an answer was delivered", incoming.key.user_id)
             return result
-        if incoming.discord_id in self._deleted_in_turn:
+        if self.turns.deleted(incoming.discord_id):
             # Deleted while the answer was shown: withdrawn, here and (by the caller) there.
             if answer is not None:
                 await self.storage.messages.delete_answer(answer.id)
@@ -578,11 +526,8 @@ class MemoryEngine:
         With no stored row to recognise a redelivered event by, recent ids are remembered in
         memory only (ids, no text), so a replay after a gateway resume is answered once."""
         key = incoming.key
-        if incoming.discord_id in self._unstored_ids:
+        if not self.turns.first_unstored(incoming.discord_id):
             return ReplyResult(Outcome.DUPLICATE)
-        self._unstored_ids[incoming.discord_id] = None
-        if len(self._unstored_ids) > UNSTORED_IDS_KEPT:
-            self._unstored_ids.popitem(last=False)
         session = await self.storage.sessions.find(key.channel_id, key.user_id)
         content = incoming.content
         transient = StoredMessage(
@@ -794,7 +739,7 @@ class MemoryEngine:
         self.recall_log.forget_conversation(key.channel_id, key.user_id)
         self.erasure_cooldown.used(key.user_id)
         counts = await self.storage.users.clear_session(key.channel_id, key.user_id)
-        self._turns_erased(lambda k: (k.user_id, k.channel_id) == (key.user_id, key.channel_id))
+        self.turns.erase(lambda k: (k.user_id, k.channel_id) == (key.user_id, key.channel_id))
         await self.storage.recall.purge_deleted()
         return counts
 
@@ -804,7 +749,7 @@ class MemoryEngine:
         await self._stop_jobs(await self.storage.users.session_ids(user_id))
         self.recall_log.forget_user(user_id)
         counts = await self.storage.users.delete_user_data(user_id, now=self._clock())
-        self._turns_erased(lambda k: k.user_id == user_id)
+        self.turns.erase(lambda k: k.user_id == user_id)
         await self.storage.recall.purge_deleted()
         return counts
 
@@ -813,15 +758,9 @@ class MemoryEngine:
         await self._stop_jobs(await self.storage.users.session_ids(user_id, guild_id=guild_id))
         self.recall_log.forget_user(user_id)
         counts = await self.storage.users.delete_member_in_guild(user_id, guild_id)
-        self._turns_erased(lambda k: (k.user_id, k.guild_id) == (user_id, guild_id))
+        self.turns.erase(lambda k: (k.user_id, k.guild_id) == (user_id, guild_id))
         await self.storage.recall.purge_deleted()
         return counts
-
-    def _turns_erased(self, covered: Callable[[SessionKey], bool]) -> None:
-        """Stop showing the text of turns in hand that an erasure just covered."""
-        for key, erased in self._turns.values():
-            if covered(key):
-                erased.set()
 
     async def message_edited(
         self,
@@ -849,12 +788,12 @@ class MemoryEngine:
             if refusal is not None:
                 log.debug("Edit of message %s dropped: %s", discord_id, refusal.message)
                 return False
-        was_waiting = discord_id in self._waiting
+        was_waiting = self.turns.waiting(discord_id)
         edit = await self.storage.messages.edit(
             discord_id, new_content, self._tokenizer.count(new_content)
         )
-        if edit is None and discord_id in self._waiting:
-            self._unstored.edited(discord_id, new_content)
+        if edit is None and self.turns.waiting(discord_id):
+            self.turns.unstored.edited(discord_id, new_content)
             return True
         if edit is None and was_waiting:  # stored while we looked
             edit = await self.storage.messages.edit(
@@ -894,16 +833,13 @@ class MemoryEngine:
         from it alone. One not stored (yet) is remembered, so that it is never answered if it
         is still waiting. None when nothing was stored; else where the deleted answers were
         shown in Discord (for the caller to delete there too)."""
-        was_waiting = discord_id in self._waiting
-        if discord_id in self._turns:
-            # An answer in the making is dropped, and no more of it shows.
-            self._deleted_in_turn.add(discord_id)
-            self._turns[discord_id][1].set()
+        was_waiting = self.turns.waiting(discord_id)
+        self.turns.delete(discord_id)
         deletion = await self.storage.messages.delete_by_discord_id(discord_id)
-        if deletion is None and was_waiting and discord_id not in self._waiting:
+        if deletion is None and was_waiting and not self.turns.waiting(discord_id):
             deletion = await self.storage.messages.delete_by_discord_id(discord_id)
         if deletion is None:
-            self._unstored.deleted(discord_id)
+            self.turns.unstored.deleted(discord_id)
             return None
         self.recall_log.forget_message(discord_id)
         self._schedule_recall_purge()
@@ -1047,13 +983,3 @@ async def _none() -> None:
 
 async def _false() -> bool:
     return False
-
-
-def _unless(erased: asyncio.Event, on_progress: ProgressCallback) -> ProgressCallback:
-    """`on_progress`, silenced once the turn's memory is erased: no more of the answer shows."""
-
-    async def progress(text: str) -> None:
-        if not erased.is_set():
-            await on_progress(text)
-
-    return progress
