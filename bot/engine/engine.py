@@ -29,6 +29,7 @@ from bot.engine.records import (
     SessionReport,
     Status,
 )
+from bot.engine.resume import ResumeLedger
 from bot.engine.turns import Hand, TurnsInHand
 from bot.memory.facts import FactExtractor
 from bot.memory.prompt import Prompt, PromptBuilder, PromptLimits
@@ -74,9 +75,6 @@ log = logging.getLogger(__name__)
 
 WINDOW_FETCH_BATCH = 64
 RETENTION_INTERVAL_SECONDS = 24 * 3600
-# A message stored but left unanswered by a process that died is answered after the restart
-# if it is at most this old; an answer to something said longer ago would confuse more.
-RESUME_WINDOW_SECONDS = 600.0
 RETENTION_CHECK_SECONDS = 3600  # how often a process asks whether today's pass is due
 UNSTORED_ID = 2**63 - 1  # the id a paused user's message would have: after every stored one
 RECALL_PURGE_JOB = 0  # the search index's merge job: a key no session has (ids start at 1)
@@ -98,9 +96,7 @@ class MemoryEngine:
         self._tokenizer = tokenizer
         self._settings = settings
         self._clock = clock
-        self._started_at = clock()  # set again by start()
-        self._queued: set[int] = set()  # noted in queued_messages by this process, not stored
-        self._left_in_queue: set[int] = set()  # left there by a stop, being answered now
+        self.ledger = ResumeLedger(storage, clock=clock)
         # A message is admitted only if it can be answered within the reply deadline, and
         # its answer takes up to another: changes are remembered a little longer than that.
         self.turns = TurnsInHand(unstored_ttl=2 * settings.reply_deadline_seconds + 60)
@@ -129,7 +125,7 @@ class MemoryEngine:
 
     async def start(self) -> None:
         """Re-schedule the background work that a stop or crash left undone."""
-        self._started_at = self._clock()
+        self.ledger.started()
         resumed = await self._schedule_lagging()
         if resumed:
             log.info("Resumed background work for %d sessions", resumed)
@@ -214,7 +210,7 @@ class MemoryEngine:
         """Admit the turn, wait for its place in its conversation, and answer it."""
         # A message left in the queue by a stop was admitted when it first arrived; one
         # stored before a stop was also stored (so not paused).
-        readmitted = incoming.discord_id in self._left_in_queue
+        readmitted = self.ledger.readmitted(incoming.discord_id)
         fence, refusal, paused = await self._arrival_checks(
             incoming.key, admit=stored is None and not readmitted, pause=stored is None
         )
@@ -227,7 +223,7 @@ class MemoryEngine:
                     await hand.wait_turn()
                     return await self._reply_unstored(incoming, on_progress, deliver, ticket)
                 if stored is None and not hand.first_in_line:
-                    await self._note_queued(incoming, fence)
+                    await self.ledger.note_queued(incoming.key, incoming.discord_id, fence)
                 try:
                     await hand.wait_turn()
                     return await self._reply_in_order(
@@ -235,54 +231,17 @@ class MemoryEngine:
                     )
                 except asyncio.CancelledError:
                     # Stopped before it was stored: the next start answers it.
-                    self._queued.discard(incoming.discord_id)
+                    self.ledger.stopped(incoming.discord_id)
                     raise
                 finally:
-                    await self._unqueue(incoming.discord_id)  # refused, dropped, or failed
+                    await self.ledger.unqueue(incoming.discord_id)  # refused, dropped, or failed
             finally:
                 self._llm_slots.leave(ticket)
 
-    async def _note_queued(self, incoming: IncomingMessage, fence: int) -> None:
-        """Write down a message that must wait behind an earlier one of its conversation
-        (it is stored when its turn comes), so that it outlives a crash of this process."""
-        try:
-            await self.storage.queued.add(
-                incoming.key, incoming.discord_id, fence=fence, now=self._clock()
-            )
-        except StorageError as error:  # the turn itself will meet the database's state
-            log.warning("Could not note queued message %s: %s", incoming.discord_id, error)
-            return
-        self._queued.add(incoming.discord_id)
-
-    async def _unqueue(self, discord_id: int) -> None:
-        """The message no longer waits: stored (from then on, a stop leaves it to be
-        answered as a stored message), refused, or dropped. A row left by a failure here is
-        harmless: after a restart the message is known and not answered twice, or, if it
-        was never stored, answered then."""
-        if discord_id not in self._queued:
-            return
-        self._queued.discard(discord_id)
-        try:
-            await self.storage.queued.remove(discord_id)
-        except StorageError as error:
-            log.warning("Could not clear queued message %s: %s", discord_id, error)
-
     async def left_in_queue(self) -> list[QueuedMessage]:
         """Messages that were waiting for their turn when their process stopped, recent
-        enough that an answer still makes sense, in arrival order; one that an erasure
-        covered meanwhile is dropped (it would never have been stored)."""
-        now = self._clock()
-        left = await self.storage.queued.left_behind(
-            since=now - RESUME_WINDOW_SECONDS, before=self._started_at
-        )
-        kept = []
-        for queued in left:
-            if await self.storage.erasures.fence(queued.key) == queued.fence:
-                kept.append(queued)
-                self._left_in_queue.add(queued.discord_id)
-            else:
-                await self.storage.queued.remove(queued.discord_id)
-        return kept
+        enough to answer now, in arrival order (see `ResumeLedger.left_in_queue`)."""
+        return await self.ledger.left_in_queue()
 
     @property
     def accepting(self) -> bool:
@@ -291,23 +250,16 @@ class MemoryEngine:
 
     async def forget_queued(self, discord_id: int) -> None:
         """A message left in the queue is dealt with (answered again, or not to be)."""
-        self._left_in_queue.discard(discord_id)
-        self._queued.add(discord_id)  # the row is the one a stop left: remove it
-        await self._unqueue(discord_id)
+        await self.ledger.forget_queued(discord_id)
 
     async def awaiting_reply(self) -> list[StoredMessage]:
-        """Messages stored but never answered (their process died), recent enough that an
-        answer still makes sense, oldest first."""
-        since = self._clock() - RESUME_WINDOW_SECONDS
-        waiting = await self.storage.messages.awaiting_reply(since=since)
-        # Only what was stored before this engine started: a message stored since is this
-        # process's own, answered (or being answered) by its turn; answering it here too
-        # answered it twice (seen in tests/test_fleet_e2e.py).
-        return [m for m in waiting if m.created_at < self._started_at]
+        """Messages stored but never answered (their process died), recent enough to answer
+        now, oldest first."""
+        return await self.ledger.awaiting_reply()
 
     async def settle(self, stored: StoredMessage) -> None:
         """A stored message needs no answer after all (it was answered on Discord)."""
-        await self.storage.messages.settle(stored.id)
+        await self.ledger.settle(stored)
 
     async def knows(self, discord_id: int) -> bool:
         """Whether a message is stored or waiting for its turn: only then is an edit of it
@@ -454,7 +406,7 @@ class MemoryEngine:
         except ErasedMeanwhile:
             return Outcome.ERASED
         self.turns.stored(incoming.discord_id)
-        await self._unqueue(incoming.discord_id)  # stored (or known): no longer waiting
+        await self.ledger.unqueue(incoming.discord_id)  # stored (or known): no longer waiting
         if stored is None:
             return Outcome.DUPLICATE
         # A change that arrived while the row was being written (no await since).
