@@ -10,9 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
-from functools import partial
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from bot.config import Settings
@@ -32,6 +30,8 @@ from bot.engine.records import (
 from bot.engine.resume import ResumeLedger
 from bot.engine.turns import Hand, TurnsInHand
 from bot.memory.facts import FactExtractor
+from bot.memory.learner import LearnerTools
+from bot.memory.learning import LEARNERS, Learning
 from bot.memory.prompt import Prompt, PromptBuilder, PromptLimits
 from bot.memory.recall import LastRecall, RecalledExcerpt, RecallLog, recall_for
 from bot.memory.summary import Summarizer
@@ -74,10 +74,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 WINDOW_FETCH_BATCH = 64
-RETENTION_INTERVAL_SECONDS = 24 * 3600
-RETENTION_CHECK_SECONDS = 3600  # how often a process asks whether today's pass is due
 UNSTORED_ID = 2**63 - 1  # the id a paused user's message would have: after every stored one
-RECALL_PURGE_JOB = 0  # the search index's merge job: a key no session has (ids start at 1)
 
 
 class MemoryEngine:
@@ -100,20 +97,15 @@ class MemoryEngine:
         # A message is admitted only if it can be answered within the reply deadline, and
         # its answer takes up to another: changes are remembered a little longer than that.
         self.turns = TurnsInHand(unstored_ttl=2 * settings.reply_deadline_seconds + 60)
-        self._loops: list[asyncio.Task[None]] = []
         self.limits = Limits(settings, storage.usage, storage.fleet, clock=clock)
         self.erasure_cooldown = Cooldown(settings.erasure_cooldown_seconds)
         self.controls = Controls(storage, settings, tokenizer, clock=clock)
-        # Re-learning after edits, per session: at once, then once per EDIT_RELEARN_SECONDS.
-        self._relearn_debounce = Cooldown(settings.edit_relearn_seconds)
         llm.set_parallel(settings.model_parallel)
         self._llm_slots = llm.scheduler  # every model call: replies first, background after
         self.fleet = Fleet(storage.fleet, lease_seconds=settings.job_lease_seconds, clock=clock)
         self.jobs = BackgroundJobs(
             settings.background_concurrency, retry_delays=job_retry_delays, leases=self.fleet
         )
-        self.summarizer = Summarizer(storage, llm, tokenizer, settings, self.limits, clock=clock)
-        self.facts = FactExtractor(storage, llm, tokenizer, settings, self.limits, clock=clock)
         self._prompt_limits = PromptLimits(
             max_prompt_tokens=settings.max_prompt_tokens,
             max_message_tokens=settings.max_message_tokens,
@@ -122,37 +114,34 @@ class MemoryEngine:
             recall_max_tokens=settings.recall_max_tokens,
         )
         self.recall_log = RecallLog()
+        tools = LearnerTools(storage, llm, tokenizer, settings, self.limits, clock)
+        self.learning = Learning(
+            storage,
+            settings,
+            [make(tools) for make in LEARNERS],
+            jobs=self.jobs,
+            fleet=self.fleet,
+            controls=self.controls,
+            recall_log=self.recall_log,
+            clock=clock,
+        )
 
     async def start(self) -> None:
         """Re-schedule the background work that a stop or crash left undone."""
         self.ledger.started()
-        resumed = await self._schedule_lagging()
-        if resumed:
-            log.info("Resumed background work for %d sessions", resumed)
-        self._loops = [
-            asyncio.create_task(self._retention_loop(), name="mnemo-retention"),
-            asyncio.create_task(self._sweep_loop(), name="mnemo-sweep"),
-        ]
+        await self.learning.start()
 
     async def _schedule_lagging(self) -> int:
-        """Schedule every session's lagging background work (coalesced with what runs)."""
-        lagging = await self.storage.sessions.lagging(self._settings.summary_trigger_tokens)
-        for session_id, needs_summary, needs_facts in lagging:
-            if needs_summary:
-                self._schedule_summary(session_id)
-            if needs_facts:
-                self._schedule_facts(session_id)
-        return len(lagging)
+        """Schedule every session's lagging background work (tests call it)."""
+        return await self.learning.schedule_lagging()
 
-    async def _sweep_loop(self) -> None:
-        """Now and then, pick up work nobody holds: a job whose process died (its lease has
-        expired by then), or one that gave up its retries."""
-        while True:
-            await asyncio.sleep(self._settings.job_lease_seconds)
-            try:
-                await self._schedule_lagging()
-            except Exception:
-                log.exception("Background sweep failed; trying again later")
+    @property
+    def summarizer(self) -> Summarizer:
+        return self.learning.learner(Summarizer)
+
+    @property
+    def facts(self) -> FactExtractor:
+        return self.learning.learner(FactExtractor)
 
     async def drain(self, grace: float) -> None:
         """Take no new messages; give replies in flight `grace` seconds, then cancel them."""
@@ -170,10 +159,7 @@ class MemoryEngine:
 
     async def close(self, grace: float = 3.0) -> None:
         await self.drain(grace)
-        for loop_task in self._loops:
-            loop_task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
-        await self.jobs.close(grace)
+        await self.learning.close(grace)
 
     async def reply(
         self,
@@ -351,7 +337,7 @@ class MemoryEngine:
                     result = await self._answer(prompt, on_progress, view)
         except Overdue:
             # The queue grew slower than estimated at admission: say so now, not late.
-            self._after_turn(session)
+            self.learning.after_turn(session)
             return ReplyResult(Outcome.REFUSED, refusal=self._busy(0.0))
         self.recall_log.record(
             session.channel_id,
@@ -372,9 +358,9 @@ class MemoryEngine:
             # and whatever happened since the model answered: its tokens were spent.
             await self._charge(incoming.key, result.usage, prompt.tokens + answer_tokens)
         if view.memory:
-            self._after_turn(session)
+            self.learning.after_turn(session)
         else:
-            await self._keep_only_window(session)
+            await self.learning.keep_only_window(session)
         return result
 
     async def _charge(self, key: SessionKey, usage: Usage | None, estimate: int) -> None:
@@ -513,23 +499,6 @@ class MemoryEngine:
         if result.outcome is Outcome.ANSWERED and deliver is not None:
             result = dataclasses.replace(result, delivered=bool(await deliver(result)))
         return result
-
-    async def _keep_only_window(self, session: Session) -> None:
-        """Memory off: keep only the newest messages any prompt's window could still use;
-        the words of those deleted leave the search index too (as after a deletion)."""
-        deleted = await self.storage.messages.delete_beyond_recent(
-            session.id,
-            keep_tokens=self._settings.max_prompt_tokens,
-            message_cap=self._settings.max_message_tokens,
-        )
-        if deleted:
-            self._schedule_recall_purge()
-
-    def _schedule_recall_purge(self) -> None:
-        """Merge the search index in the background, coalesced: a row deleted or rewritten
-        leaves the index's rows at once, but its words stay in the index's pages until a merge,
-        which rewrites the index, so many deletions share one instead of one each."""
-        self.jobs.schedule("recall-purge", RECALL_PURGE_JOB, self._purge_recall_index)
 
     async def build_prompt(
         self,
@@ -687,7 +656,7 @@ class MemoryEngine:
         """
         session = await self.storage.sessions.find(key.channel_id, key.user_id)
         if session is not None:
-            await self._stop_jobs([session.id])
+            await self.learning.stop_jobs([session.id])
         self.recall_log.forget_conversation(key.channel_id, key.user_id)
         self.erasure_cooldown.used(key.user_id)
         counts = await self.storage.users.clear_session(key.channel_id, key.user_id)
@@ -698,7 +667,7 @@ class MemoryEngine:
     async def forget_user(self, user_id: int) -> DeletedCounts:
         """Delete everything of the user everywhere; nothing derived is written back after."""
         self.erasure_cooldown.used(user_id)
-        await self._stop_jobs(await self.storage.users.session_ids(user_id))
+        await self.learning.stop_jobs(await self.storage.users.session_ids(user_id))
         self.recall_log.forget_user(user_id)
         counts = await self.storage.users.delete_user_data(user_id, now=self._clock())
         self.turns.erase(lambda k: k.user_id == user_id)
@@ -707,7 +676,8 @@ class MemoryEngine:
 
     async def forget_member(self, user_id: int, guild_id: int) -> DeletedCounts:
         """Delete what the user said in one server (an admin's request), nothing elsewhere."""
-        await self._stop_jobs(await self.storage.users.session_ids(user_id, guild_id=guild_id))
+        sessions = await self.storage.users.session_ids(user_id, guild_id=guild_id)
+        await self.learning.stop_jobs(sessions)
         self.recall_log.forget_user(user_id)
         counts = await self.storage.users.delete_member_in_guild(user_id, guild_id)
         self.turns.erase(lambda k: (k.user_id, k.guild_id) == (user_id, guild_id))
@@ -755,30 +725,9 @@ class MemoryEngine:
             return False
         if edit.changed:
             # Rebuilt or read again; work in flight on the old text lands nothing (revision).
-            self._relearn_after_edit(edit.session_id)
-            self._schedule_recall_purge()  # the old words must leave the index's pages
+            self.learning.relearn_after_edit(edit.session_id)
+            self.learning.schedule_recall_purge()  # the old words must leave the index's pages
         return True
-
-    def _relearn_after_edit(self, session_id: int) -> None:
-        """Schedule learning again from a conversation whose messages were edited: at once
-        for the first edit, then at most once per EDIT_RELEARN_SECONDS; the edits in between
-        are folded into one pass at the end of the period (a coalesced timer). So a user who
-        edits in a loop buys at most one summary rebuild and one extraction per conversation
-        per period, and those are charged to their daily budget and stop when it is spent."""
-        wait = self._relearn_debounce.wait(session_id)
-        if wait <= 0:
-            self._relearn_debounce.used(session_id)
-            self._schedule_summary(session_id)
-            self._schedule_facts(session_id)
-            return
-        self.jobs.schedule_later(
-            "edit-relearn", session_id, wait, partial(self._relearn, session_id)
-        )
-
-    async def _relearn(self, session_id: int) -> None:
-        self._relearn_debounce.used(session_id)
-        self._schedule_summary(session_id)
-        self._schedule_facts(session_id)
 
     async def message_deleted(self, discord_id: int) -> DeletedMessage | None:
         """The user deleted a message: delete it, the answers to it, and what was derived
@@ -794,52 +743,19 @@ class MemoryEngine:
             self.turns.unstored.deleted(discord_id)
             return None
         self.recall_log.forget_message(discord_id)
-        self._schedule_recall_purge()
+        self.learning.schedule_recall_purge()
         # Rebuilt from what remains; work in flight that read the message lands nothing.
-        self._schedule_summary(deletion.session_id)
-        self._schedule_facts(deletion.session_id)
+        self.learning.relearn(deletion.session_id)
         return DeletedMessage(deletion.answers_shown_as)
-
-    async def _purge_recall_index(self) -> None:
-        await self.storage.recall.purge_deleted()
 
     async def purge_expired(self) -> int:
         """Retention: drop raw messages past RETENTION_DAYS that a summary already holds."""
-        days = self._settings.retention_days
-        if days <= 0:
-            return 0
-        deleted = await self.storage.messages.delete_expired(self._clock() - days * 86400)
-        if deleted:
-            self.recall_log.clear()
-            await self.storage.recall.purge_deleted()
-            log.info("Retention deleted %d summarized messages older than %d days", deleted, days)
-        return deleted
+        return await self.learning.purge_expired()
 
     async def expire_limits(self) -> int:
         """Each user's token count of a past day and rate windows past their minute: kept
         through an erasure while current (against abuse), deleted once their day is over."""
-        now = self._clock()
-        today = datetime.fromtimestamp(now, tz=UTC).strftime("%Y-%m-%d")
-        return await self.storage.usage.expire(before_day=today, rate_before=now - 60.0)
-
-    async def _retention_loop(self) -> None:
-        """One retention pass a day for the whole fleet: whichever process claims the day."""
-        while True:
-            try:
-                if await self.fleet.claim_period("retention", RETENTION_INTERVAL_SECONDS):
-                    await self.purge_expired()
-                    await self.expire_limits()
-                await self.storage.expire_backups()  # this process's files: every pass
-            except Exception:
-                log.exception("Retention pass failed; trying again later")
-            await asyncio.sleep(RETENTION_CHECK_SECONDS)
-
-    async def _stop_jobs(self, session_ids: list[int]) -> None:
-        # A job cancelled mid-call writes nothing; one that already finished its write is
-        # covered by the deletion that follows. The deletion also defeats any later write,
-        # since every job's write checks its session's watermark.
-        tasks = [task for sid in session_ids for task in self.jobs.cancel_session(sid)]
-        await asyncio.gather(*tasks, return_exceptions=True)
+        return await self.learning.expire_limits()
 
     def _system_prompt(self, author_name: str, view: ChannelView = DEFAULT_VIEW) -> str:
         name = " ".join(author_name.split())[:64] or "someone"
@@ -887,45 +803,6 @@ class MemoryEngine:
             usage=state.usage,
             cut_at_limit=state.finish_reason == "length",
         )
-
-    def _after_turn(self, session: Session) -> None:
-        """Schedule, never await, the background work this turn may have made due."""
-        self.jobs.schedule("check", session.id, partial(self._schedule_due_work, session.id))
-        self.jobs.schedule_later(
-            "facts-idle",
-            session.id,
-            self._settings.facts_idle_seconds,
-            partial(self._learn, session.id, self.facts.run),
-        )
-
-    async def _schedule_due_work(self, session_id: int) -> None:
-        session = await self.storage.sessions.get(session_id)
-        if session is None:
-            return
-        unsummarized_tokens, unread_user_messages = await self.storage.messages.pending(session)
-        if unsummarized_tokens > self._settings.summary_trigger_tokens:
-            self._schedule_summary(session_id)
-        if unread_user_messages >= self._settings.facts_batch_messages:
-            self._schedule_facts(session_id)
-
-    def _schedule_summary(self, session_id: int) -> None:
-        self.jobs.schedule(
-            "summary", session_id, partial(self._learn, session_id, self.summarizer.run)
-        )
-
-    def _schedule_facts(self, session_id: int) -> None:
-        self.jobs.schedule("facts", session_id, partial(self._learn, session_id, self.facts.run))
-
-    async def _learn(self, session_id: int, job: Callable[[int], Awaitable[object]]) -> None:
-        """Run a summary or extraction job unless its server turned memory off."""
-        session = await self.storage.sessions.get(session_id)
-        if session is None:
-            return
-        if session.guild_id is not None:
-            rules = await self.controls.rules(session.guild_id)
-            if not rules.memory:
-                return
-        await job(session_id)
 
 
 async def _none() -> None:

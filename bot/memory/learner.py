@@ -1,0 +1,72 @@
+"""The memory-strategy seam: a `Learner` learns from a conversation in the background and
+adds one section to every prompt.
+
+Summaries (`bot.memory.summary`) and facts (`bot.memory.facts`) are the two today; the
+learning part (`bot.memory.learning`) schedules every learner of its `LEARNERS` list alike, and
+the context builder (`bot.memory.context`) asks each for its section. A new strategy is one
+module with a class like these, one entry in `LEARNERS`, and its section's place in
+`bot.memory.prompt.SECTIONS` (see docs/design.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from bot.config import Settings
+from bot.model.llm import LLMClient
+from bot.model.tokens import Tokenizer
+from bot.policy.limits import Limits
+from storage import Storage
+
+
+class Learner(Protocol):
+    kind: str
+    """Its background job's kind (one job of a kind per session at a time, leased across a
+    fleet), the key of its backlog, and the name of its prompt section."""
+
+    @property
+    def idle_seconds(self) -> float | None:
+        """Also learn this long after a conversation's last turn, if it stays quiet (what is
+        left in the backlog then is learned from); None: only when due."""
+        ...
+
+    def due(self, backlog: int) -> bool:
+        """After a turn: whether its backlog (the session's `learning.backlog`) is large
+        enough to learn from now."""
+        ...
+
+    async def run(self, session_id: int) -> None:
+        """Learn from the session's backlog and move its watermark, in one transaction."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class LearnerTools:
+    """What every learner is made with (one of each per engine)."""
+
+    storage: Storage
+    llm: LLMClient
+    tokenizer: Tokenizer
+    settings: Settings
+    limits: Limits  # its memory-model calls count against the budgets
+    clock: Callable[[], float]
+
+
+class ModelLearner:
+    """A learner that asks the memory model: the tools it needs, made once."""
+
+    kind = ""
+
+    def __init__(self, tools: LearnerTools) -> None:
+        self._storage = tools.storage
+        self._llm = tools.llm
+        self._tokenizer = tools.tokenizer
+        self._settings = tools.settings
+        self._limits = tools.limits
+        self._clock = tools.clock
+
+    @property
+    def idle_seconds(self) -> float | None:
+        return None
