@@ -29,11 +29,12 @@ from bot.engine.records import (
 )
 from bot.engine.resume import ResumeLedger
 from bot.engine.turns import Hand, TurnsInHand
+from bot.memory.context import ContextBuilder
 from bot.memory.facts import FactExtractor
 from bot.memory.learner import LearnerTools
 from bot.memory.learning import LEARNERS, Learning
-from bot.memory.prompt import Prompt, PromptBuilder, PromptLimits
-from bot.memory.recall import LastRecall, RecalledExcerpt, RecallLog, recall_for
+from bot.memory.prompt import Prompt, PromptLimits
+from bot.memory.recall import LastRecall, RecallLog
 from bot.memory.summary import Summarizer
 from bot.model.llm import LLMClient, LLMError, StreamState, Usage
 from bot.model.scheduler import Overdue, Ticket
@@ -53,7 +54,6 @@ from storage.models import (
     Session,
     SessionKey,
     StoredMessage,
-    space_of,
 )
 from storage.users import DeletedCounts, GuildStats
 
@@ -73,7 +73,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-WINDOW_FETCH_BATCH = 64
 UNSTORED_ID = 2**63 - 1  # the id a paused user's message would have: after every stored one
 
 
@@ -106,19 +105,22 @@ class MemoryEngine:
         self.jobs = BackgroundJobs(
             settings.background_concurrency, retry_delays=job_retry_delays, leases=self.fleet
         )
-        self._prompt_limits = PromptLimits(
-            max_prompt_tokens=settings.max_prompt_tokens,
-            max_message_tokens=settings.max_message_tokens,
-            summary_max_tokens=settings.summary_max_tokens,
-            facts_max_tokens=settings.facts_max_tokens,
-            recall_max_tokens=settings.recall_max_tokens,
-        )
         self.recall_log = RecallLog()
         tools = LearnerTools(storage, llm, tokenizer, settings, self.limits, clock)
+        learners = [make(tools) for make in LEARNERS]
+        self.context = ContextBuilder(
+            storage,
+            tokenizer,
+            settings,
+            self.controls,
+            learners,
+            recall_log=self.recall_log,
+            clock=clock,
+        )
         self.learning = Learning(
             storage,
             settings,
-            [make(tools) for make in LEARNERS],
+            learners,
             jobs=self.jobs,
             fleet=self.fleet,
             controls=self.controls,
@@ -509,95 +511,21 @@ class MemoryEngine:
         budget_share: float = 1.0,
         view: ChannelView = DEFAULT_VIEW,
     ) -> Prompt:
-        """The prompt for `new_message`, from this session and this user's facts in this space.
-
-        `budget_share` < 1 shrinks every section's cap, for a server whose context turned out
-        smaller than MAX_PROMPT_TOKENS. With memory off (`view.memory`), only the window: no
-        facts, no summary. `session` is None for a paused user who never talked here.
-        """
-        space = space_of(new_message.guild_id)
-        # The facts and the newest messages do not depend on each other: read them at once.
-        facts, newest = await asyncio.gather(
-            self.storage.facts.current(new_message.user_id, space) if view.memory else _none(),
-            self._newest(session, before_id=new_message.id) if session is not None else _none(),
-        )
-        limits = self._prompt_limits
-        if budget_share < 1.0:
-            limits = PromptLimits(
-                *(max(int(value * budget_share), 1) for value in dataclasses.astuple(limits))
-            )
-        builder = PromptBuilder(self._tokenizer, limits)
-        builder.fixed_sections(
-            system_prompt=self._system_prompt(author_name, view),
-            facts=facts or [],
-            summary=session.summary if session is not None and view.memory else "",
-            new_message=new_message.content,
-        )
-        window: list[StoredMessage] = []
-        recalled: list[RecalledExcerpt] = []
-        if session is not None:
-            window = await self._window(session, newest or [], budget=builder.window_budget)
-            if view.memory:  # memory off: the recent window only, no recall
-                recalled = await recall_for(
-                    self.storage.recall, session, new_message, window, builder, self._clock()
-                )
-        return builder.finish(window, recalled)
-
-    async def _newest(self, session: Session, *, before_id: int) -> list[StoredMessage]:
-        """One batch of the session's newest unsummarized messages before `before_id`."""
-        return await self.storage.messages.newest(
-            session.id,
-            after_id=session.summarized_through,
-            before_id=before_id,
-            limit=WINDOW_FETCH_BATCH,
+        """The prompt for `new_message` (`ContextBuilder.build`)."""
+        return await self.context.build(
+            session, new_message, author_name, budget_share=budget_share, view=view
         )
 
-    async def _window(
-        self, session: Session, first_batch: list[StoredMessage], *, budget: int
-    ) -> list[StoredMessage]:
-        """Unsummarized messages, newest first, until they surely exceed `budget`: the first
-        batch (read already), then more batches while needed."""
-        found: list[StoredMessage] = []
-        batch = first_batch
-        tokens = 0
-        while True:
-            found.extend(batch)
-            tokens += sum(min(m.tokens, self._settings.max_message_tokens) for m in batch)
-            if len(batch) < WINDOW_FETCH_BATCH or tokens > budget:
-                return found
-            batch = await self._newest(session, before_id=batch[-1].id)
+    @property
+    def _prompt_limits(self) -> PromptLimits:
+        """The prompt's budget and caps (the bench reads them)."""
+        return self.context.limits
 
     # -- what users see and erase -------------------------------------------------------------
 
     async def describe(self, key: SessionKey, author_name: str) -> SessionReport:
         """The conversation's memory as the next prompt would use it."""
-        facts = await self.storage.facts.current(key.user_id, key.space_id)
-        session = await self.storage.sessions.find(key.channel_id, key.user_id)
-        if session is None:
-            return SessionReport(
-                "", None, 0, 0, len(facts), {}, self._prompt_limits.max_prompt_tokens
-            )
-        builder = PromptBuilder(self._tokenizer, self._prompt_limits)
-        builder.fixed_sections(
-            system_prompt=self._system_prompt(author_name),
-            facts=facts,
-            summary=session.summary,
-            new_message="",
-        )
-        newest = await self._newest(session, before_id=2**63 - 1)
-        window = await self._window(session, newest, budget=builder.window_budget)
-        prompt = builder.finish(window)
-        stats = await self.storage.messages.stats(session)
-        last = self.recall_log.get(key.channel_id, key.user_id)
-        return SessionReport(
-            session.summary,
-            session.summary_updated_at,
-            stats.messages,
-            prompt.window_messages,
-            len(facts),
-            prompt.section_tokens | {"recall": last.tokens if last else 0},
-            self._prompt_limits.max_prompt_tokens,
-        )
+        return await self.context.describe(key, author_name)
 
     # Thin reads and one deletion for the commands: cogs reach data only through the engine.
 
@@ -756,11 +684,6 @@ class MemoryEngine:
         """Each user's token count of a past day and rate windows past their minute: kept
         through an erasure while current (against abuse), deleted once their day is over."""
         return await self.learning.expire_limits()
-
-    def _system_prompt(self, author_name: str, view: ChannelView = DEFAULT_VIEW) -> str:
-        name = " ".join(author_name.split())[:64] or "someone"
-        persona = self.controls.persona_for(view)
-        return f"{persona}\n\nYou are talking with the Discord user {name}."
 
     async def _answer(
         self,

@@ -6,11 +6,25 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from bot.memory.context import DEFAULT_VIEW, SessionReport
 from bot.memory.prompt import Prompt
 from bot.model.llm import LLMError, Usage
 from bot.policy.access import ChannelView
 from bot.policy.limits import Refusal
 from storage.models import SessionKey
+
+__all__ = [
+    "DEFAULT_VIEW",
+    "THINKING",
+    "DeletedMessage",
+    "DeliverCallback",
+    "IncomingMessage",
+    "Outcome",
+    "ProgressCallback",
+    "ReplyResult",
+    "SessionReport",  # the context builder's, as the engine hands it out
+    "Status",
+]
 
 ProgressCallback = Callable[[str], Awaitable[None]]
 """Called with the answer so far; "" when accepted; a `Status` while there is no answer yet."""
@@ -25,7 +39,6 @@ THINKING = Status("thinking…")
 # It may return the Discord ids of the messages that show the answer instead of True (kept
 # with the answer, so that it can be deleted there when the user deletes their message).
 DeliverCallback = Callable[["ReplyResult"], Awaitable[bool | Sequence[int]]]
-DEFAULT_VIEW = ChannelView()
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,19 +60,6 @@ class Outcome(Enum):
     FAILED = "failed"
     ERASED = "erased"  # the user's memory was erased while the message waited or was answered
     DELETED = "deleted"  # the user deleted the message before its turn came
-
-
-@dataclass(frozen=True, slots=True)
-class SessionReport:
-    """What `/memory show` tells a user about one conversation."""
-
-    summary: str
-    summary_updated_at: float | None
-    stored_messages: int
-    window_messages: int
-    facts: int
-    section_tokens: dict[str, int]
-    budget: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 from bot.memory.batching import Batch, request_tokens, request_window, take_lines
 from bot.memory.learner import LearnerTools, ModelLearner
-from bot.memory.prompt import quote
+from bot.memory.prompt import PromptLimits, Section, quote, render_facts
 from bot.model.llm import LLMError
 from bot.model.tokens import Tokenizer
 from bot.policy.fact_rules import (
@@ -103,6 +103,12 @@ class FactExtractor(ModelLearner):
 
     def due(self, backlog: int) -> bool:
         return backlog >= self._settings.facts_batch_messages
+
+    async def section(
+        self, session: Session | None, user_id: int, space_id: int, limits: PromptLimits
+    ) -> Section:
+        facts = await self._storage.facts.current(user_id, space_id)
+        return Section(render_facts(facts, self._tokenizer, limits.facts_max_tokens), len(facts))
 
     async def run(self, session_id: int) -> None:
         """Read the session's unread user messages for facts and move the watermark."""

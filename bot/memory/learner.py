@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.config import Settings
+from bot.memory.prompt import PromptLimits, Section
 from bot.model.llm import LLMClient
 from bot.model.tokens import Tokenizer
 from bot.policy.limits import Limits
 from storage import Storage
+from storage.models import Session
 
 
 class Learner(Protocol):
@@ -39,6 +41,13 @@ class Learner(Protocol):
 
     async def run(self, session_id: int) -> None:
         """Learn from the session's backlog and move its watermark, in one transaction."""
+        ...
+
+    async def section(
+        self, session: Session | None, user_id: int, space_id: int, limits: PromptLimits
+    ) -> Section:
+        """What it knows, for a prompt of `user_id` in `space_id` (in the conversation
+        `session`; None for a paused user who never talked there), within its cap."""
         ...
 
 

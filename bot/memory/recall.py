@@ -12,13 +12,10 @@ import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from storage.models import Session, StoredMessage
 from storage.recall import RecallHit, RecallRepository, query_terms
-
-if TYPE_CHECKING:
-    from bot.memory.prompt import PromptBuilder
 
 MIN_OWN_TERMS = 3
 """A new message with fewer search terms than this ("when was that?") borrows the previous
@@ -50,12 +47,21 @@ class RecalledExcerpt:
     text: str
 
 
+class RecallRoom(Protocol):
+    """What recall needs to know of the prompt being built (a `PromptBuilder`)."""
+
+    @property
+    def recall_budget(self) -> int: ...
+
+    def window_holds(self, newest_first: Sequence[StoredMessage]) -> int: ...
+
+
 async def recall_for(
     repository: RecallRepository,
     session: Session,
     new_message: StoredMessage,
     newest_first: Sequence[StoredMessage],
-    builder: PromptBuilder,
+    builder: RecallRoom,
     now: float,
 ) -> list[RecalledExcerpt]:
     """The stored messages of this user in this space that best match the new message,

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from bot.memory.batching import Batch, request_tokens, request_window, take_lines
 from bot.memory.learner import ModelLearner
+from bot.memory.prompt import PromptLimits, Section, render_summary
 from bot.model.llm import LLMError
 from bot.runtime.background import RetryableJobError
 from storage.models import Session, StoredMessage
@@ -36,6 +37,13 @@ class Summarizer(ModelLearner):
 
     def due(self, backlog: int) -> bool:
         return backlog > self._settings.summary_trigger_tokens
+
+    async def section(
+        self, session: Session | None, user_id: int, space_id: int, limits: PromptLimits
+    ) -> Section:
+        summary = session.summary if session is not None else ""
+        text = render_summary(summary, self._tokenizer, limits.summary_max_tokens)
+        return Section(text, 1 if text else 0)
 
     async def run(self, session_id: int) -> None:
         """Fold the oldest unsummarized messages while the session is over its trigger."""
