@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from bot.config import Settings
+from bot.engine.changes import Changes
 from bot.engine.pending import UnstoredChanges
 from bot.engine.records import (
     DEFAULT_VIEW,
@@ -125,6 +126,17 @@ class MemoryEngine:
             fleet=self.fleet,
             controls=self.controls,
             recall_log=self.recall_log,
+            clock=clock,
+        )
+        self.changes = Changes(
+            storage,
+            tokenizer,
+            turns=self.turns,
+            learning=self.learning,
+            controls=self.controls,
+            limits=self.limits,
+            recall_log=self.recall_log,
+            erasure_cooldown=self.erasure_cooldown,
             clock=clock,
         )
 
@@ -542,12 +554,11 @@ class MemoryEngine:
     def erasure_wait(self, user_id: int) -> float:
         """Seconds before the user may erase again (`/memory clear`, `/facts forget`): 0 now.
         Each erasure rewrites the search index, so they are one per ERASURE_COOLDOWN_SECONDS."""
-        return self.erasure_cooldown.wait(user_id)
+        return self.changes.erasure_wait(user_id)
 
     async def forget_fact(self, user_id: int, space_id: int, fact_id: int) -> int:
         """Delete one of the user's facts with its history; 0 when it is not theirs."""
-        self.erasure_cooldown.used(user_id)
-        return await self.storage.users.delete_fact(user_id, space_id, fact_id)
+        return await self.changes.forget_fact(user_id, space_id, fact_id)
 
     async def export_user(self, user_id: int) -> dict[str, Any]:
         return await self.storage.users.export(user_id)
@@ -578,39 +589,16 @@ class MemoryEngine:
         return trimmed
 
     async def clear_conversation(self, key: SessionKey) -> DeletedCounts:
-        """Delete one conversation's messages and summary, and stop its background jobs.
-
-        Does not wait for an answer in flight: the erasure fence discards it instead.
-        """
-        session = await self.storage.sessions.find(key.channel_id, key.user_id)
-        if session is not None:
-            await self.learning.stop_jobs([session.id])
-        self.recall_log.forget_conversation(key.channel_id, key.user_id)
-        self.erasure_cooldown.used(key.user_id)
-        counts = await self.storage.users.clear_session(key.channel_id, key.user_id)
-        self.turns.erase(lambda k: (k.user_id, k.channel_id) == (key.user_id, key.channel_id))
-        await self.storage.recall.purge_deleted()
-        return counts
+        """Delete one conversation's messages and summary, and stop its background jobs."""
+        return await self.changes.clear_conversation(key)
 
     async def forget_user(self, user_id: int) -> DeletedCounts:
         """Delete everything of the user everywhere; nothing derived is written back after."""
-        self.erasure_cooldown.used(user_id)
-        await self.learning.stop_jobs(await self.storage.users.session_ids(user_id))
-        self.recall_log.forget_user(user_id)
-        counts = await self.storage.users.delete_user_data(user_id, now=self._clock())
-        self.turns.erase(lambda k: k.user_id == user_id)
-        await self.storage.recall.purge_deleted()
-        return counts
+        return await self.changes.forget_user(user_id)
 
     async def forget_member(self, user_id: int, guild_id: int) -> DeletedCounts:
         """Delete what the user said in one server (an admin's request), nothing elsewhere."""
-        sessions = await self.storage.users.session_ids(user_id, guild_id=guild_id)
-        await self.learning.stop_jobs(sessions)
-        self.recall_log.forget_user(user_id)
-        counts = await self.storage.users.delete_member_in_guild(user_id, guild_id)
-        self.turns.erase(lambda k: (k.user_id, k.guild_id) == (user_id, guild_id))
-        await self.storage.recall.purge_deleted()
-        return counts
+        return await self.changes.forget_member(user_id, guild_id)
 
     async def message_edited(
         self,
@@ -620,61 +608,16 @@ class MemoryEngine:
         user_id: int | None = None,
         admit: bool = False,
     ) -> bool:
-        """The user edited a message: store the new text (or remember it for a message still
-        waiting for its turn), and learn again from it: facts drawn from the old text are
-        withdrawn and the new text is read for facts; a summary that held it is rebuilt.
-        Re-learning is debounced per conversation (`_relearn_after_edit`).
-
-        An edit by `user_id` while their memory is paused is neither stored nor learned from:
-        the message is withdrawn instead, as a deletion would (the old text, what was derived
-        from it alone, and a summary that held it, rebuilt from what remains). With `admit`
-        (an edit as it arrives from Discord), it counts against the user's per-minute rate
-        like a new message, and past the rate it is dropped (False)."""
-        if user_id is not None and await self.controls.is_paused(user_id):
-            await self.message_deleted(discord_id)
-            return True
-        if admit and user_id is not None:
-            refusal = await self.limits.check_rate(user_id)
-            if refusal is not None:
-                log.debug("Edit of message %s dropped: %s", discord_id, refusal.message)
-                return False
-        was_waiting = self.turns.waiting(discord_id)
-        edit = await self.storage.messages.edit(
-            discord_id, new_content, self._tokenizer.count(new_content)
+        """The user edited a message: store the new text and learn again from it
+        (`Changes.message_edited`); False when it was not taken."""
+        return await self.changes.message_edited(
+            discord_id, new_content, user_id=user_id, admit=admit
         )
-        if edit is None and self.turns.waiting(discord_id):
-            self.turns.unstored.edited(discord_id, new_content)
-            return True
-        if edit is None and was_waiting:  # stored while we looked
-            edit = await self.storage.messages.edit(
-                discord_id, new_content, self._tokenizer.count(new_content)
-            )
-        if edit is None:
-            return False
-        if edit.changed:
-            # Rebuilt or read again; work in flight on the old text lands nothing (revision).
-            self.learning.relearn_after_edit(edit.session_id)
-            self.learning.schedule_recall_purge()  # the old words must leave the index's pages
-        return True
 
     async def message_deleted(self, discord_id: int) -> DeletedMessage | None:
         """The user deleted a message: delete it, the answers to it, and what was derived
-        from it alone. One not stored (yet) is remembered, so that it is never answered if it
-        is still waiting. None when nothing was stored; else where the deleted answers were
-        shown in Discord (for the caller to delete there too)."""
-        was_waiting = self.turns.waiting(discord_id)
-        self.turns.delete(discord_id)
-        deletion = await self.storage.messages.delete_by_discord_id(discord_id)
-        if deletion is None and was_waiting and not self.turns.waiting(discord_id):
-            deletion = await self.storage.messages.delete_by_discord_id(discord_id)
-        if deletion is None:
-            self.turns.unstored.deleted(discord_id)
-            return None
-        self.recall_log.forget_message(discord_id)
-        self.learning.schedule_recall_purge()
-        # Rebuilt from what remains; work in flight that read the message lands nothing.
-        self.learning.relearn(deletion.session_id)
-        return DeletedMessage(deletion.answers_shown_as)
+        from it alone (`Changes.message_deleted`); where the answers were shown, if stored."""
+        return await self.changes.message_deleted(discord_id)
 
     async def purge_expired(self) -> int:
         """Retention: drop raw messages past RETENTION_DAYS that a summary already holds."""
