@@ -23,7 +23,9 @@ from storage import Storage
 from storage.models import SessionKey
 from storage.users import DeletedCounts
 
-log = logging.getLogger(__name__)
+# A child of the engine's logger, as before the engine was split: a level set on
+# "bot.engine.engine" (by an operator, or a test) still applies here.
+log = logging.getLogger("bot.engine.engine").getChild("changes")
 
 
 class Changes:

@@ -7,8 +7,6 @@ of one session are handled strictly in order; different sessions run concurrentl
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,8 +26,9 @@ from bot.engine.records import (
     SessionReport,
     Status,
 )
+from bot.engine.reply import ReplyPipeline
 from bot.engine.resume import ResumeLedger
-from bot.engine.turns import Hand, TurnsInHand
+from bot.engine.turns import TurnsInHand
 from bot.memory.context import ContextBuilder
 from bot.memory.facts import FactExtractor
 from bot.memory.learner import LearnerTools
@@ -37,17 +36,14 @@ from bot.memory.learning import LEARNERS, Learning
 from bot.memory.prompt import Prompt, PromptLimits
 from bot.memory.recall import LastRecall, RecallLog
 from bot.memory.summary import Summarizer
-from bot.model.llm import LLMClient, LLMError, StreamState, Usage
-from bot.model.scheduler import Overdue, Ticket
+from bot.model.llm import LLMClient
 from bot.model.tokens import Tokenizer
 from bot.policy.access import ChannelView
 from bot.policy.controls import Controls
-from bot.policy.limits import Cooldown, Limits, Refusal
+from bot.policy.limits import Cooldown, Limits
 from bot.runtime.background import BackgroundJobs
 from bot.runtime.fleet import Fleet
 from storage import Storage
-from storage.erasures import ErasedMeanwhile
-from storage.errors import StorageError
 from storage.models import (
     Fact,
     FactSource,
@@ -71,10 +67,6 @@ __all__ = [
     "SessionReport",
     "Status",
 ]
-
-log = logging.getLogger(__name__)
-
-UNSTORED_ID = 2**63 - 1  # the id a paused user's message would have: after every stored one
 
 
 class MemoryEngine:
@@ -101,7 +93,6 @@ class MemoryEngine:
         self.erasure_cooldown = Cooldown(settings.erasure_cooldown_seconds)
         self.controls = Controls(storage, settings, tokenizer, clock=clock)
         llm.set_parallel(settings.model_parallel)
-        self._llm_slots = llm.scheduler  # every model call: replies first, background after
         self.fleet = Fleet(storage.fleet, lease_seconds=settings.job_lease_seconds, clock=clock)
         self.jobs = BackgroundJobs(
             settings.background_concurrency, retry_delays=job_retry_delays, leases=self.fleet
@@ -137,6 +128,21 @@ class MemoryEngine:
             limits=self.limits,
             recall_log=self.recall_log,
             erasure_cooldown=self.erasure_cooldown,
+            clock=clock,
+        )
+        self.replies = ReplyPipeline(
+            storage,
+            llm,
+            tokenizer,
+            settings,
+            turns=self.turns,
+            ledger=self.ledger,
+            context=self.context,
+            changes=self.changes,
+            learning=self.learning,
+            controls=self.controls,
+            limits=self.limits,
+            recall_log=self.recall_log,
             clock=clock,
         )
 
@@ -184,59 +190,9 @@ class MemoryEngine:
         stored: StoredMessage | None = None,
     ) -> ReplyResult:
         """Store the message, stream an answer (reporting the text so far), deliver it through
-        `deliver` and store it once delivered. With `stored`: the message was stored before
-        (by a process that died before answering it), so it is answered as it was stored.
-
-        Every write of the turn is fenced by the erasure fence read now, as the message
-        arrives: an erasure confirmed while it waits or is answered leaves nothing of it.
-        """
-        task = asyncio.current_task()
-        if not self.turns.accepting or task is None:
-            return ReplyResult(Outcome.STOPPING)
-        with self.turns.take(incoming.key, incoming.discord_id) as hand:
-            return await self._take_turn(
-                hand, task, incoming, hand.silenced(on_progress), deliver, stored
-            )
-
-    async def _take_turn(
-        self,
-        hand: Hand,
-        task: asyncio.Task[object],
-        incoming: IncomingMessage,
-        on_progress: ProgressCallback | None,
-        deliver: DeliverCallback | None,
-        stored: StoredMessage | None,
-    ) -> ReplyResult:
-        """Admit the turn, wait for its place in its conversation, and answer it."""
-        # A message left in the queue by a stop was admitted when it first arrived; one
-        # stored before a stop was also stored (so not paused).
-        readmitted = self.ledger.readmitted(incoming.discord_id)
-        fence, refusal, paused = await self._arrival_checks(
-            incoming.key, admit=stored is None and not readmitted, pause=stored is None
-        )
-        if refusal is not None:
-            return ReplyResult(Outcome.REFUSED, refusal=refusal)
-        with self.turns.flying(task):
-            ticket = self._llm_slots.enter(incoming.key.user_id)
-            try:
-                if paused:
-                    await hand.wait_turn()
-                    return await self._reply_unstored(incoming, on_progress, deliver, ticket)
-                if stored is None and not hand.first_in_line:
-                    await self.ledger.note_queued(incoming.key, incoming.discord_id, fence)
-                try:
-                    await hand.wait_turn()
-                    return await self._reply_in_order(
-                        incoming, fence, on_progress, deliver, ticket, stored
-                    )
-                except asyncio.CancelledError:
-                    # Stopped before it was stored: the next start answers it.
-                    self.ledger.stopped(incoming.discord_id)
-                    raise
-                finally:
-                    await self.ledger.unqueue(incoming.discord_id)  # refused, dropped, or failed
-            finally:
-                self._llm_slots.leave(ticket)
+        `deliver` and store it once delivered (`ReplyPipeline.reply`). With `stored`: the
+        message was stored before (by a process that died before answering it)."""
+        return await self.replies.reply(incoming, on_progress, deliver, stored=stored)
 
     async def left_in_queue(self) -> list[QueuedMessage]:
         """Messages that were waiting for their turn when their process stopped, recent
@@ -265,254 +221,6 @@ class MemoryEngine:
         """Whether a message is stored or waiting for its turn: only then is an edit of it
         worth reading (and its attachments worth downloading)."""
         return self.turns.waiting(discord_id) or await self.storage.messages.exists(discord_id)
-
-    async def _arrival_checks(
-        self, key: SessionKey, *, admit: bool, pause: bool
-    ) -> tuple[int, Refusal | None, bool]:
-        """(the erasure fence, a refusal, whether the user paused memory) as the message
-        arrives; admission and the pause only when asked. Independent reads, made at once:
-        on PostgreSQL they run side by side on pooled connections, instead of one round trip
-        after the other."""
-        return await asyncio.gather(
-            self.storage.erasures.fence(key),
-            self._admit(key) if admit else _none(),
-            self.controls.is_paused(key.user_id) if pause else _false(),
-        )
-
-    async def _admit(self, key: SessionKey) -> Refusal | None:
-        """Rate and budget limits, and a queue as long as can be answered within the deadline.
-
-        The expected wait comes from recent reply latencies and the server's parallelism, with
-        users served in turn; only a message that would wait past the reply deadline is refused.
-        """
-        wait = self._llm_slots.expected_wait(key.user_id)
-        if wait > self._settings.reply_deadline_seconds:
-            return self._busy(wait)
-        rate, budget = await asyncio.gather(
-            self.limits.check_rate(key.user_id), self.limits.check_budget(key)
-        )
-        return rate or budget
-
-    def _busy(self, wait: float) -> Refusal:
-        return Refusal(
-            "I'm busy with a lot of messages right now. Please try again in a minute.",
-            self._clock() + min(max(wait, 30.0), 300.0),
-        )
-
-    async def _reply_in_order(
-        self,
-        incoming: IncomingMessage,
-        fence: int,
-        on_progress: ProgressCallback | None,
-        deliver: DeliverCallback | None,
-        ticket: Ticket,
-        stored_before: StoredMessage | None = None,
-    ) -> ReplyResult:
-        """The turn itself; the caller waited for this conversation's earlier turns."""
-        if ticket.overdue:  # queued behind this user's earlier messages for too long
-            return ReplyResult(Outcome.REFUSED, refusal=self._busy(0.0))
-        stored = stored_before or await self._store_incoming(incoming, fence)
-        if isinstance(stored, Outcome):
-            return ReplyResult(stored)
-        result = await self._answer_stored(incoming, stored, fence, on_progress, deliver, ticket)
-        unanswered = result.outcome is not Outcome.ANSWERED or (
-            deliver is not None and not result.delivered
-        )
-        if unanswered and result.outcome is not Outcome.ERASED:
-            # No answer stored (it failed, or Discord refused it): the user saw why, so the
-            # message is not answered again after a restart.
-            await self.storage.messages.settle(stored.id)
-        return result
-
-    async def _answer_stored(
-        self,
-        incoming: IncomingMessage,
-        stored: StoredMessage,
-        fence: int,
-        on_progress: ProgressCallback | None,
-        deliver: DeliverCallback | None,
-        ticket: Ticket,
-    ) -> ReplyResult:
-        """Answer a stored message: prompt, model, delivery, and the answer stored."""
-        if on_progress is not None:
-            await on_progress("")  # accepted: the caller may show "typing"
-        session = await self.storage.sessions.get(stored.session_id)
-        assert session is not None
-        view = incoming.view
-        prompt = await self.build_prompt(session, stored, incoming.author_name, view=view)
-        try:
-            async with self._llm_slots.reply(ticket):
-                result = await self._answer(prompt, on_progress, view)
-                if result.error is not None and result.error.kind == "context_length":
-                    # The server's context is smaller than our budget: trim harder, once.
-                    prompt = await self.build_prompt(
-                        session, stored, incoming.author_name, budget_share=0.5, view=view
-                    )
-                    result = await self._answer(prompt, on_progress, view)
-        except Overdue:
-            # The queue grew slower than estimated at admission: say so now, not late.
-            self.learning.after_turn(session)
-            return ReplyResult(Outcome.REFUSED, refusal=self._busy(0.0))
-        self.recall_log.record(
-            session.channel_id,
-            session.user_id,
-            LastRecall(prompt.recalled, prompt.section_tokens.get("recall", 0)),
-        )
-        answer_tokens = self._tokenizer.count(result.text)  # once: usage and storage
-        try:
-            if result.outcome is Outcome.ANSWERED:
-                if await self.storage.erasures.fence(incoming.key) != fence:
-                    # Erased while it was generated: the answer drew on erased memory.
-                    return ReplyResult(Outcome.ERASED, prompt=prompt, usage=result.usage)
-                result = await self._deliver_and_store(
-                    incoming, stored, result, answer_tokens, fence, deliver
-                )
-        finally:
-            # Charged after the answer is shown (accounting is not on the way to the user),
-            # and whatever happened since the model answered: its tokens were spent.
-            await self._charge(incoming.key, result.usage, prompt.tokens + answer_tokens)
-        if view.memory:
-            self.learning.after_turn(session)
-        else:
-            await self.learning.keep_only_window(session)
-        return result
-
-    async def _charge(self, key: SessionKey, usage: Usage | None, estimate: int) -> None:
-        """Count a model call's tokens against the budgets; a database error is logged (the
-        answer was already shown, or the error already told)."""
-        try:
-            await self.limits.charge(key, usage, lambda: estimate)
-        except StorageError as error:
-            log.warning("Could not count the tokens of a reply to user %s: %s", key.user_id, error)
-
-    async def _store_incoming(
-        self, incoming: IncomingMessage, fence: int
-    ) -> StoredMessage | Outcome:
-        """Store the user's message as it is now (edited or deleted while it waited)."""
-        change = self.turns.unstored.take(incoming.discord_id)
-        if change is not None and change.deleted:
-            return Outcome.DELETED
-        content = change.content if change is not None and change.content else incoming.content
-        try:
-            stored = await self.storage.messages.add(
-                incoming.key,
-                role="user",
-                content=content,
-                tokens=self._tokenizer.count(content),
-                discord_id=incoming.discord_id,
-                now=self._clock(),
-                fence=fence,
-            )
-        except ErasedMeanwhile:
-            return Outcome.ERASED
-        self.turns.stored(incoming.discord_id)
-        await self.ledger.unqueue(incoming.discord_id)  # stored (or known): no longer waiting
-        if stored is None:
-            return Outcome.DUPLICATE
-        # A change that arrived while the row was being written (no await since).
-        late = self.turns.unstored.take(incoming.discord_id)
-        if late is not None and late.deleted:
-            await self.message_deleted(incoming.discord_id)
-            return Outcome.DELETED
-        if late is not None and late.content:
-            await self.message_edited(
-                incoming.discord_id, late.content, user_id=incoming.key.user_id
-            )
-            [stored] = await self.storage.messages.by_ids([stored.id])
-        return stored
-
-    async def _deliver_and_store(
-        self,
-        incoming: IncomingMessage,
-        stored: StoredMessage,
-        result: ReplyResult,
-        answer_tokens: int,
-        fence: int,
-        deliver: DeliverCallback | None,
-    ) -> ReplyResult:
-        """Show the answer, then store it: an answer the user never saw is not memory. It is
-        stored as the answer to `stored`, and goes when that message is deleted."""
-        shown_as: Sequence[int] = ()
-        if self.turns.deleted(incoming.discord_id):
-            # Deleted while it was answered: the answer might repeat it. Not shown, not kept.
-            return ReplyResult(Outcome.DELETED, usage=result.usage)
-        if deliver is not None:
-            delivered = await deliver(result)
-            if not delivered:
-                log.info("Answer to message %s was not delivered; not stored", incoming.discord_id)
-                return result
-            if not isinstance(delivered, bool):
-                shown_as = delivered
-            result = dataclasses.replace(result, delivered=True)
-        try:
-            answer = await self.storage.messages.add(
-                incoming.key,
-                role="assistant",
-                content=result.text,
-                tokens=answer_tokens,
-                discord_id=None,
-                now=self._clock(),
-                fence=fence,
-                reply_to=stored.id,
-                shown_as=shown_as,
-            )
-        except ErasedMeanwhile:
-            log.info("Memory of user %s erased as an answer was delivered", incoming.key.user_id)
-            return result
-        if self.turns.deleted(incoming.discord_id):
-            # Deleted while the answer was shown: withdrawn, here and (by the caller) there.
-            if answer is not None:
-                await self.storage.messages.delete_answer(answer.id)
-            return ReplyResult(Outcome.DELETED, usage=result.usage, delivered=result.delivered)
-        return result
-
-    async def _reply_unstored(
-        self,
-        incoming: IncomingMessage,
-        on_progress: ProgressCallback | None,
-        deliver: DeliverCallback | None,
-        ticket: Ticket,
-    ) -> ReplyResult:
-        """A paused user: answer from what is already stored, store and learn nothing.
-
-        With no stored row to recognise a redelivered event by, recent ids are remembered in
-        memory only (ids, no text), so a replay after a gateway resume is answered once."""
-        key = incoming.key
-        if not self.turns.first_unstored(incoming.discord_id):
-            return ReplyResult(Outcome.DUPLICATE)
-        session = await self.storage.sessions.find(key.channel_id, key.user_id)
-        content = incoming.content
-        transient = StoredMessage(
-            UNSTORED_ID,
-            session.id if session else 0,
-            incoming.discord_id,
-            key.guild_id,
-            key.channel_id,
-            key.user_id,
-            "user",
-            content,
-            self._tokenizer.count(content),
-            self._clock(),
-        )
-        if on_progress is not None:
-            await on_progress("")
-        view = incoming.view
-        prompt = await self.build_prompt(session, transient, incoming.author_name, view=view)
-        try:
-            async with self._llm_slots.reply(ticket):
-                result = await self._answer(prompt, on_progress, view)
-        except Overdue:
-            return ReplyResult(Outcome.REFUSED, refusal=self._busy(0.0))
-        await self.limits.charge(
-            key,
-            result.usage,
-            lambda: prompt.tokens + self._tokenizer.count(result.text),
-            private=True,
-        )
-        result = dataclasses.replace(result, paused=True)
-        if result.outcome is Outcome.ANSWERED and deliver is not None:
-            result = dataclasses.replace(result, delivered=bool(await deliver(result)))
-        return result
 
     async def build_prompt(
         self,
@@ -627,54 +335,3 @@ class MemoryEngine:
         """Each user's token count of a past day and rate windows past their minute: kept
         through an erasure while current (against abuse), deleted once their day is over."""
         return await self.learning.expire_limits()
-
-    async def _answer(
-        self,
-        prompt: Prompt,
-        on_progress: ProgressCallback | None,
-        view: ChannelView = DEFAULT_VIEW,
-    ) -> ReplyResult:
-        state = StreamState()
-        shown = ""
-        try:
-            async for _ in self.llm.stream_chat(
-                self.controls.model_for(view),
-                prompt.messages,
-                max_tokens=self._settings.max_reply_tokens,
-                state=state,
-            ):
-                if on_progress is None:
-                    continue
-                if state.text and state.text != shown:
-                    shown = state.text
-                    await on_progress(shown)
-                elif state.thinking and not shown:
-                    shown = THINKING  # shown once, until the answer replaces it
-                    await on_progress(THINKING)
-        except LLMError as error:
-            log.warning("Chat model call failed (%s): %s", error.kind, error)
-            return ReplyResult(Outcome.FAILED, state.text, error, prompt, state.usage)
-        if not state.text.strip():
-            empty = LLMError("The model returned an empty answer. Please try again.", kind="empty")
-            if state.thinking:
-                empty = LLMError(
-                    "The model's answer was cut off while it was still thinking. Please try again.",
-                    kind="cut_thinking",
-                )
-            return ReplyResult(Outcome.FAILED, "", empty, prompt, state.usage)
-        return ReplyResult(
-            Outcome.ANSWERED,
-            state.text,
-            prompt=prompt,
-            usage=state.usage,
-            cut_at_limit=state.finish_reason == "length",
-        )
-
-
-async def _none() -> None:
-    """In place of a read that is not needed (to `asyncio.gather` with the ones that are)."""
-    return None
-
-
-async def _false() -> bool:
-    return False

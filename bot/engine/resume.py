@@ -15,7 +15,9 @@ from storage import Storage
 from storage.errors import StorageError
 from storage.models import QueuedMessage, SessionKey, StoredMessage
 
-log = logging.getLogger(__name__)
+# A child of the engine's logger, as before the engine was split: a level set on
+# "bot.engine.engine" (by an operator, or a test) still applies here.
+log = logging.getLogger("bot.engine.engine").getChild("resume")
 
 # A message stored but left unanswered by a process that died is answered after the restart
 # if it is at most this old; an answer to something said longer ago would confuse more.
