@@ -17,13 +17,17 @@ from bot.engine.pending import UnstoredChanges
 from bot.engine.records import (
     DEFAULT_VIEW,
     THINKING,
+    Answered,
     DeletedMessage,
     DeliverCallback,
+    Failed,
     IncomingMessage,
     Outcome,
     ProgressCallback,
+    Refused,
     ReplyResult,
     SessionReport,
+    Skipped,
     Status,
 )
 from bot.engine.reply import ReplyPipeline
@@ -57,14 +61,18 @@ from storage.users import DeletedCounts, GuildStats
 # Callers import the records from here, where the engine's interface has always been.
 __all__ = [
     "THINKING",
+    "Answered",
     "DeletedMessage",
     "DeliverCallback",
+    "Failed",
     "IncomingMessage",
     "MemoryEngine",
     "Outcome",
     "ProgressCallback",
+    "Refused",
     "ReplyResult",
     "SessionReport",
+    "Skipped",
     "Status",
 ]
 

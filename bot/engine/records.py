@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import ClassVar
 
 from bot.memory.context import DEFAULT_VIEW, SessionReport
 from bot.memory.prompt import Prompt
@@ -16,13 +17,17 @@ from storage.models import SessionKey
 __all__ = [
     "DEFAULT_VIEW",
     "THINKING",
+    "Answered",
     "DeletedMessage",
     "DeliverCallback",
+    "Failed",
     "IncomingMessage",
     "Outcome",
     "ProgressCallback",
+    "Refused",
     "ReplyResult",
     "SessionReport",  # the context builder's, as the engine hands it out
+    "Skipped",
     "Status",
 ]
 
@@ -38,7 +43,7 @@ THINKING = Status("thinking…")
 # Shows a finished answer to the user; False when it could not be delivered (e.g. a 403).
 # It may return the Discord ids of the messages that show the answer instead of True (kept
 # with the answer, so that it can be deleted there when the user deletes their message).
-DeliverCallback = Callable[["ReplyResult"], Awaitable[bool | Sequence[int]]]
+DeliverCallback = Callable[["Answered"], Awaitable[bool | Sequence[int]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,17 +67,77 @@ class Outcome(Enum):
     DELETED = "deleted"  # the user deleted the message before its turn came
 
 
+# A turn ends in one of four results, told apart by their class (`match result: case
+# Answered(): ...`). Each also carries the attributes the others have (`outcome`, `text`,
+# `error`, `refusal`, `prompt`, `usage`), fixed where they cannot apply, for code that only
+# asks what happened.
+
+
 @dataclass(frozen=True, slots=True)
-class ReplyResult:
-    outcome: Outcome
-    text: str = ""
-    error: LLMError | None = None
-    prompt: Prompt | None = None
+class Answered:
+    """The model answered; `delivered` once the `deliver` callback showed it (then it was
+    stored, unless the user's memory is paused)."""
+
+    text: str
+    prompt: Prompt
     usage: Usage | None = None
-    refusal: Refusal | None = None
     cut_at_limit: bool = False  # the model stopped at MAX_REPLY_TOKENS
     paused: bool = False  # the user's memory is paused: nothing of this turn was stored
-    delivered: bool = False  # the `deliver` callback showed the answer
+    delivered: bool = False
+    outcome: ClassVar[Outcome] = Outcome.ANSWERED
+    error: ClassVar[None] = None
+    refusal: ClassVar[None] = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A limit: the user's rate or daily budget, or a reply queue too long to answer in time.
+    Nothing of the turn was stored (or, once stored, it is not answered)."""
+
+    refusal: Refusal
+    outcome: ClassVar[Outcome] = Outcome.REFUSED
+    text: ClassVar[str] = ""
+    error: ClassVar[None] = None
+    prompt: ClassVar[None] = None
+    usage: ClassVar[None] = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The model failed (or answered nothing); `text` is what it streamed before, if any."""
+
+    error: LLMError
+    text: str = ""
+    prompt: Prompt | None = None
+    usage: Usage | None = None
+    paused: bool = False
+    outcome: ClassVar[Outcome] = Outcome.FAILED
+    refusal: ClassVar[None] = None
+
+
+SKIPPED = frozenset({Outcome.DUPLICATE, Outcome.STOPPING, Outcome.ERASED, Outcome.DELETED})
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """No answer to show, and `outcome` says why: a redelivered event (DUPLICATE), a stop
+    (STOPPING), an erasure (ERASED) or a deletion (DELETED) while the turn waited or was
+    answered. `prompt` and `usage` when the model had answered already."""
+
+    outcome: Outcome
+    prompt: Prompt | None = None
+    usage: Usage | None = None
+    text: ClassVar[str] = ""
+    error: ClassVar[None] = None
+    refusal: ClassVar[None] = None
+
+    def __post_init__(self) -> None:
+        if self.outcome not in SKIPPED:
+            raise ValueError(f"{self.outcome} is not a reason to skip a turn")
+
+
+ReplyResult = Answered | Refused | Failed | Skipped
+"""What `MemoryEngine.reply` returns: how the turn ended."""
 
 
 @dataclass(frozen=True, slots=True)

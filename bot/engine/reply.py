@@ -19,11 +19,15 @@ from bot.config import Settings
 from bot.engine.changes import Changes
 from bot.engine.records import (
     THINKING,
+    Answered,
     DeliverCallback,
+    Failed,
     IncomingMessage,
     Outcome,
     ProgressCallback,
+    Refused,
     ReplyResult,
+    Skipped,
 )
 from bot.engine.resume import ResumeLedger
 from bot.engine.turns import Hand, TurnsInHand
@@ -40,7 +44,7 @@ from bot.policy.limits import Limits, Refusal
 from storage import Storage
 from storage.erasures import ErasedMeanwhile
 from storage.errors import StorageError
-from storage.models import SessionKey, StoredMessage
+from storage.models import Session, SessionKey, StoredMessage
 
 # A child of the engine's logger, as before the engine was split: a level set on
 # "bot.engine.engine" (by an operator, or a test) still applies here.
@@ -99,7 +103,7 @@ class ReplyPipeline:
         """
         task = asyncio.current_task()
         if not self._turns.accepting or task is None:
-            return ReplyResult(Outcome.STOPPING)
+            return Skipped(Outcome.STOPPING)
         with self._turns.take(incoming.key, incoming.discord_id) as hand:
             return await self._take_turn(
                 hand, task, incoming, hand.silenced(on_progress), deliver, stored
@@ -122,7 +126,7 @@ class ReplyPipeline:
             incoming.key, admit=stored is None and not readmitted, pause=stored is None
         )
         if refusal is not None:
-            return ReplyResult(Outcome.REFUSED, refusal=refusal)
+            return Refused(refusal)
         with self._turns.flying(task):
             ticket = self._llm_slots.enter(incoming.key.user_id)
             try:
@@ -189,15 +193,14 @@ class ReplyPipeline:
     ) -> ReplyResult:
         """The turn itself; the caller waited for this conversation's earlier turns."""
         if ticket.overdue:  # queued behind this user's earlier messages for too long
-            return ReplyResult(Outcome.REFUSED, refusal=self._busy(0.0))
+            return Refused(self._busy(0.0))
         stored = stored_before or await self._store_incoming(incoming, fence)
-        if isinstance(stored, Outcome):
-            return ReplyResult(stored)
+        if isinstance(stored, Skipped):
+            return stored
         result = await self._answer_stored(incoming, stored, fence, on_progress, deliver, ticket)
-        unanswered = result.outcome is not Outcome.ANSWERED or (
-            deliver is not None and not result.delivered
-        )
-        if unanswered and result.outcome is not Outcome.ERASED:
+        answered = isinstance(result, Answered) and (result.delivered or deliver is None)
+        erased = isinstance(result, Skipped) and result.outcome is Outcome.ERASED
+        if not (answered or erased):
             # No answer stored (it failed, or Discord refused it): the user saw why, so the
             # message is not answered again after a restart.
             await self._storage.messages.settle(stored.id)
@@ -217,44 +220,58 @@ class ReplyPipeline:
             await on_progress("")  # accepted: the caller may show "typing"
         session = await self._storage.sessions.get(stored.session_id)
         assert session is not None
-        view = incoming.view
-        prompt = await self._context.build(session, stored, incoming.author_name, view=view)
         try:
-            async with self._llm_slots.reply(ticket):
-                result = await self._answer(prompt, on_progress, view)
-                if result.error is not None and result.error.kind == "context_length":
-                    # The server's context is smaller than our budget: trim harder, once.
-                    prompt = await self._context.build(
-                        session, stored, incoming.author_name, budget_share=0.5, view=view
-                    )
-                    result = await self._answer(prompt, on_progress, view)
+            prompt, answer = await self._generate(session, stored, incoming, on_progress, ticket)
         except Overdue:
             # The queue grew slower than estimated at admission: say so now, not late.
             self._learning.after_turn(session)
-            return ReplyResult(Outcome.REFUSED, refusal=self._busy(0.0))
+            return Refused(self._busy(0.0))
         self._recall_log.record(
             session.channel_id,
             session.user_id,
             LastRecall(prompt.recalled, prompt.section_tokens.get("recall", 0)),
         )
-        answer_tokens = self._tokenizer.count(result.text)  # once: usage and storage
+        answer_tokens = self._tokenizer.count(answer.text)  # once: usage and storage
+        result: ReplyResult = answer
         try:
-            if result.outcome is Outcome.ANSWERED:
+            if isinstance(answer, Answered):
                 if await self._storage.erasures.fence(incoming.key) != fence:
                     # Erased while it was generated: the answer drew on erased memory.
-                    return ReplyResult(Outcome.ERASED, prompt=prompt, usage=result.usage)
+                    return Skipped(Outcome.ERASED, prompt, answer.usage)
                 result = await self._deliver_and_store(
-                    incoming, stored, result, answer_tokens, fence, deliver
+                    incoming, stored, answer, answer_tokens, fence, deliver
                 )
         finally:
             # Charged after the answer is shown (accounting is not on the way to the user),
             # and whatever happened since the model answered: its tokens were spent.
-            await self._charge(incoming.key, result.usage, prompt.tokens + answer_tokens)
-        if view.memory:
+            await self._charge(incoming.key, answer.usage, prompt.tokens + answer_tokens)
+        if incoming.view.memory:
             self._learning.after_turn(session)
         else:
             await self._learning.keep_only_window(session)
         return result
+
+    async def _generate(
+        self,
+        session: Session,
+        stored: StoredMessage,
+        incoming: IncomingMessage,
+        on_progress: ProgressCallback | None,
+        ticket: Ticket,
+    ) -> tuple[Prompt, Answered | Failed]:
+        """The prompt and the model's answer to it, in the turn's reply slot (Overdue when
+        the slot comes too late)."""
+        view = incoming.view
+        prompt = await self._context.build(session, stored, incoming.author_name, view=view)
+        async with self._llm_slots.reply(ticket):
+            answer = await self._answer(prompt, on_progress, view)
+            if isinstance(answer, Failed) and answer.error.kind == "context_length":
+                # The server's context is smaller than our budget: trim harder, once.
+                prompt = await self._context.build(
+                    session, stored, incoming.author_name, budget_share=0.5, view=view
+                )
+                answer = await self._answer(prompt, on_progress, view)
+        return prompt, answer
 
     async def _charge(self, key: SessionKey, usage: Usage | None, estimate: int) -> None:
         """Count a model call's tokens against the budgets; a database error is logged (the
@@ -266,11 +283,11 @@ class ReplyPipeline:
 
     async def _store_incoming(
         self, incoming: IncomingMessage, fence: int
-    ) -> StoredMessage | Outcome:
+    ) -> StoredMessage | Skipped:
         """Store the user's message as it is now (edited or deleted while it waited)."""
         change = self._turns.unstored.take(incoming.discord_id)
         if change is not None and change.deleted:
-            return Outcome.DELETED
+            return Skipped(Outcome.DELETED)
         content = change.content if change is not None and change.content else incoming.content
         try:
             stored = await self._storage.messages.add(
@@ -283,16 +300,16 @@ class ReplyPipeline:
                 fence=fence,
             )
         except ErasedMeanwhile:
-            return Outcome.ERASED
+            return Skipped(Outcome.ERASED)
         self._turns.stored(incoming.discord_id)
         await self._ledger.unqueue(incoming.discord_id)  # stored (or known): no longer waiting
         if stored is None:
-            return Outcome.DUPLICATE
+            return Skipped(Outcome.DUPLICATE)
         # A change that arrived while the row was being written (no await since).
         late = self._turns.unstored.take(incoming.discord_id)
         if late is not None and late.deleted:
             await self._changes.message_deleted(incoming.discord_id)
-            return Outcome.DELETED
+            return Skipped(Outcome.DELETED)
         if late is not None and late.content:
             await self._changes.message_edited(
                 incoming.discord_id, late.content, user_id=incoming.key.user_id
@@ -304,17 +321,17 @@ class ReplyPipeline:
         self,
         incoming: IncomingMessage,
         stored: StoredMessage,
-        result: ReplyResult,
+        result: Answered,
         answer_tokens: int,
         fence: int,
         deliver: DeliverCallback | None,
-    ) -> ReplyResult:
+    ) -> Answered | Skipped:
         """Show the answer, then store it: an answer the user never saw is not memory. It is
         stored as the answer to `stored`, and goes when that message is deleted."""
         shown_as: Sequence[int] = ()
         if self._turns.deleted(incoming.discord_id):
             # Deleted while it was answered: the answer might repeat it. Not shown, not kept.
-            return ReplyResult(Outcome.DELETED, usage=result.usage)
+            return Skipped(Outcome.DELETED, usage=result.usage)
         if deliver is not None:
             delivered = await deliver(result)
             if not delivered:
@@ -342,7 +359,7 @@ class ReplyPipeline:
             # Deleted while the answer was shown: withdrawn, here and (by the caller) there.
             if answer is not None:
                 await self._storage.messages.delete_answer(answer.id)
-            return ReplyResult(Outcome.DELETED, usage=result.usage, delivered=result.delivered)
+            return Skipped(Outcome.DELETED, usage=result.usage)
         return result
 
     async def _reply_unstored(
@@ -358,10 +375,33 @@ class ReplyPipeline:
         memory only (ids, no text), so a replay after a gateway resume is answered once."""
         key = incoming.key
         if not self._turns.first_unstored(incoming.discord_id):
-            return ReplyResult(Outcome.DUPLICATE)
+            return Skipped(Outcome.DUPLICATE)
         session = await self._storage.sessions.find(key.channel_id, key.user_id)
-        content = incoming.content
-        transient = StoredMessage(
+        transient = self._transient(incoming, session)
+        if on_progress is not None:
+            await on_progress("")
+        view = incoming.view
+        prompt = await self._context.build(session, transient, incoming.author_name, view=view)
+        try:
+            async with self._llm_slots.reply(ticket):
+                answer = await self._answer(prompt, on_progress, view)
+        except Overdue:
+            return Refused(self._busy(0.0))
+        await self._limits.charge(
+            key,
+            answer.usage,
+            lambda: prompt.tokens + self._tokenizer.count(answer.text),
+            private=True,
+        )
+        answer = dataclasses.replace(answer, paused=True)
+        if isinstance(answer, Answered) and deliver is not None:
+            answer = dataclasses.replace(answer, delivered=bool(await deliver(answer)))
+        return answer
+
+    def _transient(self, incoming: IncomingMessage, session: Session | None) -> StoredMessage:
+        """A paused user's message as if stored (for the prompt only): after every stored one."""
+        key, content = incoming.key, incoming.content
+        return StoredMessage(
             UNSTORED_ID,
             session.id if session else 0,
             incoming.discord_id,
@@ -373,32 +413,14 @@ class ReplyPipeline:
             self._tokenizer.count(content),
             self._clock(),
         )
-        if on_progress is not None:
-            await on_progress("")
-        view = incoming.view
-        prompt = await self._context.build(session, transient, incoming.author_name, view=view)
-        try:
-            async with self._llm_slots.reply(ticket):
-                result = await self._answer(prompt, on_progress, view)
-        except Overdue:
-            return ReplyResult(Outcome.REFUSED, refusal=self._busy(0.0))
-        await self._limits.charge(
-            key,
-            result.usage,
-            lambda: prompt.tokens + self._tokenizer.count(result.text),
-            private=True,
-        )
-        result = dataclasses.replace(result, paused=True)
-        if result.outcome is Outcome.ANSWERED and deliver is not None:
-            result = dataclasses.replace(result, delivered=bool(await deliver(result)))
-        return result
 
     async def _answer(
         self,
         prompt: Prompt,
         on_progress: ProgressCallback | None,
         view: ChannelView = DEFAULT_VIEW,
-    ) -> ReplyResult:
+    ) -> Answered | Failed:
+        """Stream the model's answer to `prompt`, showing it as it grows."""
         state = StreamState()
         shown = ""
         try:
@@ -418,7 +440,7 @@ class ReplyPipeline:
                     await on_progress(THINKING)
         except LLMError as error:
             log.warning("Chat model call failed (%s): %s", error.kind, error)
-            return ReplyResult(Outcome.FAILED, state.text, error, prompt, state.usage)
+            return Failed(error, state.text, prompt, state.usage)
         if not state.text.strip():
             empty = LLMError("The model returned an empty answer. Please try again.", kind="empty")
             if state.thinking:
@@ -426,13 +448,9 @@ class ReplyPipeline:
                     "The model's answer was cut off while it was still thinking. Please try again.",
                     kind="cut_thinking",
                 )
-            return ReplyResult(Outcome.FAILED, "", empty, prompt, state.usage)
-        return ReplyResult(
-            Outcome.ANSWERED,
-            state.text,
-            prompt=prompt,
-            usage=state.usage,
-            cut_at_limit=state.finish_reason == "length",
+            return Failed(empty, "", prompt, state.usage)
+        return Answered(
+            state.text, prompt, state.usage, cut_at_limit=state.finish_reason == "length"
         )
 
 
