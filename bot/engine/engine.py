@@ -2,6 +2,15 @@
 
 Takes plain ids and records, never `discord` objects, so it is tested without Discord. Messages
 of one session are handled strictly in order; different sessions run concurrently.
+
+`MemoryEngine` is the one façade the Discord side calls; each concern is a part of its own:
+
+- the turns in hand (`bot.engine.turns`): order, waiting, in flight, erased, unstored changes;
+- the reply pipeline (`bot.engine.reply`): admit → store → answer → deliver → charge;
+- the resume ledger (`bot.engine.resume`): what a stop or a crash left to answer;
+- changes (`bot.engine.changes`): edits, deletions, erasures;
+- learning (`bot.memory.learning`): the learners' due work, sweeps, retention;
+- the context builder (`bot.memory.context`): what goes into a prompt, and `/memory show`.
 """
 
 from __future__ import annotations
@@ -92,20 +101,19 @@ class MemoryEngine:
         self.llm = llm
         self._tokenizer = tokenizer
         self._settings = settings
-        self._clock = clock
-        self.ledger = ResumeLedger(storage, clock=clock)
-        # A message is admitted only if it can be answered within the reply deadline, and
-        # its answer takes up to another: changes are remembered a little longer than that.
-        self.turns = TurnsInHand(unstored_ttl=2 * settings.reply_deadline_seconds + 60)
+        llm.set_parallel(settings.model_parallel)
         self.limits = Limits(settings, storage.usage, storage.fleet, clock=clock)
         self.erasure_cooldown = Cooldown(settings.erasure_cooldown_seconds)
         self.controls = Controls(storage, settings, tokenizer, clock=clock)
-        llm.set_parallel(settings.model_parallel)
         self.fleet = Fleet(storage.fleet, lease_seconds=settings.job_lease_seconds, clock=clock)
         self.jobs = BackgroundJobs(
             settings.background_concurrency, retry_delays=job_retry_delays, leases=self.fleet
         )
         self.recall_log = RecallLog()
+        # A message is admitted only if it can be answered within the reply deadline, and
+        # its answer takes up to another: changes are remembered a little longer than that.
+        self.turns = TurnsInHand(unstored_ttl=2 * settings.reply_deadline_seconds + 60)
+        self.ledger = ResumeLedger(storage, clock=clock)
         tools = LearnerTools(storage, llm, tokenizer, settings, self.limits, clock)
         learners = [make(tools) for make in LEARNERS]
         self.context = ContextBuilder(
@@ -127,9 +135,13 @@ class MemoryEngine:
             recall_log=self.recall_log,
             clock=clock,
         )
-        self.changes = Changes(
-            storage,
-            tokenizer,
+        self.changes = self._make_changes(clock)
+        self.replies = self._make_replies(clock)
+
+    def _make_changes(self, clock: Callable[[], float]) -> Changes:
+        return Changes(
+            self.storage,
+            self._tokenizer,
             turns=self.turns,
             learning=self.learning,
             controls=self.controls,
@@ -138,11 +150,13 @@ class MemoryEngine:
             erasure_cooldown=self.erasure_cooldown,
             clock=clock,
         )
-        self.replies = ReplyPipeline(
-            storage,
-            llm,
-            tokenizer,
-            settings,
+
+    def _make_replies(self, clock: Callable[[], float]) -> ReplyPipeline:
+        return ReplyPipeline(
+            self.storage,
+            self.llm,
+            self._tokenizer,
+            self._settings,
             turns=self.turns,
             ledger=self.ledger,
             context=self.context,
@@ -154,40 +168,27 @@ class MemoryEngine:
             clock=clock,
         )
 
+    # -- life cycle ------------------------------------------------------------------------------
+
     async def start(self) -> None:
         """Re-schedule the background work that a stop or crash left undone."""
         self.ledger.started()
         await self.learning.start()
 
-    async def _schedule_lagging(self) -> int:
-        """Schedule every session's lagging background work (tests call it)."""
-        return await self.learning.schedule_lagging()
-
-    @property
-    def summarizer(self) -> Summarizer:
-        return self.learning.learner(Summarizer)
-
-    @property
-    def facts(self) -> FactExtractor:
-        return self.learning.learner(FactExtractor)
-
     async def drain(self, grace: float) -> None:
         """Take no new messages; give replies in flight `grace` seconds, then cancel them."""
         await self.turns.drain(grace)
 
-    @property
-    def _in_flight(self) -> set[asyncio.Task[object]]:
-        """The replies being handled (tests wait for none)."""
-        return self.turns.in_flight
-
-    @property
-    def _unstored(self) -> UnstoredChanges:
-        """Edits and deletions of messages not stored yet (tests wait for them)."""
-        return self.turns.unstored
-
     async def close(self, grace: float = 3.0) -> None:
         await self.drain(grace)
         await self.learning.close(grace)
+
+    @property
+    def accepting(self) -> bool:
+        """False once the engine is stopping: messages are no longer answered."""
+        return self.turns.accepting
+
+    # -- turns: the reply pipeline and the turns in hand -----------------------------------------
 
     async def reply(
         self,
@@ -202,15 +203,27 @@ class MemoryEngine:
         message was stored before (by a process that died before answering it)."""
         return await self.replies.reply(incoming, on_progress, deliver, stored=stored)
 
+    async def knows(self, discord_id: int) -> bool:
+        """Whether a message is stored or waiting for its turn: only then is an edit of it
+        worth reading (and its attachments worth downloading)."""
+        return self.turns.waiting(discord_id) or await self.storage.messages.exists(discord_id)
+
+    @property
+    def _in_flight(self) -> set[asyncio.Task[object]]:
+        """The replies being handled (tests wait for none)."""
+        return self.turns.in_flight
+
+    @property
+    def _unstored(self) -> UnstoredChanges:
+        """Edits and deletions of messages not stored yet (tests wait for them)."""
+        return self.turns.unstored
+
+    # -- the resume ledger -----------------------------------------------------------------------
+
     async def left_in_queue(self) -> list[QueuedMessage]:
         """Messages that were waiting for their turn when their process stopped, recent
         enough to answer now, in arrival order (see `ResumeLedger.left_in_queue`)."""
         return await self.ledger.left_in_queue()
-
-    @property
-    def accepting(self) -> bool:
-        """False once the engine is stopping: messages are no longer answered."""
-        return self.turns.accepting
 
     async def forget_queued(self, discord_id: int) -> None:
         """A message left in the queue is dealt with (answered again, or not to be)."""
@@ -225,10 +238,72 @@ class MemoryEngine:
         """A stored message needs no answer after all (it was answered on Discord)."""
         await self.ledger.settle(stored)
 
-    async def knows(self, discord_id: int) -> bool:
-        """Whether a message is stored or waiting for its turn: only then is an edit of it
-        worth reading (and its attachments worth downloading)."""
-        return self.turns.waiting(discord_id) or await self.storage.messages.exists(discord_id)
+    # -- changes: edits, deletions, erasures -----------------------------------------------------
+
+    async def message_edited(
+        self,
+        discord_id: int,
+        new_content: str,
+        *,
+        user_id: int | None = None,
+        admit: bool = False,
+    ) -> bool:
+        """The user edited a message: store the new text and learn again from it
+        (`Changes.message_edited`); False when it was not taken."""
+        return await self.changes.message_edited(
+            discord_id, new_content, user_id=user_id, admit=admit
+        )
+
+    async def message_deleted(self, discord_id: int) -> DeletedMessage | None:
+        """The user deleted a message: delete it, the answers to it, and what was derived
+        from it alone (`Changes.message_deleted`); where the answers were shown, if stored."""
+        return await self.changes.message_deleted(discord_id)
+
+    def erasure_wait(self, user_id: int) -> float:
+        """Seconds before the user may erase again (`/memory clear`, `/facts forget`): 0 now.
+        Each erasure rewrites the search index, so they are one per ERASURE_COOLDOWN_SECONDS."""
+        return self.changes.erasure_wait(user_id)
+
+    async def forget_fact(self, user_id: int, space_id: int, fact_id: int) -> int:
+        """Delete one of the user's facts with its history; 0 when it is not theirs."""
+        return await self.changes.forget_fact(user_id, space_id, fact_id)
+
+    async def clear_conversation(self, key: SessionKey) -> DeletedCounts:
+        """Delete one conversation's messages and summary, and stop its background jobs."""
+        return await self.changes.clear_conversation(key)
+
+    async def forget_user(self, user_id: int) -> DeletedCounts:
+        """Delete everything of the user everywhere; nothing derived is written back after."""
+        return await self.changes.forget_user(user_id)
+
+    async def forget_member(self, user_id: int, guild_id: int) -> DeletedCounts:
+        """Delete what the user said in one server (an admin's request), nothing elsewhere."""
+        return await self.changes.forget_member(user_id, guild_id)
+
+    # -- learning --------------------------------------------------------------------------------
+
+    @property
+    def summarizer(self) -> Summarizer:
+        return self.learning.learner(Summarizer)
+
+    @property
+    def facts(self) -> FactExtractor:
+        return self.learning.learner(FactExtractor)
+
+    async def purge_expired(self) -> int:
+        """Retention: drop raw messages past RETENTION_DAYS that a summary already holds."""
+        return await self.learning.purge_expired()
+
+    async def expire_limits(self) -> int:
+        """Each user's token count of a past day and rate windows past their minute: kept
+        through an erasure while current (against abuse), deleted once their day is over."""
+        return await self.learning.expire_limits()
+
+    async def _schedule_lagging(self) -> int:
+        """Schedule every session's lagging background work (tests call it)."""
+        return await self.learning.schedule_lagging()
+
+    # -- the context builder, and what users see -------------------------------------------------
 
     async def build_prompt(
         self,
@@ -249,38 +324,9 @@ class MemoryEngine:
         """The prompt's budget and caps (the bench reads them)."""
         return self.context.limits
 
-    # -- what users see and erase -------------------------------------------------------------
-
     async def describe(self, key: SessionKey, author_name: str) -> SessionReport:
         """The conversation's memory as the next prompt would use it."""
         return await self.context.describe(key, author_name)
-
-    # Thin reads and one deletion for the commands: cogs reach data only through the engine.
-
-    async def current_facts(self, user_id: int, space_id: int) -> list[Fact]:
-        return await self.storage.facts.current(user_id, space_id)
-
-    async def fact_sources(self, fact_ids: Sequence[int]) -> dict[int, list[FactSource]]:
-        return await self.storage.facts.sources(fact_ids)
-
-    async def stored_message_ids(self, message_ids: Sequence[int]) -> set[int]:
-        """Which of these message ids are still stored."""
-        return {message.id for message in await self.storage.messages.by_ids(message_ids)}
-
-    def erasure_wait(self, user_id: int) -> float:
-        """Seconds before the user may erase again (`/memory clear`, `/facts forget`): 0 now.
-        Each erasure rewrites the search index, so they are one per ERASURE_COOLDOWN_SECONDS."""
-        return self.changes.erasure_wait(user_id)
-
-    async def forget_fact(self, user_id: int, space_id: int, fact_id: int) -> int:
-        """Delete one of the user's facts with its history; 0 when it is not theirs."""
-        return await self.changes.forget_fact(user_id, space_id, fact_id)
-
-    async def export_user(self, user_id: int) -> dict[str, Any]:
-        return await self.storage.users.export(user_id)
-
-    async def guild_stats(self, guild_id: int) -> GuildStats:
-        return await self.storage.users.guild_stats(guild_id)
 
     async def last_recall(self, key: SessionKey) -> LastRecall | None:
         """What was recalled for the user's last answer in this conversation (`/memory why`),
@@ -304,42 +350,20 @@ class MemoryEngine:
         self.recall_log.record(key.channel_id, key.user_id, trimmed)
         return trimmed
 
-    async def clear_conversation(self, key: SessionKey) -> DeletedCounts:
-        """Delete one conversation's messages and summary, and stop its background jobs."""
-        return await self.changes.clear_conversation(key)
+    # Thin reads for the commands: cogs reach data only through the engine.
 
-    async def forget_user(self, user_id: int) -> DeletedCounts:
-        """Delete everything of the user everywhere; nothing derived is written back after."""
-        return await self.changes.forget_user(user_id)
+    async def current_facts(self, user_id: int, space_id: int) -> list[Fact]:
+        return await self.storage.facts.current(user_id, space_id)
 
-    async def forget_member(self, user_id: int, guild_id: int) -> DeletedCounts:
-        """Delete what the user said in one server (an admin's request), nothing elsewhere."""
-        return await self.changes.forget_member(user_id, guild_id)
+    async def fact_sources(self, fact_ids: Sequence[int]) -> dict[int, list[FactSource]]:
+        return await self.storage.facts.sources(fact_ids)
 
-    async def message_edited(
-        self,
-        discord_id: int,
-        new_content: str,
-        *,
-        user_id: int | None = None,
-        admit: bool = False,
-    ) -> bool:
-        """The user edited a message: store the new text and learn again from it
-        (`Changes.message_edited`); False when it was not taken."""
-        return await self.changes.message_edited(
-            discord_id, new_content, user_id=user_id, admit=admit
-        )
+    async def stored_message_ids(self, message_ids: Sequence[int]) -> set[int]:
+        """Which of these message ids are still stored."""
+        return {message.id for message in await self.storage.messages.by_ids(message_ids)}
 
-    async def message_deleted(self, discord_id: int) -> DeletedMessage | None:
-        """The user deleted a message: delete it, the answers to it, and what was derived
-        from it alone (`Changes.message_deleted`); where the answers were shown, if stored."""
-        return await self.changes.message_deleted(discord_id)
+    async def export_user(self, user_id: int) -> dict[str, Any]:
+        return await self.storage.users.export(user_id)
 
-    async def purge_expired(self) -> int:
-        """Retention: drop raw messages past RETENTION_DAYS that a summary already holds."""
-        return await self.learning.purge_expired()
-
-    async def expire_limits(self) -> int:
-        """Each user's token count of a past day and rate windows past their minute: kept
-        through an erasure while current (against abuse), deleted once their day is over."""
-        return await self.learning.expire_limits()
+    async def guild_stats(self, guild_id: int) -> GuildStats:
+        return await self.storage.users.guild_stats(guild_id)

@@ -31,12 +31,12 @@ from bot.engine.records import (
 )
 from bot.engine.resume import ResumeLedger
 from bot.engine.turns import Hand, TurnsInHand
-from bot.memory.context import DEFAULT_VIEW, ContextBuilder
+from bot.memory.context import ContextBuilder
 from bot.memory.learning import Learning
 from bot.memory.prompt import Prompt
 from bot.memory.recall import LastRecall, RecallLog
 from bot.model.llm import LLMClient, LLMError, StreamState, Usage
-from bot.model.scheduler import Overdue, Ticket
+from bot.model.scheduler import ModelScheduler, Overdue, Ticket
 from bot.model.tokens import Tokenizer
 from bot.policy.access import ChannelView
 from bot.policy.controls import Controls
@@ -51,6 +51,62 @@ from storage.models import Session, SessionKey, StoredMessage
 log = logging.getLogger("bot.engine.engine").getChild("reply")
 
 UNSTORED_ID = 2**63 - 1  # the id a paused user's message would have: after every stored one
+
+
+class Admission:
+    """Admit: as a message arrives, the erasure fence its writes are held to, the limits it
+    must pass, and whether its author paused memory; and the refusal of a queue too long."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        settings: Settings,
+        controls: Controls,
+        limits: Limits,
+        slots: ModelScheduler,
+        *,
+        clock: Callable[[], float],
+    ) -> None:
+        self._storage = storage
+        self._settings = settings
+        self._controls = controls
+        self._limits = limits
+        self._llm_slots = slots
+        self._clock = clock
+
+    async def arrive(
+        self, key: SessionKey, *, admit: bool, pause: bool
+    ) -> tuple[int, Refusal | None, bool]:
+        """(the erasure fence, a refusal, whether the user paused memory) as the message
+        arrives; admission and the pause only when asked. Independent reads, made at once:
+        on PostgreSQL they run side by side on pooled connections, instead of one round trip
+        after the other."""
+        return await asyncio.gather(
+            self._storage.erasures.fence(key),
+            self._admit(key) if admit else _none(),
+            self._controls.is_paused(key.user_id) if pause else _false(),
+        )
+
+    async def _admit(self, key: SessionKey) -> Refusal | None:
+        """Rate and budget limits, and a queue as long as can be answered within the deadline.
+
+        The expected wait comes from recent reply latencies and the server's parallelism, with
+        users served in turn; only a message that would wait past the reply deadline is refused.
+        """
+        wait = self._llm_slots.expected_wait(key.user_id)
+        if wait > self._settings.reply_deadline_seconds:
+            return self.busy(wait)
+        rate, budget = await asyncio.gather(
+            self._limits.check_rate(key.user_id), self._limits.check_budget(key)
+        )
+        return rate or budget
+
+    def busy(self, wait: float) -> Refusal:
+        """The refusal of a message that would wait too long (`wait` seconds, if known)."""
+        return Refusal(
+            "I'm busy with a lot of messages right now. Please try again in a minute.",
+            self._clock() + min(max(wait, 30.0), 300.0),
+        )
 
 
 class ReplyPipeline:
@@ -74,6 +130,9 @@ class ReplyPipeline:
         self._storage = storage
         self._llm = llm
         self._llm_slots = llm.scheduler  # every model call: replies first, background after
+        self._admission = Admission(
+            storage, settings, controls, limits, self._llm_slots, clock=clock
+        )
         self._tokenizer = tokenizer
         self._settings = settings
         self._turns = turns
@@ -122,7 +181,7 @@ class ReplyPipeline:
         # A message left in the queue by a stop was admitted when it first arrived; one
         # stored before a stop was also stored (so not paused).
         readmitted = self._ledger.readmitted(incoming.discord_id)
-        fence, refusal, paused = await self._arrival_checks(
+        fence, refusal, paused = await self._admission.arrive(
             incoming.key, admit=stored is None and not readmitted, pause=stored is None
         )
         if refusal is not None:
@@ -149,39 +208,6 @@ class ReplyPipeline:
             finally:
                 self._llm_slots.leave(ticket)
 
-    async def _arrival_checks(
-        self, key: SessionKey, *, admit: bool, pause: bool
-    ) -> tuple[int, Refusal | None, bool]:
-        """(the erasure fence, a refusal, whether the user paused memory) as the message
-        arrives; admission and the pause only when asked. Independent reads, made at once:
-        on PostgreSQL they run side by side on pooled connections, instead of one round trip
-        after the other."""
-        return await asyncio.gather(
-            self._storage.erasures.fence(key),
-            self._admit(key) if admit else _none(),
-            self._controls.is_paused(key.user_id) if pause else _false(),
-        )
-
-    async def _admit(self, key: SessionKey) -> Refusal | None:
-        """Rate and budget limits, and a queue as long as can be answered within the deadline.
-
-        The expected wait comes from recent reply latencies and the server's parallelism, with
-        users served in turn; only a message that would wait past the reply deadline is refused.
-        """
-        wait = self._llm_slots.expected_wait(key.user_id)
-        if wait > self._settings.reply_deadline_seconds:
-            return self._busy(wait)
-        rate, budget = await asyncio.gather(
-            self._limits.check_rate(key.user_id), self._limits.check_budget(key)
-        )
-        return rate or budget
-
-    def _busy(self, wait: float) -> Refusal:
-        return Refusal(
-            "I'm busy with a lot of messages right now. Please try again in a minute.",
-            self._clock() + min(max(wait, 30.0), 300.0),
-        )
-
     async def _reply_in_order(
         self,
         incoming: IncomingMessage,
@@ -193,7 +219,7 @@ class ReplyPipeline:
     ) -> ReplyResult:
         """The turn itself; the caller waited for this conversation's earlier turns."""
         if ticket.overdue:  # queued behind this user's earlier messages for too long
-            return Refused(self._busy(0.0))
+            return Refused(self._admission.busy(0.0))
         stored = stored_before or await self._store_incoming(incoming, fence)
         if isinstance(stored, Skipped):
             return stored
@@ -225,7 +251,7 @@ class ReplyPipeline:
         except Overdue:
             # The queue grew slower than estimated at admission: say so now, not late.
             self._learning.after_turn(session)
-            return Refused(self._busy(0.0))
+            return Refused(self._admission.busy(0.0))
         self._recall_log.record(
             session.channel_id,
             session.user_id,
@@ -280,6 +306,15 @@ class ReplyPipeline:
             await self._limits.charge(key, usage, lambda: estimate)
         except StorageError as error:
             log.warning("Could not count the tokens of a reply to user %s: %s", key.user_id, error)
+
+    async def _answer(
+        self, prompt: Prompt, on_progress: ProgressCallback | None, view: ChannelView
+    ) -> Answered | Failed:
+        model = self._controls.model_for(view)
+        max_tokens = self._settings.max_reply_tokens
+        return await stream_answer(
+            self._llm, model, prompt, max_tokens=max_tokens, on_progress=on_progress
+        )
 
     async def _store_incoming(
         self, incoming: IncomingMessage, fence: int
@@ -386,7 +421,7 @@ class ReplyPipeline:
             async with self._llm_slots.reply(ticket):
                 answer = await self._answer(prompt, on_progress, view)
         except Overdue:
-            return Refused(self._busy(0.0))
+            return Refused(self._admission.busy(0.0))
         await self._limits.charge(
             key,
             answer.usage,
@@ -414,44 +449,41 @@ class ReplyPipeline:
             self._clock(),
         )
 
-    async def _answer(
-        self,
-        prompt: Prompt,
-        on_progress: ProgressCallback | None,
-        view: ChannelView = DEFAULT_VIEW,
-    ) -> Answered | Failed:
-        """Stream the model's answer to `prompt`, showing it as it grows."""
-        state = StreamState()
-        shown = ""
-        try:
-            async for _ in self._llm.stream_chat(
-                self._controls.model_for(view),
-                prompt.messages,
-                max_tokens=self._settings.max_reply_tokens,
-                state=state,
-            ):
-                if on_progress is None:
-                    continue
-                if state.text and state.text != shown:
-                    shown = state.text
-                    await on_progress(shown)
-                elif state.thinking and not shown:
-                    shown = THINKING  # shown once, until the answer replaces it
-                    await on_progress(THINKING)
-        except LLMError as error:
-            log.warning("Chat model call failed (%s): %s", error.kind, error)
-            return Failed(error, state.text, prompt, state.usage)
-        if not state.text.strip():
-            empty = LLMError("The model returned an empty answer. Please try again.", kind="empty")
-            if state.thinking:
-                empty = LLMError(
-                    "The model's answer was cut off while it was still thinking. Please try again.",
-                    kind="cut_thinking",
-                )
-            return Failed(empty, "", prompt, state.usage)
-        return Answered(
-            state.text, prompt, state.usage, cut_at_limit=state.finish_reason == "length"
-        )
+
+async def stream_answer(
+    llm: LLMClient,
+    model: str,
+    prompt: Prompt,
+    *,
+    max_tokens: int,
+    on_progress: ProgressCallback | None,
+) -> Answered | Failed:
+    """Stream the model's answer to `prompt`, showing it as it grows (a status while the
+    model only thinks); an error, or an answer with no text, fails."""
+    state = StreamState()
+    shown = ""
+    try:
+        async for _ in llm.stream_chat(model, prompt.messages, max_tokens=max_tokens, state=state):
+            if on_progress is None:
+                continue
+            if state.text and state.text != shown:
+                shown = state.text
+                await on_progress(shown)
+            elif state.thinking and not shown:
+                shown = THINKING  # shown once, until the answer replaces it
+                await on_progress(THINKING)
+    except LLMError as error:
+        log.warning("Chat model call failed (%s): %s", error.kind, error)
+        return Failed(error, state.text, prompt, state.usage)
+    if not state.text.strip():
+        empty = LLMError("The model returned an empty answer. Please try again.", kind="empty")
+        if state.thinking:
+            empty = LLMError(
+                "The model's answer was cut off while it was still thinking. Please try again.",
+                kind="cut_thinking",
+            )
+        return Failed(empty, "", prompt, state.usage)
+    return Answered(state.text, prompt, state.usage, cut_at_limit=state.finish_reason == "length")
 
 
 async def _none() -> None:
