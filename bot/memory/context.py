@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from bot.config import Settings
 from bot.memory.learner import Learner
-from bot.memory.prompt import Prompt, PromptBuilder, PromptLimits, Section
+from bot.memory.prompt import SECTIONS, Prompt, PromptBuilder, PromptLimits, Section
 from bot.memory.recall import RecalledExcerpt, RecallLog, recall_for
 from bot.model.tokens import Tokenizer
 from bot.policy.access import ChannelView
@@ -55,6 +55,8 @@ class ContextBuilder:
         self._tokenizer = tokenizer
         self._settings = settings
         self._controls = controls
+        if unplaced := [each.kind for each in learners if each.kind not in SECTIONS]:
+            raise ValueError(f"No place in the prompt for {unplaced}: add them to SECTIONS")
         self._learners = tuple(learners)
         self._recall_log = recall_log
         self._clock = clock

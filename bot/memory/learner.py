@@ -1,11 +1,20 @@
 """The memory-strategy seam: a `Learner` learns from a conversation in the background and
 adds one section to every prompt.
 
-Summaries (`bot.memory.summary`) and facts (`bot.memory.facts`) are the two today; the
-learning part (`bot.memory.learning`) schedules every learner of its `LEARNERS` list alike, and
-the context builder (`bot.memory.context`) asks each for its section. A new strategy is one
-module with a class like these, one entry in `LEARNERS`, and its section's place in
-`bot.memory.prompt.SECTIONS` (see docs/design.md).
+Summaries (`bot.memory.summary`) and facts (`bot.memory.facts`) are the two today. The learning
+part (`bot.memory.learning`) schedules every learner of its `LEARNERS` list alike, and the
+context builder (`bot.memory.context`) asks each for its section. A new strategy is:
+
+1. one module in `bot/memory/` with a `ModelLearner` subclass: its `kind`, when it is `due`,
+   what it does when it `run`s (its result and its watermark in one transaction), and its
+   `section` (the text under its own header, within its cap);
+2. one entry in `LEARNERS` (`bot/memory/learning.py`);
+3. its section's name in `bot.memory.prompt.SECTIONS`, where it sits in the prompt.
+
+A strategy that keeps a new kind of memory also needs where it keeps it: a migration per
+backend for its table and watermark, its backlog as a column of the one scan that measures them
+all (`storage.messages` `pending` and `lagging`, read by `learning.backlog`/`lagging`), and its
+cap (a setting, in `PromptLimits`); and its rows in what `storage.users` erases and exports.
 """
 
 from __future__ import annotations
