@@ -6,7 +6,7 @@ import logging
 import re
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 import discord
 from discord.ext import commands
@@ -14,7 +14,15 @@ from discord.ext import commands
 from bot.client.places import place_of_message
 from bot.client.replies import StreamedReply
 from bot.client.splitter import append_outside_code
-from bot.engine.engine import IncomingMessage, Outcome, ReplyResult
+from bot.engine.records import (
+    Answered,
+    Failed,
+    IncomingMessage,
+    Outcome,
+    Refused,
+    ReplyResult,
+    Skipped,
+)
 from bot.model.text import cap_stored, clean_text
 from bot.policy.access import ChannelView, Decision
 from storage.errors import StorageError
@@ -202,7 +210,7 @@ class Chat(commands.Cog):
         # cancelled at shutdown or fails.
         async with StreamedReply(message, channel=thread) as reply:
 
-            async def deliver(result: ReplyResult) -> bool | list[int]:
+            async def deliver(result: Answered) -> bool | list[int]:
                 await reply.finish(answer_text(result))
                 return reply.message_ids if reply.delivered else False
 
@@ -284,14 +292,6 @@ class Chat(commands.Cog):
         me = self.bot.user
         channel = message.channel
         return isinstance(channel, discord.Thread) and me is not None and channel.owner_id == me.id
-
-    async def _addressed_or_always(self, message: discord.Message) -> bool:
-        if self.is_addressed(message):
-            return True
-        if not self._from_a_person(message) or message.guild is None:
-            return False
-        _, view = await self.bot.engine.controls.check(place_of_message(message))
-        return self._always_here(message, view)
 
     async def _refuse(self, message: discord.Message, decision: Decision) -> None:
         """Silence, or a short notice at most every NOTICE_INTERVAL_SECONDS per person."""
@@ -421,32 +421,31 @@ class Chat(commands.Cog):
             )
 
     async def _show(self, reply: StreamedReply, result: ReplyResult) -> None:
-        if result.outcome is Outcome.DELETED:  # deleted while waiting, or while answered
-            await reply.withdraw()
-            return
-        if result.outcome in (Outcome.DUPLICATE, Outcome.STOPPING):
-            await reply.abandon()
-            return
-        if result.outcome is Outcome.ANSWERED:
-            return  # shown by `deliver` (or refused by Discord, and then not stored)
-        if result.outcome is Outcome.ERASED:
-            await reply.finish(ERASED_NOTICE)
-            return
-        if result.refusal is not None:
-            if not result.refusal.notify:
+        """How a turn ended, in Discord (an answer was shown already, by `deliver`)."""
+        match result:
+            case Answered():
+                pass  # shown by `deliver` (or refused by Discord, and then not stored)
+            case Skipped(outcome=Outcome.DELETED):  # deleted while waiting, or while answered
+                await reply.withdraw()
+            case Skipped(outcome=Outcome.ERASED):
+                await reply.finish(ERASED_NOTICE)
+            case Skipped():  # a redelivered event (answered once already), or a stop
+                await reply.abandon()
+            case Refused(refusal=refusal) if not refusal.notify:
                 await reply.abandon()  # told once in this limit window already
-                return
-            when = datetime.fromtimestamp(result.refusal.resets_at, tz=UTC)
-            await reply.finish(
-                f"⏳ {result.refusal.message} Try again {discord.utils.format_dt(when, 'R')}."
-            )
-            return
-        assert result.error is not None
-        # What arrived is shown, marked as interrupted; it was not stored as an answer.
-        await reply.finish(with_notice(result.text, result.error.user_message))
+            case Refused():
+                when = datetime.fromtimestamp(result.refusal.resets_at, tz=UTC)
+                await reply.finish(
+                    f"⏳ {result.refusal.message} Try again {discord.utils.format_dt(when, 'R')}."
+                )
+            case Failed():
+                # What arrived is shown, marked as interrupted; it was not stored as an answer.
+                await reply.finish(with_notice(result.text, result.error.user_message))
+            case _:
+                assert_never(result)
 
 
-def answer_text(result: ReplyResult) -> str:
+def answer_text(result: Answered) -> str:
     """An answer as shown: a length note outside any code block the cut left open, and a
     reminder when the user's memory is paused."""
     shown = result.text

@@ -356,10 +356,6 @@ class SessionRepository:
         )
         return _session(row) if row else None
 
-    async def all_ids(self) -> list[int]:
-        rows = await self._db.fetch_all("SELECT id FROM sessions ORDER BY id")
-        return [row["id"] for row in rows]
-
     async def lagging(self, summary_trigger_tokens: int) -> list[tuple[int, bool, bool]]:
         """Sessions whose background work lags: (id, summary due, facts unread)."""
         unsummarized = "SUM(CASE WHEN m.id > s.summarized_through THEN m.tokens ELSE 0 END)"

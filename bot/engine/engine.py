@@ -2,40 +2,61 @@
 
 Takes plain ids and records, never `discord` objects, so it is tested without Discord. Messages
 of one session are handled strictly in order; different sessions run concurrently.
+
+`MemoryEngine` is the one façade the Discord side calls; each concern is a part of its own:
+
+- the turns in hand (`bot.engine.turns`): order, waiting, in flight, erased, unstored changes;
+- the reply pipeline (`bot.engine.reply`): admit → store → answer → deliver → charge;
+- the resume ledger (`bot.engine.resume`): what a stop or a crash left to answer;
+- changes (`bot.engine.changes`): edits, deletions, erasures;
+- learning (`bot.memory.learning`): the learners' due work, sweeps, retention;
+- the context builder (`bot.memory.context`): what goes into a prompt, and `/memory show`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import logging
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from enum import Enum
-from functools import partial
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from bot.config import Settings
+from bot.engine.changes import Changes
 from bot.engine.pending import UnstoredChanges
+from bot.engine.records import (
+    DEFAULT_VIEW,
+    THINKING,
+    Answered,
+    DeletedMessage,
+    DeliverCallback,
+    Failed,
+    IncomingMessage,
+    Outcome,
+    ProgressCallback,
+    Refused,
+    ReplyResult,
+    SessionReport,
+    Skipped,
+    Status,
+)
+from bot.engine.reply import ReplyPipeline
+from bot.engine.resume import ResumeLedger
+from bot.engine.turns import TurnsInHand
+from bot.memory.context import ContextBuilder
 from bot.memory.facts import FactExtractor
-from bot.memory.prompt import Prompt, PromptBuilder, PromptLimits
-from bot.memory.recall import LastRecall, RecalledExcerpt, RecallLog, recall_for
+from bot.memory.learner import LearnerTools
+from bot.memory.learning import LEARNERS, Learning
+from bot.memory.prompt import Prompt, PromptLimits
+from bot.memory.recall import LastRecall, RecallLog
 from bot.memory.summary import Summarizer
-from bot.model.llm import LLMClient, LLMError, StreamState, Usage
-from bot.model.scheduler import Overdue, Ticket
+from bot.model.llm import LLMClient
 from bot.model.tokens import Tokenizer
 from bot.policy.access import ChannelView
 from bot.policy.controls import Controls
-from bot.policy.limits import Cooldown, Limits, Refusal
+from bot.policy.limits import Cooldown, Limits
 from bot.runtime.background import BackgroundJobs
 from bot.runtime.fleet import Fleet
-from bot.runtime.ordering import KeyedLocks
 from storage import Storage
-from storage.erasures import ErasedMeanwhile
-from storage.errors import StorageError
 from storage.models import (
     Fact,
     FactSource,
@@ -43,90 +64,26 @@ from storage.models import (
     Session,
     SessionKey,
     StoredMessage,
-    space_of,
 )
 from storage.users import DeletedCounts, GuildStats
 
-log = logging.getLogger(__name__)
-
-ProgressCallback = Callable[[str], Awaitable[None]]
-"""Called with the answer so far; "" when accepted; a `Status` while there is no answer yet."""
-
-
-class Status(str):
-    """A short status to show in place of an answer that has not begun (e.g. "thinking…")."""
-
-
-THINKING = Status("thinking…")
-# Shows a finished answer to the user; False when it could not be delivered (e.g. a 403).
-# It may return the Discord ids of the messages that show the answer instead of True (kept
-# with the answer, so that it can be deleted there when the user deletes their message).
-DeliverCallback = Callable[["ReplyResult"], Awaitable[bool | Sequence[int]]]
-WINDOW_FETCH_BATCH = 64
-RETENTION_INTERVAL_SECONDS = 24 * 3600
-# A message stored but left unanswered by a process that died is answered after the restart
-# if it is at most this old; an answer to something said longer ago would confuse more.
-RESUME_WINDOW_SECONDS = 600.0
-RETENTION_CHECK_SECONDS = 3600  # how often a process asks whether today's pass is due
-UNSTORED_ID = 2**63 - 1  # the id a paused user's message would have: after every stored one
-UNSTORED_IDS_KEPT = 1000
-DEFAULT_VIEW = ChannelView()
-RECALL_PURGE_JOB = 0  # the search index's merge job: a key no session has (ids start at 1)
-
-
-@dataclass(frozen=True, slots=True)
-class IncomingMessage:
-    """A user's message as the engine needs it: ids from the Discord event, cleaned text."""
-
-    key: SessionKey
-    discord_id: int
-    content: str
-    author_name: str
-    view: ChannelView = DEFAULT_VIEW  # this place's persona, model and memory setting
-
-
-class Outcome(Enum):
-    ANSWERED = "answered"
-    DUPLICATE = "duplicate"  # already stored: a redelivered event, answered once already
-    STOPPING = "stopping"  # the bot is shutting down and takes no new messages
-    REFUSED = "refused"  # a limit: rate, daily budget, or the reply queue is full
-    FAILED = "failed"
-    ERASED = "erased"  # the user's memory was erased while the message waited or was answered
-    DELETED = "deleted"  # the user deleted the message before its turn came
-
-
-@dataclass(frozen=True, slots=True)
-class SessionReport:
-    """What `/memory show` tells a user about one conversation."""
-
-    summary: str
-    summary_updated_at: float | None
-    stored_messages: int
-    window_messages: int
-    facts: int
-    section_tokens: dict[str, int]
-    budget: int
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyResult:
-    outcome: Outcome
-    text: str = ""
-    error: LLMError | None = None
-    prompt: Prompt | None = None
-    usage: Usage | None = None
-    refusal: Refusal | None = None
-    cut_at_limit: bool = False  # the model stopped at MAX_REPLY_TOKENS
-    paused: bool = False  # the user's memory is paused: nothing of this turn was stored
-    delivered: bool = False  # the `deliver` callback showed the answer
-
-
-@dataclass(frozen=True, slots=True)
-class DeletedMessage:
-    """A stored message the user deleted: where the answers to it were shown in Discord,
-    as (channel id, message id)."""
-
-    answers_shown_as: tuple[tuple[int, int], ...] = ()
+# Callers import the records from here, where the engine's interface has always been.
+__all__ = [
+    "THINKING",
+    "Answered",
+    "DeletedMessage",
+    "DeliverCallback",
+    "Failed",
+    "IncomingMessage",
+    "MemoryEngine",
+    "Outcome",
+    "ProgressCallback",
+    "Refused",
+    "ReplyResult",
+    "SessionReport",
+    "Skipped",
+    "Status",
+]
 
 
 class MemoryEngine:
@@ -144,92 +101,94 @@ class MemoryEngine:
         self.llm = llm
         self._tokenizer = tokenizer
         self._settings = settings
-        self._clock = clock
-        self._started_at = clock()  # set again by start()
-        self._queued: set[int] = set()  # noted in queued_messages by this process, not stored
-        self._left_in_queue: set[int] = set()  # left there by a stop, being answered now
-        self._order = KeyedLocks()
-        self._in_flight: set[asyncio.Task[object]] = set()
-        self._waiting: set[int] = set()  # Discord ids of messages taken but not yet stored
-        # The session key of each turn in hand, and an event set when an erasure in this process
-        # covers it: its text stops showing at once (the database fence decides what is stored).
-        self._turns: dict[int, tuple[SessionKey, asyncio.Event]] = {}
-        # Messages of turns in hand that the user deleted (stored already): not answered.
-        self._deleted_in_turn: set[int] = set()
-        # A message is admitted only if it can be answered within the reply deadline, and
-        # its answer takes up to another: changes are remembered a little longer than that.
-        self._unstored = UnstoredChanges(2 * settings.reply_deadline_seconds + 60)
-        self._accepting = True
-        self._loops: list[asyncio.Task[None]] = []
+        llm.set_parallel(settings.model_parallel)
         self.limits = Limits(settings, storage.usage, storage.fleet, clock=clock)
         self.erasure_cooldown = Cooldown(settings.erasure_cooldown_seconds)
         self.controls = Controls(storage, settings, tokenizer, clock=clock)
-        self._unstored_ids: OrderedDict[int, None] = OrderedDict()  # paused users' messages
-        # Re-learning after edits, per session: at once, then once per EDIT_RELEARN_SECONDS.
-        self._relearn_debounce = Cooldown(settings.edit_relearn_seconds)
-        llm.set_parallel(settings.model_parallel)
-        self._llm_slots = llm.scheduler  # every model call: replies first, background after
         self.fleet = Fleet(storage.fleet, lease_seconds=settings.job_lease_seconds, clock=clock)
         self.jobs = BackgroundJobs(
             settings.background_concurrency, retry_delays=job_retry_delays, leases=self.fleet
         )
-        self.summarizer = Summarizer(storage, llm, tokenizer, settings, self.limits, clock=clock)
-        self.facts = FactExtractor(storage, llm, tokenizer, settings, self.limits, clock=clock)
-        self._prompt_limits = PromptLimits(
-            max_prompt_tokens=settings.max_prompt_tokens,
-            max_message_tokens=settings.max_message_tokens,
-            summary_max_tokens=settings.summary_max_tokens,
-            facts_max_tokens=settings.facts_max_tokens,
-            recall_max_tokens=settings.recall_max_tokens,
-        )
         self.recall_log = RecallLog()
+        # A message is admitted only if it can be answered within the reply deadline, and
+        # its answer takes up to another: changes are remembered a little longer than that.
+        self.turns = TurnsInHand(unstored_ttl=2 * settings.reply_deadline_seconds + 60)
+        self.ledger = ResumeLedger(storage, clock=clock)
+        tools = LearnerTools(storage, llm, tokenizer, settings, self.limits, clock)
+        learners = [make(tools) for make in LEARNERS]
+        self.context = ContextBuilder(
+            storage,
+            tokenizer,
+            settings,
+            self.controls,
+            learners,
+            recall_log=self.recall_log,
+            clock=clock,
+        )
+        self.learning = Learning(
+            storage,
+            settings,
+            learners,
+            jobs=self.jobs,
+            fleet=self.fleet,
+            controls=self.controls,
+            recall_log=self.recall_log,
+            clock=clock,
+        )
+        self.changes = self._make_changes(clock)
+        self.replies = self._make_replies(clock)
+
+    def _make_changes(self, clock: Callable[[], float]) -> Changes:
+        return Changes(
+            self.storage,
+            self._tokenizer,
+            turns=self.turns,
+            learning=self.learning,
+            controls=self.controls,
+            limits=self.limits,
+            recall_log=self.recall_log,
+            erasure_cooldown=self.erasure_cooldown,
+            clock=clock,
+        )
+
+    def _make_replies(self, clock: Callable[[], float]) -> ReplyPipeline:
+        return ReplyPipeline(
+            self.storage,
+            self.llm,
+            self._tokenizer,
+            self._settings,
+            turns=self.turns,
+            ledger=self.ledger,
+            context=self.context,
+            changes=self.changes,
+            learning=self.learning,
+            controls=self.controls,
+            limits=self.limits,
+            recall_log=self.recall_log,
+            clock=clock,
+        )
+
+    # -- life cycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Re-schedule the background work that a stop or crash left undone."""
-        self._started_at = self._clock()
-        resumed = await self._schedule_lagging()
-        if resumed:
-            log.info("Resumed background work for %d sessions", resumed)
-        self._loops = [
-            asyncio.create_task(self._retention_loop(), name="mnemo-retention"),
-            asyncio.create_task(self._sweep_loop(), name="mnemo-sweep"),
-        ]
-
-    async def _schedule_lagging(self) -> int:
-        """Schedule every session's lagging background work (coalesced with what runs)."""
-        lagging = await self.storage.sessions.lagging(self._settings.summary_trigger_tokens)
-        for session_id, needs_summary, needs_facts in lagging:
-            if needs_summary:
-                self._schedule_summary(session_id)
-            if needs_facts:
-                self._schedule_facts(session_id)
-        return len(lagging)
-
-    async def _sweep_loop(self) -> None:
-        """Now and then, pick up work nobody holds: a job whose process died (its lease has
-        expired by then), or one that gave up its retries."""
-        while True:
-            await asyncio.sleep(self._settings.job_lease_seconds)
-            try:
-                await self._schedule_lagging()
-            except Exception:
-                log.exception("Background sweep failed; trying again later")
+        self.ledger.started()
+        await self.learning.start()
 
     async def drain(self, grace: float) -> None:
         """Take no new messages; give replies in flight `grace` seconds, then cancel them."""
-        self._accepting = False
-        if self._in_flight:
-            _, late = await asyncio.wait(set(self._in_flight), timeout=grace)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+        await self.turns.drain(grace)
 
     async def close(self, grace: float = 3.0) -> None:
         await self.drain(grace)
-        for loop_task in self._loops:
-            loop_task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
-        await self.jobs.close(grace)
+        await self.learning.close(grace)
+
+    @property
+    def accepting(self) -> bool:
+        """False once the engine is stopping: messages are no longer answered."""
+        return self.turns.accepting
+
+    # -- turns: the reply pipeline and the turns in hand -----------------------------------------
 
     async def reply(
         self,
@@ -240,399 +199,111 @@ class MemoryEngine:
         stored: StoredMessage | None = None,
     ) -> ReplyResult:
         """Store the message, stream an answer (reporting the text so far), deliver it through
-        `deliver` and store it once delivered. With `stored`: the message was stored before
-        (by a process that died before answering it), so it is answered as it was stored.
-
-        Every write of the turn is fenced by the erasure fence read now, as the message
-        arrives: an erasure confirmed while it waits or is answered leaves nothing of it.
-        """
-        task = asyncio.current_task()
-        if not self._accepting or task is None:
-            return ReplyResult(Outcome.STOPPING)
-        # Waiting from now on, before any await: an edit or deletion may arrive at any time,
-        # and the turn's place in its conversation is taken now, in arrival order.
-        turn = self._order.reserve((incoming.key.channel_id, incoming.key.user_id))
-        self._waiting.add(incoming.discord_id)
-        erased = asyncio.Event()
-        self._turns[incoming.discord_id] = (incoming.key, erased)
-        if on_progress is not None:
-            on_progress = _unless(erased, on_progress)
-        try:
-            # A message left in the queue by a stop was admitted when it first arrived; one
-            # stored before a stop was also stored (so not paused).
-            readmitted = incoming.discord_id in self._left_in_queue
-            fence, refusal, paused = await self._arrival_checks(
-                incoming.key, admit=stored is None and not readmitted, pause=stored is None
-            )
-            if refusal is not None:
-                return ReplyResult(Outcome.REFUSED, refusal=refusal)
-            self._in_flight.add(task)
-            ticket = self._llm_slots.enter(incoming.key.user_id)
-            try:
-                if paused:
-                    await turn.wait()
-                    return await self._reply_unstored(incoming, on_progress, deliver, ticket)
-                if stored is None and not turn.ready:
-                    await self._note_queued(incoming, fence)
-                try:
-                    await turn.wait()
-                    return await self._reply_in_order(
-                        incoming, fence, on_progress, deliver, ticket, stored
-                    )
-                except asyncio.CancelledError:
-                    # Stopped before it was stored: the next start answers it.
-                    self._queued.discard(incoming.discord_id)
-                    raise
-                finally:
-                    await self._unqueue(incoming.discord_id)  # refused, dropped, or failed
-            finally:
-                self._llm_slots.leave(ticket)
-                self._in_flight.discard(task)
-        finally:
-            turn.release()
-            self._waiting.discard(incoming.discord_id)
-            self._turns.pop(incoming.discord_id, None)
-            self._deleted_in_turn.discard(incoming.discord_id)
-
-    async def _note_queued(self, incoming: IncomingMessage, fence: int) -> None:
-        """Write down a message that must wait behind an earlier one of its conversation
-        (it is stored when its turn comes), so that it outlives a crash of this process."""
-        try:
-            await self.storage.queued.add(
-                incoming.key, incoming.discord_id, fence=fence, now=self._clock()
-            )
-        except StorageError as error:  # the turn itself will meet the database's state
-            log.warning("Could not note queued message %s: %s", incoming.discord_id, error)
-            return
-        self._queued.add(incoming.discord_id)
-
-    async def _unqueue(self, discord_id: int) -> None:
-        """The message no longer waits: stored (from then on, a stop leaves it to be
-        answered as a stored message), refused, or dropped. A row left by a failure here is
-        harmless: after a restart the message is known and not answered twice, or, if it
-        was never stored, answered then."""
-        if discord_id not in self._queued:
-            return
-        self._queued.discard(discord_id)
-        try:
-            await self.storage.queued.remove(discord_id)
-        except StorageError as error:
-            log.warning("Could not clear queued message %s: %s", discord_id, error)
-
-    async def left_in_queue(self) -> list[QueuedMessage]:
-        """Messages that were waiting for their turn when their process stopped, recent
-        enough that an answer still makes sense, in arrival order; one that an erasure
-        covered meanwhile is dropped (it would never have been stored)."""
-        now = self._clock()
-        left = await self.storage.queued.left_behind(
-            since=now - RESUME_WINDOW_SECONDS, before=self._started_at
-        )
-        kept = []
-        for queued in left:
-            if await self.storage.erasures.fence(queued.key) == queued.fence:
-                kept.append(queued)
-                self._left_in_queue.add(queued.discord_id)
-            else:
-                await self.storage.queued.remove(queued.discord_id)
-        return kept
-
-    @property
-    def accepting(self) -> bool:
-        """False once the engine is stopping: messages are no longer answered."""
-        return self._accepting
-
-    async def forget_queued(self, discord_id: int) -> None:
-        """A message left in the queue is dealt with (answered again, or not to be)."""
-        self._left_in_queue.discard(discord_id)
-        self._queued.add(discord_id)  # the row is the one a stop left: remove it
-        await self._unqueue(discord_id)
-
-    async def awaiting_reply(self) -> list[StoredMessage]:
-        """Messages stored but never answered (their process died), recent enough that an
-        answer still makes sense, oldest first."""
-        since = self._clock() - RESUME_WINDOW_SECONDS
-        waiting = await self.storage.messages.awaiting_reply(since=since)
-        # Only what was stored before this engine started: a message stored since is this
-        # process's own, answered (or being answered) by its turn; answering it here too
-        # answered it twice (seen in tests/test_fleet_e2e.py).
-        return [m for m in waiting if m.created_at < self._started_at]
-
-    async def settle(self, stored: StoredMessage) -> None:
-        """A stored message needs no answer after all (it was answered on Discord)."""
-        await self.storage.messages.settle(stored.id)
+        `deliver` and store it once delivered (`ReplyPipeline.reply`). With `stored`: the
+        message was stored before (by a process that died before answering it)."""
+        return await self.replies.reply(incoming, on_progress, deliver, stored=stored)
 
     async def knows(self, discord_id: int) -> bool:
         """Whether a message is stored or waiting for its turn: only then is an edit of it
         worth reading (and its attachments worth downloading)."""
-        return discord_id in self._waiting or await self.storage.messages.exists(discord_id)
+        return self.turns.waiting(discord_id) or await self.storage.messages.exists(discord_id)
 
-    async def _arrival_checks(
-        self, key: SessionKey, *, admit: bool, pause: bool
-    ) -> tuple[int, Refusal | None, bool]:
-        """(the erasure fence, a refusal, whether the user paused memory) as the message
-        arrives; admission and the pause only when asked. Independent reads, made at once:
-        on PostgreSQL they run side by side on pooled connections, instead of one round trip
-        after the other."""
-        return await asyncio.gather(
-            self.storage.erasures.fence(key),
-            self._admit(key) if admit else _none(),
-            self.controls.is_paused(key.user_id) if pause else _false(),
-        )
+    @property
+    def _in_flight(self) -> set[asyncio.Task[object]]:
+        """The replies being handled (tests wait for none)."""
+        return self.turns.in_flight
 
-    async def _admit(self, key: SessionKey) -> Refusal | None:
-        """Rate and budget limits, and a queue as long as can be answered within the deadline.
+    @property
+    def _unstored(self) -> UnstoredChanges:
+        """Edits and deletions of messages not stored yet (tests wait for them)."""
+        return self.turns.unstored
 
-        The expected wait comes from recent reply latencies and the server's parallelism, with
-        users served in turn; only a message that would wait past the reply deadline is refused.
-        """
-        wait = self._llm_slots.expected_wait(key.user_id)
-        if wait > self._settings.reply_deadline_seconds:
-            return self._busy(wait)
-        rate, budget = await asyncio.gather(
-            self.limits.check_rate(key.user_id), self.limits.check_budget(key)
-        )
-        return rate or budget
+    # -- the resume ledger -----------------------------------------------------------------------
 
-    def _busy(self, wait: float) -> Refusal:
-        return Refusal(
-            "I'm busy with a lot of messages right now. Please try again in a minute.",
-            self._clock() + min(max(wait, 30.0), 300.0),
-        )
+    async def left_in_queue(self) -> list[QueuedMessage]:
+        """Messages that were waiting for their turn when their process stopped, recent
+        enough to answer now, in arrival order (see `ResumeLedger.left_in_queue`)."""
+        return await self.ledger.left_in_queue()
 
-    async def _reply_in_order(
+    async def forget_queued(self, discord_id: int) -> None:
+        """A message left in the queue is dealt with (answered again, or not to be)."""
+        await self.ledger.forget_queued(discord_id)
+
+    async def awaiting_reply(self) -> list[StoredMessage]:
+        """Messages stored but never answered (their process died), recent enough to answer
+        now, oldest first."""
+        return await self.ledger.awaiting_reply()
+
+    async def settle(self, stored: StoredMessage) -> None:
+        """A stored message needs no answer after all (it was answered on Discord)."""
+        await self.ledger.settle(stored)
+
+    # -- changes: edits, deletions, erasures -----------------------------------------------------
+
+    async def message_edited(
         self,
-        incoming: IncomingMessage,
-        fence: int,
-        on_progress: ProgressCallback | None,
-        deliver: DeliverCallback | None,
-        ticket: Ticket,
-        stored_before: StoredMessage | None = None,
-    ) -> ReplyResult:
-        """The turn itself; the caller waited for this conversation's earlier turns."""
-        if ticket.overdue:  # queued behind this user's earlier messages for too long
-            return ReplyResult(Outcome.REFUSED, refusal=self._busy(0.0))
-        stored = stored_before or await self._store_incoming(incoming, fence)
-        if isinstance(stored, Outcome):
-            return ReplyResult(stored)
-        result = await self._answer_stored(incoming, stored, fence, on_progress, deliver, ticket)
-        unanswered = result.outcome is not Outcome.ANSWERED or (
-            deliver is not None and not result.delivered
+        discord_id: int,
+        new_content: str,
+        *,
+        user_id: int | None = None,
+        admit: bool = False,
+    ) -> bool:
+        """The user edited a message: store the new text and learn again from it
+        (`Changes.message_edited`); False when it was not taken."""
+        return await self.changes.message_edited(
+            discord_id, new_content, user_id=user_id, admit=admit
         )
-        if unanswered and result.outcome is not Outcome.ERASED:
-            # No answer stored (it failed, or Discord refused it): the user saw why, so the
-            # message is not answered again after a restart.
-            await self.storage.messages.settle(stored.id)
-        return result
 
-    async def _answer_stored(
-        self,
-        incoming: IncomingMessage,
-        stored: StoredMessage,
-        fence: int,
-        on_progress: ProgressCallback | None,
-        deliver: DeliverCallback | None,
-        ticket: Ticket,
-    ) -> ReplyResult:
-        """Answer a stored message: prompt, model, delivery, and the answer stored."""
-        if on_progress is not None:
-            await on_progress("")  # accepted: the caller may show "typing"
-        session = await self.storage.sessions.get(stored.session_id)
-        assert session is not None
-        view = incoming.view
-        prompt = await self.build_prompt(session, stored, incoming.author_name, view=view)
-        try:
-            async with self._llm_slots.reply(ticket):
-                result = await self._answer(prompt, on_progress, view)
-                if result.error is not None and result.error.kind == "context_length":
-                    # The server's context is smaller than our budget: trim harder, once.
-                    prompt = await self.build_prompt(
-                        session, stored, incoming.author_name, budget_share=0.5, view=view
-                    )
-                    result = await self._answer(prompt, on_progress, view)
-        except Overdue:
-            # The queue grew slower than estimated at admission: say so now, not late.
-            self._after_turn(session)
-            return ReplyResult(Outcome.REFUSED, refusal=self._busy(0.0))
-        self.recall_log.record(
-            session.channel_id,
-            session.user_id,
-            LastRecall(prompt.recalled, prompt.section_tokens.get("recall", 0)),
-        )
-        answer_tokens = self._tokenizer.count(result.text)  # once: usage and storage
-        try:
-            if result.outcome is Outcome.ANSWERED:
-                if await self.storage.erasures.fence(incoming.key) != fence:
-                    # Erased while it was generated: the answer drew on erased memory.
-                    return ReplyResult(Outcome.ERASED, prompt=prompt, usage=result.usage)
-                result = await self._deliver_and_store(
-                    incoming, stored, result, answer_tokens, fence, deliver
-                )
-        finally:
-            # Charged after the answer is shown (accounting is not on the way to the user),
-            # and whatever happened since the model answered: its tokens were spent.
-            await self._charge(incoming.key, result.usage, prompt.tokens + answer_tokens)
-        if view.memory:
-            self._after_turn(session)
-        else:
-            await self._keep_only_window(session)
-        return result
+    async def message_deleted(self, discord_id: int) -> DeletedMessage | None:
+        """The user deleted a message: delete it, the answers to it, and what was derived
+        from it alone (`Changes.message_deleted`); where the answers were shown, if stored."""
+        return await self.changes.message_deleted(discord_id)
 
-    async def _charge(self, key: SessionKey, usage: Usage | None, estimate: int) -> None:
-        """Count a model call's tokens against the budgets; a database error is logged (the
-        answer was already shown, or the error already told)."""
-        try:
-            await self.limits.charge(key, usage, lambda: estimate)
-        except StorageError as error:
-            log.warning("Could not count the tokens of a reply to user %s: %s", key.user_id, error)
+    def erasure_wait(self, user_id: int) -> float:
+        """Seconds before the user may erase again (`/memory clear`, `/facts forget`): 0 now.
+        Each erasure rewrites the search index, so they are one per ERASURE_COOLDOWN_SECONDS."""
+        return self.changes.erasure_wait(user_id)
 
-    async def _store_incoming(
-        self, incoming: IncomingMessage, fence: int
-    ) -> StoredMessage | Outcome:
-        """Store the user's message as it is now (edited or deleted while it waited)."""
-        change = self._unstored.take(incoming.discord_id)
-        if change is not None and change.deleted:
-            return Outcome.DELETED
-        content = change.content if change is not None and change.content else incoming.content
-        try:
-            stored = await self.storage.messages.add(
-                incoming.key,
-                role="user",
-                content=content,
-                tokens=self._tokenizer.count(content),
-                discord_id=incoming.discord_id,
-                now=self._clock(),
-                fence=fence,
-            )
-        except ErasedMeanwhile:
-            return Outcome.ERASED
-        self._waiting.discard(incoming.discord_id)
-        await self._unqueue(incoming.discord_id)  # stored (or known): no longer waiting
-        if stored is None:
-            return Outcome.DUPLICATE
-        # A change that arrived while the row was being written (no await since).
-        late = self._unstored.take(incoming.discord_id)
-        if late is not None and late.deleted:
-            await self.message_deleted(incoming.discord_id)
-            return Outcome.DELETED
-        if late is not None and late.content:
-            await self.message_edited(
-                incoming.discord_id, late.content, user_id=incoming.key.user_id
-            )
-            [stored] = await self.storage.messages.by_ids([stored.id])
-        return stored
+    async def forget_fact(self, user_id: int, space_id: int, fact_id: int) -> int:
+        """Delete one of the user's facts with its history; 0 when it is not theirs."""
+        return await self.changes.forget_fact(user_id, space_id, fact_id)
 
-    async def _deliver_and_store(
-        self,
-        incoming: IncomingMessage,
-        stored: StoredMessage,
-        result: ReplyResult,
-        answer_tokens: int,
-        fence: int,
-        deliver: DeliverCallback | None,
-    ) -> ReplyResult:
-        """Show the answer, then store it: an answer the user never saw is not memory. It is
-        stored as the answer to `stored`, and goes when that message is deleted."""
-        shown_as: Sequence[int] = ()
-        if incoming.discord_id in self._deleted_in_turn:
-            # Deleted while it was answered: the answer might repeat it. Not shown, not kept.
-            return ReplyResult(Outcome.DELETED, usage=result.usage)
-        if deliver is not None:
-            delivered = await deliver(result)
-            if not delivered:
-                log.info("Answer to message %s was not delivered; not stored", incoming.discord_id)
-                return result
-            if not isinstance(delivered, bool):
-                shown_as = delivered
-            result = dataclasses.replace(result, delivered=True)
-        try:
-            answer = await self.storage.messages.add(
-                incoming.key,
-                role="assistant",
-                content=result.text,
-                tokens=answer_tokens,
-                discord_id=None,
-                now=self._clock(),
-                fence=fence,
-                reply_to=stored.id,
-                shown_as=shown_as,
-            )
-        except ErasedMeanwhile:
-            log.info("Memory of user %s erased as an answer was delivered", incoming.key.user_id)
-            return result
-        if incoming.discord_id in self._deleted_in_turn:
-            # Deleted while the answer was shown: withdrawn, here and (by the caller) there.
-            if answer is not None:
-                await self.storage.messages.delete_answer(answer.id)
-            return ReplyResult(Outcome.DELETED, usage=result.usage, delivered=result.delivered)
-        return result
+    async def clear_conversation(self, key: SessionKey) -> DeletedCounts:
+        """Delete one conversation's messages and summary, and stop its background jobs."""
+        return await self.changes.clear_conversation(key)
 
-    async def _reply_unstored(
-        self,
-        incoming: IncomingMessage,
-        on_progress: ProgressCallback | None,
-        deliver: DeliverCallback | None,
-        ticket: Ticket,
-    ) -> ReplyResult:
-        """A paused user: answer from what is already stored, store and learn nothing.
+    async def forget_user(self, user_id: int) -> DeletedCounts:
+        """Delete everything of the user everywhere; nothing derived is written back after."""
+        return await self.changes.forget_user(user_id)
 
-        With no stored row to recognise a redelivered event by, recent ids are remembered in
-        memory only (ids, no text), so a replay after a gateway resume is answered once."""
-        key = incoming.key
-        if incoming.discord_id in self._unstored_ids:
-            return ReplyResult(Outcome.DUPLICATE)
-        self._unstored_ids[incoming.discord_id] = None
-        if len(self._unstored_ids) > UNSTORED_IDS_KEPT:
-            self._unstored_ids.popitem(last=False)
-        session = await self.storage.sessions.find(key.channel_id, key.user_id)
-        content = incoming.content
-        transient = StoredMessage(
-            UNSTORED_ID,
-            session.id if session else 0,
-            incoming.discord_id,
-            key.guild_id,
-            key.channel_id,
-            key.user_id,
-            "user",
-            content,
-            self._tokenizer.count(content),
-            self._clock(),
-        )
-        if on_progress is not None:
-            await on_progress("")
-        view = incoming.view
-        prompt = await self.build_prompt(session, transient, incoming.author_name, view=view)
-        try:
-            async with self._llm_slots.reply(ticket):
-                result = await self._answer(prompt, on_progress, view)
-        except Overdue:
-            return ReplyResult(Outcome.REFUSED, refusal=self._busy(0.0))
-        await self.limits.charge(
-            key,
-            result.usage,
-            lambda: prompt.tokens + self._tokenizer.count(result.text),
-            private=True,
-        )
-        result = dataclasses.replace(result, paused=True)
-        if result.outcome is Outcome.ANSWERED and deliver is not None:
-            result = dataclasses.replace(result, delivered=bool(await deliver(result)))
-        return result
+    async def forget_member(self, user_id: int, guild_id: int) -> DeletedCounts:
+        """Delete what the user said in one server (an admin's request), nothing elsewhere."""
+        return await self.changes.forget_member(user_id, guild_id)
 
-    async def _keep_only_window(self, session: Session) -> None:
-        """Memory off: keep only the newest messages any prompt's window could still use;
-        the words of those deleted leave the search index too (as after a deletion)."""
-        deleted = await self.storage.messages.delete_beyond_recent(
-            session.id,
-            keep_tokens=self._settings.max_prompt_tokens,
-            message_cap=self._settings.max_message_tokens,
-        )
-        if deleted:
-            self._schedule_recall_purge()
+    # -- learning --------------------------------------------------------------------------------
 
-    def _schedule_recall_purge(self) -> None:
-        """Merge the search index in the background, coalesced: a row deleted or rewritten
-        leaves the index's rows at once, but its words stay in the index's pages until a merge,
-        which rewrites the index, so many deletions share one instead of one each."""
-        self.jobs.schedule("recall-purge", RECALL_PURGE_JOB, self._purge_recall_index)
+    @property
+    def summarizer(self) -> Summarizer:
+        return self.learning.learner(Summarizer)
+
+    @property
+    def facts(self) -> FactExtractor:
+        return self.learning.learner(FactExtractor)
+
+    async def purge_expired(self) -> int:
+        """Retention: drop raw messages past RETENTION_DAYS that a summary already holds."""
+        return await self.learning.purge_expired()
+
+    async def expire_limits(self) -> int:
+        """Each user's token count of a past day and rate windows past their minute: kept
+        through an erasure while current (against abuse), deleted once their day is over."""
+        return await self.learning.expire_limits()
+
+    async def _schedule_lagging(self) -> int:
+        """Schedule every session's lagging background work (tests call it)."""
+        return await self.learning.schedule_lagging()
+
+    # -- the context builder, and what users see -------------------------------------------------
 
     async def build_prompt(
         self,
@@ -643,123 +314,19 @@ class MemoryEngine:
         budget_share: float = 1.0,
         view: ChannelView = DEFAULT_VIEW,
     ) -> Prompt:
-        """The prompt for `new_message`, from this session and this user's facts in this space.
-
-        `budget_share` < 1 shrinks every section's cap, for a server whose context turned out
-        smaller than MAX_PROMPT_TOKENS. With memory off (`view.memory`), only the window: no
-        facts, no summary. `session` is None for a paused user who never talked here.
-        """
-        space = space_of(new_message.guild_id)
-        # The facts and the newest messages do not depend on each other: read them at once.
-        facts, newest = await asyncio.gather(
-            self.storage.facts.current(new_message.user_id, space) if view.memory else _none(),
-            self._newest(session, before_id=new_message.id) if session is not None else _none(),
-        )
-        limits = self._prompt_limits
-        if budget_share < 1.0:
-            limits = PromptLimits(
-                *(max(int(value * budget_share), 1) for value in dataclasses.astuple(limits))
-            )
-        builder = PromptBuilder(self._tokenizer, limits)
-        builder.fixed_sections(
-            system_prompt=self._system_prompt(author_name, view),
-            facts=facts or [],
-            summary=session.summary if session is not None and view.memory else "",
-            new_message=new_message.content,
-        )
-        window: list[StoredMessage] = []
-        recalled: list[RecalledExcerpt] = []
-        if session is not None:
-            window = await self._window(session, newest or [], budget=builder.window_budget)
-            if view.memory:  # memory off: the recent window only, no recall
-                recalled = await recall_for(
-                    self.storage.recall, session, new_message, window, builder, self._clock()
-                )
-        return builder.finish(window, recalled)
-
-    async def _newest(self, session: Session, *, before_id: int) -> list[StoredMessage]:
-        """One batch of the session's newest unsummarized messages before `before_id`."""
-        return await self.storage.messages.newest(
-            session.id,
-            after_id=session.summarized_through,
-            before_id=before_id,
-            limit=WINDOW_FETCH_BATCH,
+        """The prompt for `new_message` (`ContextBuilder.build`)."""
+        return await self.context.build(
+            session, new_message, author_name, budget_share=budget_share, view=view
         )
 
-    async def _window(
-        self, session: Session, first_batch: list[StoredMessage], *, budget: int
-    ) -> list[StoredMessage]:
-        """Unsummarized messages, newest first, until they surely exceed `budget`: the first
-        batch (read already), then more batches while needed."""
-        found: list[StoredMessage] = []
-        batch = first_batch
-        tokens = 0
-        while True:
-            found.extend(batch)
-            tokens += sum(min(m.tokens, self._settings.max_message_tokens) for m in batch)
-            if len(batch) < WINDOW_FETCH_BATCH or tokens > budget:
-                return found
-            batch = await self._newest(session, before_id=batch[-1].id)
-
-    # -- what users see and erase -------------------------------------------------------------
+    @property
+    def _prompt_limits(self) -> PromptLimits:
+        """The prompt's budget and caps (the bench reads them)."""
+        return self.context.limits
 
     async def describe(self, key: SessionKey, author_name: str) -> SessionReport:
         """The conversation's memory as the next prompt would use it."""
-        facts = await self.storage.facts.current(key.user_id, key.space_id)
-        session = await self.storage.sessions.find(key.channel_id, key.user_id)
-        if session is None:
-            return SessionReport(
-                "", None, 0, 0, len(facts), {}, self._prompt_limits.max_prompt_tokens
-            )
-        builder = PromptBuilder(self._tokenizer, self._prompt_limits)
-        builder.fixed_sections(
-            system_prompt=self._system_prompt(author_name),
-            facts=facts,
-            summary=session.summary,
-            new_message="",
-        )
-        newest = await self._newest(session, before_id=2**63 - 1)
-        window = await self._window(session, newest, budget=builder.window_budget)
-        prompt = builder.finish(window)
-        stats = await self.storage.messages.stats(session)
-        last = self.recall_log.get(key.channel_id, key.user_id)
-        return SessionReport(
-            session.summary,
-            session.summary_updated_at,
-            stats.messages,
-            prompt.window_messages,
-            len(facts),
-            prompt.section_tokens | {"recall": last.tokens if last else 0},
-            self._prompt_limits.max_prompt_tokens,
-        )
-
-    # Thin reads and one deletion for the commands: cogs reach data only through the engine.
-
-    async def current_facts(self, user_id: int, space_id: int) -> list[Fact]:
-        return await self.storage.facts.current(user_id, space_id)
-
-    async def fact_sources(self, fact_ids: Sequence[int]) -> dict[int, list[FactSource]]:
-        return await self.storage.facts.sources(fact_ids)
-
-    async def stored_message_ids(self, message_ids: Sequence[int]) -> set[int]:
-        """Which of these message ids are still stored."""
-        return {message.id for message in await self.storage.messages.by_ids(message_ids)}
-
-    def erasure_wait(self, user_id: int) -> float:
-        """Seconds before the user may erase again (`/memory clear`, `/facts forget`): 0 now.
-        Each erasure rewrites the search index, so they are one per ERASURE_COOLDOWN_SECONDS."""
-        return self.erasure_cooldown.wait(user_id)
-
-    async def forget_fact(self, user_id: int, space_id: int, fact_id: int) -> int:
-        """Delete one of the user's facts with its history; 0 when it is not theirs."""
-        self.erasure_cooldown.used(user_id)
-        return await self.storage.users.delete_fact(user_id, space_id, fact_id)
-
-    async def export_user(self, user_id: int) -> dict[str, Any]:
-        return await self.storage.users.export(user_id)
-
-    async def guild_stats(self, guild_id: int) -> GuildStats:
-        return await self.storage.users.guild_stats(guild_id)
+        return await self.context.describe(key, author_name)
 
     async def last_recall(self, key: SessionKey) -> LastRecall | None:
         """What was recalled for the user's last answer in this conversation (`/memory why`),
@@ -783,280 +350,20 @@ class MemoryEngine:
         self.recall_log.record(key.channel_id, key.user_id, trimmed)
         return trimmed
 
-    async def clear_conversation(self, key: SessionKey) -> DeletedCounts:
-        """Delete one conversation's messages and summary, and stop its background jobs.
+    # Thin reads for the commands: cogs reach data only through the engine.
 
-        Does not wait for an answer in flight: the erasure fence discards it instead.
-        """
-        session = await self.storage.sessions.find(key.channel_id, key.user_id)
-        if session is not None:
-            await self._stop_jobs([session.id])
-        self.recall_log.forget_conversation(key.channel_id, key.user_id)
-        self.erasure_cooldown.used(key.user_id)
-        counts = await self.storage.users.clear_session(key.channel_id, key.user_id)
-        self._turns_erased(lambda k: (k.user_id, k.channel_id) == (key.user_id, key.channel_id))
-        await self.storage.recall.purge_deleted()
-        return counts
+    async def current_facts(self, user_id: int, space_id: int) -> list[Fact]:
+        return await self.storage.facts.current(user_id, space_id)
 
-    async def forget_user(self, user_id: int) -> DeletedCounts:
-        """Delete everything of the user everywhere; nothing derived is written back after."""
-        self.erasure_cooldown.used(user_id)
-        await self._stop_jobs(await self.storage.users.session_ids(user_id))
-        self.recall_log.forget_user(user_id)
-        counts = await self.storage.users.delete_user_data(user_id, now=self._clock())
-        self._turns_erased(lambda k: k.user_id == user_id)
-        await self.storage.recall.purge_deleted()
-        return counts
+    async def fact_sources(self, fact_ids: Sequence[int]) -> dict[int, list[FactSource]]:
+        return await self.storage.facts.sources(fact_ids)
 
-    async def forget_member(self, user_id: int, guild_id: int) -> DeletedCounts:
-        """Delete what the user said in one server (an admin's request), nothing elsewhere."""
-        await self._stop_jobs(await self.storage.users.session_ids(user_id, guild_id=guild_id))
-        self.recall_log.forget_user(user_id)
-        counts = await self.storage.users.delete_member_in_guild(user_id, guild_id)
-        self._turns_erased(lambda k: (k.user_id, k.guild_id) == (user_id, guild_id))
-        await self.storage.recall.purge_deleted()
-        return counts
+    async def stored_message_ids(self, message_ids: Sequence[int]) -> set[int]:
+        """Which of these message ids are still stored."""
+        return {message.id for message in await self.storage.messages.by_ids(message_ids)}
 
-    def _turns_erased(self, covered: Callable[[SessionKey], bool]) -> None:
-        """Stop showing the text of turns in hand that an erasure just covered."""
-        for key, erased in self._turns.values():
-            if covered(key):
-                erased.set()
+    async def export_user(self, user_id: int) -> dict[str, Any]:
+        return await self.storage.users.export(user_id)
 
-    async def message_edited(
-        self,
-        discord_id: int,
-        new_content: str,
-        *,
-        user_id: int | None = None,
-        admit: bool = False,
-    ) -> bool:
-        """The user edited a message: store the new text (or remember it for a message still
-        waiting for its turn), and learn again from it: facts drawn from the old text are
-        withdrawn and the new text is read for facts; a summary that held it is rebuilt.
-        Re-learning is debounced per conversation (`_relearn_after_edit`).
-
-        An edit by `user_id` while their memory is paused is neither stored nor learned from:
-        the message is withdrawn instead, as a deletion would (the old text, what was derived
-        from it alone, and a summary that held it, rebuilt from what remains). With `admit`
-        (an edit as it arrives from Discord), it counts against the user's per-minute rate
-        like a new message, and past the rate it is dropped (False)."""
-        if user_id is not None and await self.controls.is_paused(user_id):
-            await self.message_deleted(discord_id)
-            return True
-        if admit and user_id is not None:
-            refusal = await self.limits.check_rate(user_id)
-            if refusal is not None:
-                log.debug("Edit of message %s dropped: %s", discord_id, refusal.message)
-                return False
-        was_waiting = discord_id in self._waiting
-        edit = await self.storage.messages.edit(
-            discord_id, new_content, self._tokenizer.count(new_content)
-        )
-        if edit is None and discord_id in self._waiting:
-            self._unstored.edited(discord_id, new_content)
-            return True
-        if edit is None and was_waiting:  # stored while we looked
-            edit = await self.storage.messages.edit(
-                discord_id, new_content, self._tokenizer.count(new_content)
-            )
-        if edit is None:
-            return False
-        if edit.changed:
-            # Rebuilt or read again; work in flight on the old text lands nothing (revision).
-            self._relearn_after_edit(edit.session_id)
-            self._schedule_recall_purge()  # the old words must leave the index's pages
-        return True
-
-    def _relearn_after_edit(self, session_id: int) -> None:
-        """Schedule learning again from a conversation whose messages were edited: at once
-        for the first edit, then at most once per EDIT_RELEARN_SECONDS; the edits in between
-        are folded into one pass at the end of the period (a coalesced timer). So a user who
-        edits in a loop buys at most one summary rebuild and one extraction per conversation
-        per period, and those are charged to their daily budget and stop when it is spent."""
-        wait = self._relearn_debounce.wait(session_id)
-        if wait <= 0:
-            self._relearn_debounce.used(session_id)
-            self._schedule_summary(session_id)
-            self._schedule_facts(session_id)
-            return
-        self.jobs.schedule_later(
-            "edit-relearn", session_id, wait, partial(self._relearn, session_id)
-        )
-
-    async def _relearn(self, session_id: int) -> None:
-        self._relearn_debounce.used(session_id)
-        self._schedule_summary(session_id)
-        self._schedule_facts(session_id)
-
-    async def message_deleted(self, discord_id: int) -> DeletedMessage | None:
-        """The user deleted a message: delete it, the answers to it, and what was derived
-        from it alone. One not stored (yet) is remembered, so that it is never answered if it
-        is still waiting. None when nothing was stored; else where the deleted answers were
-        shown in Discord (for the caller to delete there too)."""
-        was_waiting = discord_id in self._waiting
-        if discord_id in self._turns:
-            # An answer in the making is dropped, and no more of it shows.
-            self._deleted_in_turn.add(discord_id)
-            self._turns[discord_id][1].set()
-        deletion = await self.storage.messages.delete_by_discord_id(discord_id)
-        if deletion is None and was_waiting and discord_id not in self._waiting:
-            deletion = await self.storage.messages.delete_by_discord_id(discord_id)
-        if deletion is None:
-            self._unstored.deleted(discord_id)
-            return None
-        self.recall_log.forget_message(discord_id)
-        self._schedule_recall_purge()
-        # Rebuilt from what remains; work in flight that read the message lands nothing.
-        self._schedule_summary(deletion.session_id)
-        self._schedule_facts(deletion.session_id)
-        return DeletedMessage(deletion.answers_shown_as)
-
-    async def _purge_recall_index(self) -> None:
-        await self.storage.recall.purge_deleted()
-
-    async def purge_expired(self) -> int:
-        """Retention: drop raw messages past RETENTION_DAYS that a summary already holds."""
-        days = self._settings.retention_days
-        if days <= 0:
-            return 0
-        deleted = await self.storage.messages.delete_expired(self._clock() - days * 86400)
-        if deleted:
-            self.recall_log.clear()
-            await self.storage.recall.purge_deleted()
-            log.info("Retention deleted %d summarized messages older than %d days", deleted, days)
-        return deleted
-
-    async def expire_limits(self) -> int:
-        """Each user's token count of a past day and rate windows past their minute: kept
-        through an erasure while current (against abuse), deleted once their day is over."""
-        now = self._clock()
-        today = datetime.fromtimestamp(now, tz=UTC).strftime("%Y-%m-%d")
-        return await self.storage.usage.expire(before_day=today, rate_before=now - 60.0)
-
-    async def _retention_loop(self) -> None:
-        """One retention pass a day for the whole fleet: whichever process claims the day."""
-        # Erasure on PostgreSQL (#19 item 6): erased text is rewritten out of the database's
-        # files within ERASURE_COMPACT_SECONDS, checked every minute (storage.compaction).
-        self.storage.keep_erasures_compacted(self._settings.erasure_compact_seconds)
-        while True:
-            try:
-                if await self.fleet.claim_period("retention", RETENTION_INTERVAL_SECONDS):
-                    await self.purge_expired()
-                    await self.expire_limits()
-                await self.storage.expire_backups()  # this process's files: every pass
-            except Exception:
-                log.exception("Retention pass failed; trying again later")
-            await asyncio.sleep(RETENTION_CHECK_SECONDS)
-
-    async def _stop_jobs(self, session_ids: list[int]) -> None:
-        # A job cancelled mid-call writes nothing; one that already finished its write is
-        # covered by the deletion that follows. The deletion also defeats any later write,
-        # since every job's write checks its session's watermark.
-        tasks = [task for sid in session_ids for task in self.jobs.cancel_session(sid)]
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _system_prompt(self, author_name: str, view: ChannelView = DEFAULT_VIEW) -> str:
-        name = " ".join(author_name.split())[:64] or "someone"
-        persona = self.controls.persona_for(view)
-        return f"{persona}\n\nYou are talking with the Discord user {name}."
-
-    async def _answer(
-        self,
-        prompt: Prompt,
-        on_progress: ProgressCallback | None,
-        view: ChannelView = DEFAULT_VIEW,
-    ) -> ReplyResult:
-        state = StreamState()
-        shown = ""
-        try:
-            async for _ in self.llm.stream_chat(
-                self.controls.model_for(view),
-                prompt.messages,
-                max_tokens=self._settings.max_reply_tokens,
-                state=state,
-            ):
-                if on_progress is None:
-                    continue
-                if state.text and state.text != shown:
-                    shown = state.text
-                    await on_progress(shown)
-                elif state.thinking and not shown:
-                    shown = THINKING  # shown once, until the answer replaces it
-                    await on_progress(THINKING)
-        except LLMError as error:
-            log.warning("Chat model call failed (%s): %s", error.kind, error)
-            return ReplyResult(Outcome.FAILED, state.text, error, prompt, state.usage)
-        if not state.text.strip():
-            empty = LLMError("The model returned an empty answer. Please try again.", kind="empty")
-            if state.thinking:
-                empty = LLMError(
-                    "The model's answer was cut off while it was still thinking. Please try again.",
-                    kind="cut_thinking",
-                )
-            return ReplyResult(Outcome.FAILED, "", empty, prompt, state.usage)
-        return ReplyResult(
-            Outcome.ANSWERED,
-            state.text,
-            prompt=prompt,
-            usage=state.usage,
-            cut_at_limit=state.finish_reason == "length",
-        )
-
-    def _after_turn(self, session: Session) -> None:
-        """Schedule, never await, the background work this turn may have made due."""
-        self.jobs.schedule("check", session.id, partial(self._schedule_due_work, session.id))
-        self.jobs.schedule_later(
-            "facts-idle",
-            session.id,
-            self._settings.facts_idle_seconds,
-            partial(self._learn, session.id, self.facts.run),
-        )
-
-    async def _schedule_due_work(self, session_id: int) -> None:
-        session = await self.storage.sessions.get(session_id)
-        if session is None:
-            return
-        unsummarized_tokens, unread_user_messages = await self.storage.messages.pending(session)
-        if unsummarized_tokens > self._settings.summary_trigger_tokens:
-            self._schedule_summary(session_id)
-        if unread_user_messages >= self._settings.facts_batch_messages:
-            self._schedule_facts(session_id)
-
-    def _schedule_summary(self, session_id: int) -> None:
-        self.jobs.schedule(
-            "summary", session_id, partial(self._learn, session_id, self.summarizer.run)
-        )
-
-    def _schedule_facts(self, session_id: int) -> None:
-        self.jobs.schedule("facts", session_id, partial(self._learn, session_id, self.facts.run))
-
-    async def _learn(self, session_id: int, job: Callable[[int], Awaitable[object]]) -> None:
-        """Run a summary or extraction job unless its server turned memory off."""
-        session = await self.storage.sessions.get(session_id)
-        if session is None:
-            return
-        if session.guild_id is not None:
-            rules = await self.controls.rules(session.guild_id)
-            if not rules.memory:
-                return
-        await job(session_id)
-
-
-async def _none() -> None:
-    """In place of a read that is not needed (to `asyncio.gather` with the ones that are)."""
-    return None
-
-
-async def _false() -> bool:
-    return False
-
-
-def _unless(erased: asyncio.Event, on_progress: ProgressCallback) -> ProgressCallback:
-    """`on_progress`, silenced once the turn's memory is erased: no more of the answer shows."""
-
-    async def progress(text: str) -> None:
-        if not erased.is_set():
-            await on_progress(text)
-
-    return progress
+    async def guild_stats(self, guild_id: int) -> GuildStats:
+        return await self.storage.users.guild_stats(guild_id)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.config import Settings
 from bot.memory.batching import Batch, request_tokens, request_window, take_lines
-from bot.memory.prompt import quote
-from bot.model.llm import LLMClient, LLMError
+from bot.memory.learner import LearnerTools, ModelLearner
+from bot.memory.prompt import PromptLimits, Section, quote, render_facts
+from bot.model.llm import LLMError
 from bot.model.tokens import Tokenizer
 from bot.policy.fact_rules import (
     about_the_bot,
@@ -26,9 +26,7 @@ from bot.policy.fact_rules import (
     sentences_stating,
     third_party_reason,
 )
-from bot.policy.limits import Limits
 from bot.runtime.background import RetryableJobError
-from storage import Storage
 from storage.models import NewFact, Session, StoredMessage
 
 log = logging.getLogger(__name__)
@@ -89,25 +87,28 @@ class Rejection:
     reason: str
 
 
-class FactExtractor:
-    def __init__(
-        self,
-        storage: Storage,
-        llm: LLMClient,
-        tokenizer: Tokenizer,
-        settings: Settings,
-        limits: Limits,
-        *,
-        clock: Callable[[], float],
-    ) -> None:
-        self._limits = limits
-        self._storage = storage
-        self._llm = llm
-        self._tokenizer = tokenizer
-        self._settings = settings
-        self._clock = clock
-        self.calls = 0
+class FactExtractor(ModelLearner):
+    """The learner of facts: its backlog is the session's user messages not read for facts;
+    it also reads them once the conversation has gone quiet (FACTS_IDLE_SECONDS)."""
+
+    kind = "facts"
+
+    def __init__(self, tools: LearnerTools) -> None:
+        super().__init__(tools)
         self._unusable: dict[tuple[int, int], int] = {}  # (session, watermark) -> answers
+
+    @property
+    def idle_seconds(self) -> float:
+        return self._settings.facts_idle_seconds
+
+    def due(self, backlog: int) -> bool:
+        return backlog >= self._settings.facts_batch_messages
+
+    async def section(
+        self, session: Session | None, user_id: int, space_id: int, limits: PromptLimits
+    ) -> Section:
+        facts = await self._storage.facts.current(user_id, space_id)
+        return Section(render_facts(facts, self._tokenizer, limits.facts_max_tokens), len(facts))
 
     async def run(self, session_id: int) -> None:
         """Read the session's unread user messages for facts and move the watermark."""
@@ -165,7 +166,6 @@ class FactExtractor:
 
     async def _ask_model(self, session: Session, lines: Sequence[str]) -> Any:
         prompt = self._prompt(lines)
-        self.calls += 1
         try:
             payload, usage = await self._llm.complete_json(
                 self._settings.memory_model,

@@ -36,15 +36,6 @@ REMEMBERED_SESSIONS = 10_000
 _WORD = re.compile(r"[^\W_]+")
 
 
-class PromptPlan(Protocol):
-    """What recall needs of the prompt being built (`bot.memory.prompt.PromptBuilder`)."""
-
-    @property
-    def recall_budget(self) -> int: ...
-
-    def window_holds(self, newest_first: Sequence[StoredMessage]) -> int: ...
-
-
 @dataclass(frozen=True, slots=True)
 class RecalledExcerpt:
     """One recalled message as it enters the prompt (and as `/memory why` shows it)."""
@@ -56,12 +47,21 @@ class RecalledExcerpt:
     text: str
 
 
+class RecallRoom(Protocol):
+    """What recall needs to know of the prompt being built (a `PromptBuilder`)."""
+
+    @property
+    def recall_budget(self) -> int: ...
+
+    def window_holds(self, newest_first: Sequence[StoredMessage]) -> int: ...
+
+
 async def recall_for(
     repository: RecallRepository,
     session: Session,
     new_message: StoredMessage,
     newest_first: Sequence[StoredMessage],
-    builder: PromptPlan,
+    builder: RecallRoom,
     now: float,
 ) -> list[RecalledExcerpt]:
     """The stored messages of this user in this space that best match the new message,
