@@ -6,7 +6,7 @@ import logging
 import re
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, assert_never
+from typing import TYPE_CHECKING, assert_never
 
 import discord
 from discord.ext import commands
@@ -26,7 +26,7 @@ from bot.engine.records import (
 from bot.model.text import cap_stored, clean_text
 from bot.policy.access import ChannelView, Decision
 from storage.errors import StorageError
-from storage.models import QueuedMessage, SessionKey, StoredMessage
+from storage.models import SessionKey, StoredMessage
 
 if TYPE_CHECKING:
     from bot.client.bot import MemoryBot
@@ -93,6 +93,9 @@ class Chat(commands.Cog):
         self.bot = bot
         self._noticed: dict[tuple[int, int], float] = {}
 
+    async def cog_load(self) -> None:
+        self.bot.conversations = self  # what restart recovery hands fetched messages to
+
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
         if not self._from_a_person(message):
@@ -113,78 +116,23 @@ class Chat(commands.Cog):
         thread = await self._open_thread(message, text) if mentioned and view.threads else None
         await self._converse(message, text, view, thread)
 
-    async def resume(self, stored: StoredMessage) -> None:
-        """Answer a message a process stored but died before answering (after a restart)."""
-        channel = self.bot.get_channel(stored.channel_id)
-        # Thread-per-conversation: the thread has its first message's id, which is in the parent.
-        source_channel = (
-            channel.parent
-            if isinstance(channel, discord.Thread) and (channel.id == stored.discord_id)
-            else channel
-        )
-        if not isinstance(source_channel, discord.abc.Messageable) or stored.discord_id is None:
-            return
-        try:
-            message = await source_channel.fetch_message(stored.discord_id)
-        except discord.NotFound:  # deleted meanwhile: forget it as a deletion would
-            await self._message_deleted(stored.discord_id)
-            return
-        except discord.HTTPException as error:
-            log.warning("Could not fetch message %s to answer it: %s", stored.discord_id, error)
-            return
-        if await self._answered_on_discord(channel, message):
-            # The process that died had delivered the answer, not yet recorded it.
-            await self.bot.engine.settle(stored)
-            return
+    async def answer_stored(
+        self, message: discord.Message, stored: StoredMessage, thread: discord.Thread | None
+    ) -> None:
+        """Answer a message stored before a stop (restart recovery, bot/client/resume.py):
+        access is decided again, as it is now."""
         decision, view = await self.check(message)
         if decision.allowed:
-            thread = (
-                channel
-                if isinstance(channel, discord.Thread) and channel.id == message.id
-                else None
-            )
             await self._converse(message, stored.content, view, thread, stored=stored)
 
-    async def resume_queued(self, queued: QueuedMessage) -> None:
-        """Answer a message that was waiting for its turn when its process stopped: fetched
-        again from Discord (as it is now: edited, or gone) and handled as it arrives."""
-        try:
-            channel = self.bot.get_channel(queued.channel_id) or await self.bot.fetch_channel(
-                queued.channel_id
-            )
-            if isinstance(channel, discord.abc.Messageable):
-                message = await channel.fetch_message(queued.discord_id)
-                await self.on_message(message)
-        except discord.NotFound:
-            pass  # deleted meanwhile (or its channel): nothing to answer
-        except discord.HTTPException as error:
-            log.warning("Could not fetch message %s to answer it: %s", queued.discord_id, error)
-            return  # kept: a later restart may reach it
-        if self.bot.engine.accepting:  # not stopping again meanwhile: its turn has ended
-            await self.bot.engine.forget_queued(queued.discord_id)
+    async def forget_deleted(self, message_id: int) -> None:
+        await self._message_deleted(message_id)
 
     async def check(self, message: discord.Message) -> tuple[Decision, ChannelView]:
         """Access and the place's view; a DM under an allow-list is checked against the
         author's memberships of the allowed servers (looked up over REST, cached)."""
         place = await self.bot.members.with_memberships(place_of_message(message))
         return await self.bot.engine.controls.check(place)
-
-    async def _answered_on_discord(self, channel: Any, message: discord.Message) -> bool:
-        """Whether a reply of this bot to `message` is already in the channel."""
-        if not isinstance(channel, discord.abc.Messageable):
-            return False
-        try:
-            async for later in channel.history(after=message, limit=100, oldest_first=True):
-                reference = later.reference
-                if (
-                    later.author.id == self.bot.user.id  # type: ignore[union-attr]
-                    and reference is not None
-                    and reference.message_id == message.id
-                ):
-                    return True
-        except discord.HTTPException as error:
-            log.warning("Could not read the channel after message %s: %s", message.id, error)
-        return False
 
     async def _converse(
         self,

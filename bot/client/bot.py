@@ -23,6 +23,7 @@ from discord.ext import commands
 
 from bot.app import make_engine, make_llm, make_tokenizer
 from bot.client.members import MemberLookup
+from bot.client.resume import Conversations, RestartRecovery
 from bot.config import Settings
 from bot.engine.engine import MemoryEngine
 from bot.model.llm import LLMClient
@@ -30,7 +31,6 @@ from bot.model.probe import check_model_server
 from bot.policy.access import OperatorPolicy
 from bot.runtime.heartbeat import HEARTBEAT_KEY, HEARTBEAT_SECONDS
 from storage import Storage, StorageError
-from storage.models import QueuedMessage, StoredMessage
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ class MemoryBot(commands.Bot):
         self._engine: MemoryEngine | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._resumer: asyncio.Task[None] | None = None
+        self.conversations: Conversations | None = None  # set by the chat cog as it loads
         self._shutdown: asyncio.Future[None] | None = None
         self._identify_concurrency = 1  # Discord's max_concurrency, read in setup_hook
         self._login_started = False
@@ -112,7 +113,9 @@ class MemoryBot(commands.Bot):
         self.tree.on_error = self.on_app_command_error  # type: ignore[method-assign]
         await self.sync_commands()
         self._heartbeat = asyncio.create_task(self._beat(), name="mnemo-heartbeat")
-        self._resumer = asyncio.create_task(self._resume_awaiting(), name="mnemo-resume")
+        if self.conversations is not None:  # the chat cog, loaded above
+            recovery = RestartRecovery(self, self.conversations)
+            self._resumer = asyncio.create_task(recovery.run(), name="mnemo-resume")
         log.info(
             "Mnemo is set up: database %s, chat model %s, tokenizer %s",
             settings.database_url.redacted(),
@@ -177,47 +180,6 @@ class MemoryBot(commands.Bot):
         synced = await self.tree.sync()
         await self.storage.state.set(SYNC_FINGERPRINT_KEY, fingerprint)
         log.info("Synced %d slash commands globally", len(synced))
-
-    async def _resume_awaiting(self) -> None:
-        """Once connected: answer what this process's shards accepted before a stop (of this
-        process or of the one that ran these shards) and never answered: messages stored but
-        not answered, then messages that were still waiting for their turn."""
-        await self.wait_until_ready()
-        chat = self.get_cog("Chat")
-        try:
-            stored = [m for m in await self.engine.awaiting_reply() if self.owns(m.guild_id)]
-            queued = [m for m in await self.engine.left_in_queue() if self.owns(m.guild_id)]
-            stored_ids = {m.discord_id for m in stored}
-            for known in [m for m in queued if m.discord_id in stored_ids]:
-                # Stored just before the stop (its row not yet cleared): answered as stored.
-                await self.engine.forget_queued(known.discord_id)
-                queued.remove(known)
-        except StorageError as error:
-            log.warning("Could not look for unanswered messages: %s", error)
-            return
-        if not (stored or queued) or chat is None:
-            return
-        log.info("Answering %d messages left unanswered by a stop", len(stored) + len(queued))
-        # Each conversation in order (the stored ones arrived first); conversations at once.
-        conversations: dict[tuple[int, int], list[StoredMessage | QueuedMessage]] = {}
-        left: list[StoredMessage | QueuedMessage] = [*stored, *queued]
-        for message in left:
-            conversations.setdefault((message.channel_id, message.user_id), []).append(message)
-        await asyncio.gather(
-            *(self._resume_conversation(chat, messages) for messages in conversations.values())
-        )
-
-    async def _resume_conversation(
-        self, chat: Any, messages: list[StoredMessage | QueuedMessage]
-    ) -> None:
-        for message in messages:
-            try:
-                if isinstance(message, QueuedMessage):
-                    await chat.resume_queued(message)
-                else:
-                    await chat.resume(message)
-            except Exception:
-                log.exception("Could not answer message %s after the restart", message.discord_id)
 
     def owns(self, guild_id: int | None) -> bool:
         """Whether this process receives the events of this server (DMs: shard 0)."""
