@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ctypes
 import functools
 import hashlib
 import json
@@ -50,11 +51,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-# One BLAS thread unless told otherwise: on 2 shared cores (the test workers, the bench's own
-# work) a second thread doubles the time of each product instead of halving it. Only read
-# when numpy is first imported, so it comes before the import.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 from aiohttp import web
@@ -181,6 +177,7 @@ class MiniLM:
     def load(cls) -> MiniLM:
         from safetensors.numpy import load as load_safetensors
 
+        _blas_threads(int(os.environ.get("MNEMO_EMBEDDINGS_THREADS") or 1))
         weights, tokenizer_json = _read_model_files()
         return cls(load_safetensors(weights), tokenizer_json)
 
@@ -269,6 +266,23 @@ def _gelu(x: Vector) -> Vector:
     poly *= x
     poly *= np.float32(0.5)
     return poly
+
+
+def _blas_threads(count: int) -> None:
+    """Run numpy's OpenBLAS on `count` threads (1 unless MNEMO_EMBEDDINGS_THREADS says): on 2
+    shared cores (the test workers, the benchmark's own work) a second thread makes each
+    product slower, not faster. OPENBLAS_NUM_THREADS is read only when numpy is imported,
+    before this module in most processes, so the library's own setter is called (the one of
+    the OpenBLAS that numpy's wheels bundle); nothing happens where there is none."""
+    libs = Path(np.__file__).resolve().parent.parent / "numpy.libs"
+    for path in sorted(libs.glob("*openblas*")):
+        with contextlib.suppress(OSError):
+            library = ctypes.CDLL(str(path))
+            for name in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_"):
+                setter = getattr(library, name, None)
+                if setter is not None:
+                    setter(count)
+                    return
 
 
 @functools.cache
