@@ -5,7 +5,7 @@
 # (-e after --env-file: .env's DATABASE_URL, a path relative to the working directory, would
 # otherwise win over the ENV below.) The image has no sqlite3 command; back up with
 #   docker exec mnemo python -c "import sqlite3; sqlite3.connect('/data/mnemo.db').backup(sqlite3.connect('/data/backup.db'))"
-# tests/test_packaging.py runs this file's install and command steps in a fresh virtual
+# tests/process/test_packaging.py runs this file's install and command steps in a fresh virtual
 # environment (no container engine there); keep them plain RUN/COPY/ENV/CMD lines.
 FROM python:3.11-slim
 

@@ -487,12 +487,12 @@ HOT_SPOTS = (
     ),
     (
         "loopback Discord: REST handling (`_handle_api`)",
-        "tests/fakes/discord_server.py",
+        "tests/fakes/discord/rest.py",
         "_handle_api",
     ),
     (
         "loopback Discord: dispatching events (`_dispatch`)",
-        "tests/fakes/discord_server.py",
+        "tests/fakes/discord/gateway.py",
         "_dispatch",
     ),
     ("loopback LLM: answering (`_chat`)", "tests/fakes/llm_server.py", "_chat"),

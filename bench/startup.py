@@ -79,7 +79,7 @@ async def _login_slot_free(fake: TimedDiscord) -> None:
 
 
 def _bot_env(fake: TimedDiscord, llm: TimedLLM, database: Path) -> dict[str, str]:
-    """The environment of tests/test_process.py: the fake's URLs and the bot's settings."""
+    """The environment of tests/process/test_process.py: the fake's URLs and the bot's settings."""
     inherited = {
         key: value
         for key, value in os.environ.items()

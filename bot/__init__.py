@@ -1,6 +1,6 @@
 """Mnemo: a Discord chatbot that remembers.
 
-The layers, each importing only from the ones before it (`tests/test_layers.py` holds it):
+The layers, each importing only from the ones before it (`tests/project/test_layers.py` holds it):
 
     config → storage → model, runtime → policy → memory → engine → app → client → cogs
 

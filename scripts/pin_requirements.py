@@ -8,7 +8,7 @@ release of a tool. `make` installs with both as constraints.
 pip's own resolver does the work (`pip install --dry-run --report`, pip >= 22.2), for the
 interpreter that runs this script: run it with Python 3.11 on Linux, as the Dockerfile's image
 is. Hosts that read a Procfile install from the file; the Dockerfile and `make` install with
-it. tests/test_packaging.py checks that it still matches pyproject.toml.
+it. tests/process/test_packaging.py checks that it still matches pyproject.toml.
 """
 
 from __future__ import annotations

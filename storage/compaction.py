@@ -1,7 +1,7 @@
 """Erasure on PostgreSQL: what a deletion leaves in the database's files, and the maintenance
 that takes it out within ERASURE_COMPACT_SECONDS.
 
-Measured by reading the relation files (tests/test_erasure_files.py), on PostgreSQL 15:
+Measured by reading the relation files (tests/storage/test_erasure_files.py), on PostgreSQL 15:
 
 - A deleted or rewritten row stays in its table's pages as a dead tuple until VACUUM removes
   it, and no VACUUM can while a transaction older than the deletion is still open anywhere it

@@ -97,7 +97,7 @@ class ResumeLedger:
         waiting = await self._storage.messages.awaiting_reply(since=since)
         # Only what was stored before this engine started: a message stored since is this
         # process's own, answered (or being answered) by its turn; answering it here too
-        # answered it twice (seen in tests/test_fleet_e2e.py).
+        # answered it twice (seen in tests/process/test_fleet.py).
         return [m for m in waiting if m.created_at < self._started_at]
 
     async def settle(self, stored: StoredMessage) -> None:

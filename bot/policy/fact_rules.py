@@ -1,7 +1,7 @@
 """The rules code applies to a proposed fact: is it a secret, an instruction, about the bot, or
 about someone other than the speaker? Pure functions over text; `bot.memory.facts` calls them.
 
-What is decided (see tests/test_fact_validation.py and the labelled corpus in tests/corpus/):
+What is decided (see tests/policy/test_fact_validation.py and the labelled corpus in tests/corpus/):
 
 * Secrets are never stored, whoever they belong to: passwords, PINs, codes, API keys and tokens,
   card, account and IBAN numbers, security answers. Found by keyword (in the attribute, the value
