@@ -205,7 +205,7 @@ class LLMClient:
     ) -> AsyncIterator[str]:
         self._check_quota()
         self._ask_for_slots_once()
-        raw = ""
+        answer = _Answer(state)
         timing = _FirstToken(self.scheduler, self.parallel_limit)
         try:
             async with asyncio.timeout(self._reply_deadline):
@@ -213,23 +213,7 @@ class LLMClient:
                 async with stream:
                     async for chunk in stream:
                         timing.arrived()
-                        if chunk.usage is not None:
-                            state.usage = Usage(
-                                chunk.usage.prompt_tokens, chunk.usage.completion_tokens
-                            )
-                        for choice in chunk.choices:
-                            if choice.finish_reason:
-                                state.finish_reason = choice.finish_reason
-                            reasoning = _reasoning_delta(choice.delta)
-                            if not choice.delta.content and not reasoning:
-                                continue
-                            raw += choice.delta.content or ""
-                            # Cleaned as a whole: a surrogate pair or a <think> tag split over
-                            # two chunks joins up again.
-                            visible = visible_answer(clean_text(raw), final=False)
-                            state.thinking = not visible.text and (visible.thinking or reasoning)
-                            delta = visible.text[len(state.text) :]
-                            state.text = visible.text
+                        for delta in answer.take(chunk):
                             yield delta
         except TimeoutError:
             raise LLMError(
@@ -249,9 +233,7 @@ class LLMClient:
             log.warning("Model stream broke: %s, model %s: %r", self.base_url, model, error)
             log.debug("Model stream broke", exc_info=True)
             raise _interrupted() from error
-        final = visible_answer(clean_text(raw))
-        state.text = final.text
-        state.thinking = final.thinking and not final.text
+        answer.finish()
         if state.finish_reason is None:
             raise LLMError(
                 "The model's answer was cut off before it finished. Please try again.",
@@ -415,6 +397,41 @@ class LLMClient:
                 self._quota_logged_at = now
                 log.error("The model API reports its quota is exhausted; check the API account")
         return error
+
+
+class _Answer:
+    """A streamed answer as it arrives: its raw text, and `state` kept to what may be shown
+    (thinking is never shown nor kept)."""
+
+    def __init__(self, state: StreamState) -> None:
+        self._state = state
+        self._raw = ""
+
+    def take(self, chunk: ChatCompletionChunk) -> list[str]:
+        """The new visible text of `chunk` (one delta per choice; empty while thinking)."""
+        state = self._state
+        if chunk.usage is not None:
+            state.usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+        deltas = []
+        for choice in chunk.choices:
+            if choice.finish_reason:
+                state.finish_reason = choice.finish_reason
+            reasoning = _reasoning_delta(choice.delta)
+            if not choice.delta.content and not reasoning:
+                continue
+            self._raw += choice.delta.content or ""
+            # Cleaned as a whole: a surrogate pair or a <think> tag split over two chunks
+            # joins up again.
+            visible = visible_answer(clean_text(self._raw), final=False)
+            state.thinking = not visible.text and (visible.thinking or reasoning)
+            deltas.append(visible.text[len(state.text) :])
+            state.text = visible.text
+        return deltas
+
+    def finish(self) -> None:
+        final = visible_answer(clean_text(self._raw))
+        self._state.text = final.text
+        self._state.thinking = final.thinking and not final.text
 
 
 class _FirstToken:
