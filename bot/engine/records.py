@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar
 
+from bot.memory.channel import ChannelSource
 from bot.memory.context import DEFAULT_VIEW, SessionReport
 from bot.memory.prompt import Prompt
 from bot.model.llm import LLMError, Usage
@@ -55,6 +56,8 @@ class IncomingMessage:
     content: str
     author_name: str
     view: ChannelView = DEFAULT_VIEW  # this place's persona, model and memory setting
+    # The channel's recent lines, where channel context is on (read when the prompt is built).
+    channel: ChannelSource | None = None
 
 
 class Outcome(Enum):

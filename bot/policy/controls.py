@@ -91,6 +91,19 @@ class Controls:
         model = view.chat_model
         return model if model in self._settings.allowed_chat_models else self._settings.chat_model
 
+    def channel_context_for(self, view: ChannelView) -> bool:
+        """Whether prompts in this place hold the channel's recent messages: the place's
+        choice, else the server's, else the operator's CHANNEL_CONTEXT."""
+        if view.channel_context is None:
+            return self._settings.channel_context
+        return view.channel_context
+
+    def blocked_here(self, rules: ServerRules | None) -> frozenset[int]:
+        """Whose lines never enter a channel context here: the operator's BLOCKED_USER_IDS
+        and the server's block list."""
+        blocked = self.policy.blocked_user_ids
+        return blocked | rules.blocked if rules is not None else blocked
+
     def persona_for(self, view: ChannelView) -> str:
         """The place's persona (capped, in case PERSONA_MAX_TOKENS was lowered since it was
         set), or the operator's SYSTEM_PROMPT."""
