@@ -26,6 +26,7 @@ __all__ = [
     "Outcome",
     "ProgressCallback",
     "Refused",
+    "Remembered",
     "ReplyResult",
     "SessionReport",  # the context builder's, as the engine hands it out
     "Skipped",
@@ -149,3 +150,14 @@ class DeletedMessage:
     as (channel id, message id)."""
 
     answers_shown_as: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Remembered:
+    """What "Remember this" did: whether the message was stored now (False: it was already),
+    the facts drawn from it (as stored, with their attribute and value), and why nothing was
+    done, when nothing was (`refused`: a short sentence for the user)."""
+
+    stored_now: bool = False
+    facts: tuple[tuple[str, str], ...] = ()
+    refused: str = ""
