@@ -12,7 +12,7 @@ import discord
 from discord.ext import commands
 
 from bot.client.places import place_of_message
-from bot.client.replies import StreamedReply
+from bot.client.replies import StreamedReply, take_down
 from bot.client.splitter import append_outside_code
 from bot.engine.records import (
     Answered,
@@ -278,18 +278,8 @@ class Chat(commands.Cog):
         """Forget a deleted message and the answers to it, and take those answers down in
         Discord too: they may repeat what the user deleted."""
         deleted = await self.bot.engine.message_deleted(message_id)
-        if deleted is None:
-            return
-        for channel_id, answer_id in deleted.answers_shown_as:
-            channel = self.bot.get_partial_messageable(channel_id)
-            try:
-                await channel.get_partial_message(answer_id).delete()
-            except discord.NotFound:
-                pass  # already gone
-            except discord.HTTPException as error:
-                log.warning(
-                    "Could not delete answer %s: %s %s", answer_id, error.status, error.text
-                )
+        if deleted is not None:
+            await take_down(self.bot, deleted)
 
     def _from_a_person(self, message: discord.Message) -> bool:
         """Not a bot, a webhook, the bot itself, or a system message."""

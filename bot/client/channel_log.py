@@ -42,8 +42,9 @@ class ChannelBuffer:
         self._backfill: asyncio.Lock = asyncio.Lock()
 
     def add(self, line: ChannelLine) -> None:
+        newest = next(reversed(self.lines), 0)
         self.lines[line.message_id] = line
-        if len(self.lines) > 1 and line.message_id < next(reversed(self.lines)):
+        if line.message_id < newest:
             # Out of order (history read after newer events): keep them sorted by id.
             self.lines = OrderedDict(sorted(self.lines.items()))
         while len(self.lines) > LINES_PER_CHANNEL:
