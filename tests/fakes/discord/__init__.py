@@ -64,7 +64,7 @@ start/close/install), composed of one part per module; a part calls the others t
 * ``gateway.py``: the websocket, IDENTIFY/RESUME, sessions and shards, dispatching, and
   ``drop_connection``, ``invalidate_session``, ``request_reconnect``, ``close_gateway``;
 * ``users.py``: ``send_message``, ``send_dm``, ``edit_user_message``, ``delete_user_message``…;
-* ``interactions.py``: ``slash``, ``autocomplete``, ``click``;
+* ``interactions.py``: ``slash``, ``message_command``, ``autocomplete``, ``click``;
 * ``rest.py``: the route table, recording each request (``requests``), the CDN;
 * ``rest_guilds.py``, ``rest_messages.py``, ``rest_interactions.py``: the REST routes;
 * ``records.py``: what tests get back (``FakeUser``, ``BotMessage``, ``FakeInteraction``,
