@@ -31,6 +31,7 @@ ME = "you (Mnemo)"
 # erased line back in.
 ERASURE_CLOCK_MARGIN_SECONDS = 30.0
 LINE_MAX_CHARS = 1000
+COUNTED_MAX = 20_000  # rendered lines whose token count is remembered (about 3 MB at most)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +109,14 @@ def render_channel(
     cap: int,
     *,
     speaker: tuple[int, str] | None = None,
+    counted: dict[str, int] | None = None,
 ) -> tuple[str, int]:
     """The lines as a quoted block: the newest that fit the cap, shown oldest first. Returns
-    the block and how many lines it holds."""
+    the block and how many lines it holds. `counted`: token counts of rendered lines, kept
+    from one prompt to the next (a channel's lines are the same in the next prompt)."""
+    counts = counted if counted is not None else {}
+    if len(counts) > COUNTED_MAX:
+        counts.clear()
     if not lines or cap <= 0:
         return "", 0
     shown = labels(lines, speaker)
@@ -123,7 +129,10 @@ def render_channel(
         when = datetime.fromtimestamp(line.created_at, tz=UTC).strftime("%H:%M")
         text = " ".join(line.text.split())[:LINE_MAX_CHARS].replace('"', "'")
         rendered = f'- [{when}] {who}: "{text}"' + (" (edited)" if line.edited else "")
-        cost = tokenizer.count(rendered) + 1
+        tokens = counts.get(rendered)
+        if tokens is None:
+            tokens = counts[rendered] = tokenizer.count(rendered)
+        cost = tokens + 1
         if cost > budget:
             break
         chosen.append(rendered)

@@ -61,6 +61,7 @@ class ContextBuilder:
         self._learners = tuple(learners)
         self._recall_log = recall_log
         self._clock = clock
+        self._counted_lines: dict[str, int] = {}  # channel context lines' token counts
         self.limits = PromptLimits(
             max_prompt_tokens=settings.max_prompt_tokens,
             max_message_tokens=settings.max_message_tokens,
@@ -102,7 +103,7 @@ class ContextBuilder:
         )
         speaker = (new_message.user_id, author_name)
         lines = self._usable(heard, newest or [], new_message)
-        builder = PromptBuilder(self._tokenizer, limits)
+        builder = PromptBuilder(self._tokenizer, limits, counted_lines=self._counted_lines)
         builder.place_sections(
             system_prompt=self.system_prompt(
                 author_name, view, speaker_label(lines, speaker) if lines else None

@@ -72,9 +72,16 @@ class PromptBuilder:
     the window and searches the archive in between, knowing from `window_budget` how much room
     is left and from `recall_budget` how much of it recalled messages may take."""
 
-    def __init__(self, tokenizer: Tokenizer, limits: PromptLimits) -> None:
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        limits: PromptLimits,
+        *,
+        counted_lines: dict[str, int] | None = None,
+    ) -> None:
         self._tokenizer = tokenizer
         self._limits = limits
+        self._counted_lines = counted_lines  # the channel context's, from prompt to prompt
         self._system = ""
         self._new_message = ""
         self._new_message_cut = False
@@ -84,6 +91,7 @@ class PromptBuilder:
         self.recall_budget = 0
         self._system_without_recall = ""
         self._fixed_cost_without_recall = 0
+        self._system_tokens_without_recall = 0
         self._channel_lines = 0
 
     def fixed_sections(
@@ -130,9 +138,12 @@ class PromptBuilder:
         count, limits = self._tokenizer.count, self._limits
         new_message, self._new_message_cut = self._cap(new_message, limits.max_message_tokens)
         blocks = [sections.get(name, "") for name in SECTIONS]
+        # Each text is counted once: counting is most of what building a prompt costs.
+        message_tokens = count(new_message)
+        block_tokens = [count(block) for block in blocks]
         used_by_others = (
-            count(new_message)
-            + sum(count(block) for block in blocks)
+            message_tokens
+            + sum(block_tokens)
             + 2 * MESSAGE_OVERHEAD_TOKENS
             + REPLY_PRIMING_TOKENS
             + 8  # +8: section separators
@@ -141,22 +152,24 @@ class PromptBuilder:
         system_prompt, _ = self._cap(system_prompt, system_cap, notice=False)
         # The channel context never takes more than half of what is left: the speaker's own
         # conversation comes first.
-        room = max(system_cap - count(system_prompt) - MESSAGE_OVERHEAD_TOKENS, 0)
+        system_tokens = count(system_prompt)
+        room = max(system_cap - system_tokens - MESSAGE_OVERHEAD_TOKENS, 0)
         channel_cap = min(limits.channel_context_tokens, room // 2)
         channel_block, self._channel_lines = render_channel(
-            channel, self._tokenizer, channel_cap, speaker=speaker
+            channel, self._tokenizer, channel_cap, speaker=speaker, counted=self._counted_lines
         )
         self._system = "\n\n".join(part for part in (system_prompt, *blocks, channel_block) if part)
         self._new_message = new_message
         self._sections = {
-            "system": count(system_prompt),
-            **{name: count(block) for name, block in zip(SECTIONS, blocks, strict=True)},
+            "system": system_tokens,
+            **dict(zip(SECTIONS, block_tokens, strict=True)),
             "channel": count(channel_block),
-            "message": count(new_message),
+            "message": message_tokens,
             "recall": 0,
         }
+        self._system_tokens_without_recall = count(self._system)
         self._fixed_cost = (
-            self._message_cost(self._system) + self._sections["message"] + (MESSAGE_OVERHEAD_TOKENS)
+            self._system_tokens_without_recall + message_tokens + 2 * MESSAGE_OVERHEAD_TOKENS
         )
         self._system_without_recall = self._system
         self._fixed_cost_without_recall = self._fixed_cost
@@ -218,7 +231,9 @@ class PromptBuilder:
         return what it adds to the prompt."""
         base = self._system_without_recall
         self._system = f"{base}\n\n{block}" if block else base
-        added = self._tokenizer.count(self._system) - self._tokenizer.count(base) if block else 0
+        added = (
+            self._tokenizer.count(self._system) - self._system_tokens_without_recall if block else 0
+        )
         self._fixed_cost = self._fixed_cost_without_recall + added
         self._sections["recall"] = added
         return added
