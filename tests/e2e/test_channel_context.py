@@ -182,13 +182,15 @@ async def test_edits_show_the_new_text_marked_and_deleted_lines_leave(
     bot = await bots.start(channel_context="on")
     plan = await chatter(d, d.alice, "plan A: ship on Friday")
     doomed = await chatter(d, d.alice, "my phone number is 555-0100")
-    await heard(bot, d.CHANNEL_ID, 2, d)
+    spam = [await chatter(d, d.bob, f"spam {n}") for n in range(3)]
+    await heard(bot, d.CHANNEL_ID, 5, d)
     await d.edit_user_message(plan, "plan B: ship on Monday")
     await d.delete_user_message(doomed)
+    await d.bulk_delete_user_messages(spam)  # a moderator's purge
     await d.wait_for(
         lambda: (len(bot.channel_log.buffer(d.CHANNEL_ID).lines) == 1) or None,  # type: ignore[union-attr]
         5,
-        "the deletion heard",
+        "the deletions heard",
     )
     await ask(d, d.bob, d.CHANNEL_ID, "what is the plan?")
     assert channel_block(fake_llm) == ['Alice: "plan B: ship on Monday" (edited)']
