@@ -8,7 +8,7 @@ f-strings below come only from the fixed sets here, never from user input.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -171,6 +171,17 @@ class GuildSettingsRepository:
     async def is_paused(self, user_id: int) -> bool:
         row = await self._db.fetch_one("SELECT 1 FROM memory_pauses WHERE user_id = ?", (user_id,))
         return row is not None
+
+    async def paused_among(self, user_ids: Sequence[int]) -> set[int]:
+        """Which of these users paused their memory (one statement)."""
+        if not user_ids:
+            return set()
+        ids = sorted(set(user_ids))
+        marks = ", ".join("?" * len(ids))
+        rows = await self._db.fetch_all(
+            f"SELECT user_id FROM memory_pauses WHERE user_id IN ({marks})", tuple(ids)
+        )
+        return {int(row[0]) for row in rows}
 
     async def set_paused(self, user_id: int, paused: bool, *, now: float) -> bool:
         """Pause or resume; returns whether anything changed."""

@@ -5,7 +5,8 @@ as plain records through a `ChannelSource`; this module decides which of them a 
 and renders them. Only the channel where the speaker is: never another channel's lines, and
 never anyone's stored memory (facts, summaries and recall stay the speaker's alone).
 
-A line is left out when its author is blocked here (the operator's or the server's list), when
+A line is left out when its author is blocked here (the operator's or the server's list) or
+paused their memory (`/memory pause`), when
 its author's memory was erased (everything, this server or this channel) after it was said (an
 erasure made on any process: the time is in the database), and when it is already in the
 speaker's own window (their messages to Mnemo and its answers to them).

@@ -172,18 +172,19 @@ class ContextBuilder:
     ) -> tuple[list[ChannelLine], dict[int, float], frozenset[int]]:
         """The channel's lines, when its context is on; with when each author's memory here
         was last erased (read now, from the database: an erasure on any process counts) and
-        who is blocked here."""
+        whose lines never enter it: blocked here, or their memory paused."""
         if channel is None or new_message.guild_id is None:
             return [], {}, frozenset()
         lines = list(await channel.lines())
         if not lines:
             return [], {}, frozenset()
         authors = [line.author_id for line in lines if not line.mine]
-        erased_at, rules = await asyncio.gather(
+        erased_at, rules, paused = await asyncio.gather(
             self._storage.erasures.erased_at(new_message.guild_id, new_message.channel_id, authors),
             self._controls.rules(new_message.guild_id),
+            self._controls.paused_among(authors),
         )
-        return lines, erased_at, self._controls.blocked_here(rules)
+        return lines, erased_at, self._controls.blocked_here(rules) | paused
 
     @staticmethod
     def _usable(

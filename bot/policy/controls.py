@@ -11,7 +11,7 @@ process holds on the very next message.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -85,6 +85,10 @@ class Controls:
 
     async def is_paused(self, user_id: int) -> bool:
         return await self._repo.is_paused(user_id)
+
+    async def paused_among(self, user_ids: Sequence[int]) -> set[int]:
+        """Which of these users paused their memory (never cached, like `is_paused`)."""
+        return await self._repo.paused_among(user_ids)
 
     def model_for(self, view: ChannelView) -> str:
         """The stored choice, if the operator still allows it; else CHAT_MODEL."""

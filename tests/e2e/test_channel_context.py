@@ -197,7 +197,7 @@ async def test_edits_show_the_new_text_marked_and_deleted_lines_leave(
     assert "plan A" not in reply_prompt(fake_llm)[0]["content"]
 
 
-async def test_bots_webhooks_and_blocked_people_are_left_out(
+async def test_bots_webhooks_blocked_and_paused_people_are_left_out(
     bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM
 ) -> None:
     d = fake_discord
@@ -212,6 +212,11 @@ async def test_bots_webhooks_and_blocked_people_are_left_out(
     await blocked.response()
     await ask(d, d.bob, d.CHANNEL_ID, "who said what?")
     assert channel_block(fake_llm) == ['Alice: "an ordinary line"']
+    # A person who paused their memory is not remembered in the channel context either.
+    paused = await d.slash(d.alice, "memory", "pause")
+    await paused.response()
+    await ask(d, d.bob, d.CHANNEL_ID, "and now?")
+    assert channel_block(fake_llm) == []
 
 
 async def test_without_the_intent_it_says_so_and_keeps_what_it_can_read(
