@@ -63,6 +63,10 @@ class Settings:
     summary_keep_recent_tokens: int
     facts_max_tokens: int
     recall_max_tokens: int
+    # Channel context (bot/client/channel_log.py): the operator's default for server channels,
+    # and its cap in each prompt (at most half of what the window would have).
+    channel_context: bool
+    channel_context_tokens: int
     facts_batch_messages: int
     facts_idle_seconds: float
     edit_relearn_seconds: float  # re-learning after edits: at most once per session per period
@@ -139,6 +143,8 @@ class Settings:
             summary_keep_recent_tokens=reader.integer("SUMMARY_KEEP_RECENT_TOKENS", 600, minimum=0),
             facts_max_tokens=reader.integer("FACTS_MAX_TOKENS", 300, minimum=0),
             recall_max_tokens=reader.integer("RECALL_MAX_TOKENS", 800, minimum=0),
+            channel_context=reader.boolean("CHANNEL_CONTEXT", False),
+            channel_context_tokens=reader.integer("CHANNEL_CONTEXT_TOKENS", 1500, minimum=0),
             facts_batch_messages=reader.integer("FACTS_BATCH_MESSAGES", 10, minimum=1),
             facts_idle_seconds=reader.number("FACTS_IDLE_SECONDS", 300.0, minimum=0.0),
             edit_relearn_seconds=reader.number("EDIT_RELEARN_SECONDS", 300.0, minimum=0.0),

@@ -4,4 +4,4 @@ The bot loads `EXTENSIONS` (given to it by the entry point, `bot.__main__`): a n
 one more cog here, or a command in one.
 """
 
-EXTENSIONS = ("cogs.chat", "cogs.memory", "cogs.facts", "cogs.admin", "cogs.help")
+EXTENSIONS = ("cogs.chat", "cogs.memory", "cogs.facts", "cogs.admin", "cogs.help", "cogs.pointed")

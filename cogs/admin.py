@@ -52,6 +52,17 @@ NEEDS_INTENT = (
     " in the Discord developer portal (Bot page) and set MESSAGE_CONTENT_INTENT=true, then try"
     " again. Nothing was changed."
 )
+CONTEXT_CHOICES = [
+    app_commands.Choice(name="on: prompts hold the channel's recent messages", value="on"),
+    app_commands.Choice(name="off", value="off"),
+    app_commands.Choice(name="inherit (remove this setting)", value="inherit"),
+]
+CONTEXT_WITHOUT_INTENT = (
+    "-# This bot runs without the Message Content intent (MESSAGE_CONTENT_INTENT=false), so"
+    " Discord sends it only the messages that mention it: the channel context holds those and"
+    " Mnemo's answers only. The bot's operator can enable **Message Content Intent** in the"
+    " Discord developer portal and set MESSAGE_CONTENT_INTENT=true."
+)
 Where = app_commands.AppCommandChannel | app_commands.AppCommandThread
 LIST_LIMIT = 25  # ids shown per list in a view
 
@@ -249,6 +260,35 @@ class Admin(
         self._log(interaction, f"memory {enabled}")
         await self._answer(interaction, self.render_place(rules, None))
 
+    @app_commands.command(
+        name="channel-context", description="Whether Mnemo sees the channel's recent messages"
+    )
+    @app_commands.describe(
+        mode="on: prompts hold the channel's recent messages from everyone; off; or inherit",
+        channel="Only this channel, category or thread (default: the whole server)",
+    )
+    @app_commands.choices(mode=CONTEXT_CHOICES)
+    async def channel_context(
+        self,
+        interaction: discord.Interaction,
+        mode: app_commands.Choice[str],
+        channel: Where | None = None,
+    ) -> None:
+        if (guild_id := await self._admin(interaction)) is None:
+            return
+        value = None if mode.value == "inherit" else int(mode.value == "on")
+        if channel is None:
+            rules = await self.controls.set_server(guild_id, "channel_context", value)
+        else:
+            rules = await self.controls.set_channel(guild_id, channel.id, "channel_context", value)
+        self._log(
+            interaction, f"channel context {mode.value} in {channel.id if channel else 'server'}"
+        )
+        text = self.render_place(rules, channel)
+        if mode.value == "on" and not self.bot.settings.message_content_intent:
+            text += "\n" + CONTEXT_WITHOUT_INTENT
+        await self._answer(interaction, text)
+
     # -- persona and model ------------------------------------------------------------------
 
     @persona.command(name="set", description="Set the persona (system prompt) here")
@@ -377,11 +417,21 @@ class Admin(
             "Memory: on"
             if view.memory
             else "Memory: off (recent conversation only, learns nothing)",
+            "Channel context: " + self._context_text(view),
             "Persona: " + ("the bot's default" if persona is None else ""),
         ]
         text = "\n".join(lines)
         if persona is not None:
             text += "\n>>> " + persona[: 1900 - len(text)]
+        return text
+
+    def _context_text(self, view: ChannelView) -> str:
+        on = self.controls.channel_context_for(view)
+        text = "on (the channel's recent messages, who said what)" if on else "off"
+        if view.channel_context is None:
+            text += " (the bot's default)"
+        if on and not self.bot.settings.message_content_intent:
+            text += ", messages that mention Mnemo only (no Message Content intent)"
         return text
 
     def _mode_text(self, view: ChannelView) -> str:

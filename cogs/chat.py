@@ -12,7 +12,7 @@ import discord
 from discord.ext import commands
 
 from bot.client.places import place_of_message
-from bot.client.replies import StreamedReply
+from bot.client.replies import StreamedReply, take_down
 from bot.client.splitter import append_outside_code
 from bot.engine.records import (
     Answered,
@@ -99,9 +99,13 @@ class Chat(commands.Cog):
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
         if not self._from_a_person(message):
+            if self.bot.user is not None and message.author.id == self.bot.user.id:
+                self.bot.channel_log.heard_mine(message)  # where channel context is on
             return
         # Access is decided before anything is read, stored or sent to a model.
         decision, view = await self.check(message)
+        if decision.allowed and self._channel_context(message, view):
+            self.bot.channel_log.heard(message)  # addressed to Mnemo or not
         mentioned = self.is_addressed(message)
         if not (mentioned or self._always_here(message, view)):
             return
@@ -153,6 +157,9 @@ class Chat(commands.Cog):
             content=text,
             author_name=message.author.display_name,
             view=view,
+            channel=self.bot.channel_log.source(channel)
+            if self._channel_context(message, view)
+            else None,
         )
         # The reply's tasks (typing, rendering) end with this block, even when the handler is
         # cancelled at shutdown or fails.
@@ -177,9 +184,15 @@ class Chat(commands.Cog):
                 return
             await self._show(reply, result)
 
+    def _channel_context(self, message: discord.Message, view: ChannelView) -> bool:
+        """Whether prompts here hold the channel's recent messages (servers only)."""
+        return message.guild is not None and self.bot.engine.controls.channel_context_for(view)
+
     @commands.Cog.listener()
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         message = payload.message
+        if "content" in payload.data:
+            self.bot.channel_log.edited(message)  # the new text only, marked edited
         if "content" not in payload.data or message.author.bot:
             return
         # Whether or not the new text still addresses the bot, a stored (or waiting) message
@@ -200,10 +213,12 @@ class Chat(commands.Cog):
 
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        self.bot.channel_log.deleted([payload.message_id], payload.channel_id)
         await self._message_deleted(payload.message_id)
 
     @commands.Cog.listener()
     async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
+        self.bot.channel_log.deleted(list(payload.message_ids), payload.channel_id)
         for message_id in payload.message_ids:
             await self._message_deleted(message_id)
 
@@ -211,18 +226,8 @@ class Chat(commands.Cog):
         """Forget a deleted message and the answers to it, and take those answers down in
         Discord too: they may repeat what the user deleted."""
         deleted = await self.bot.engine.message_deleted(message_id)
-        if deleted is None:
-            return
-        for channel_id, answer_id in deleted.answers_shown_as:
-            channel = self.bot.get_partial_messageable(channel_id)
-            try:
-                await channel.get_partial_message(answer_id).delete()
-            except discord.NotFound:
-                pass  # already gone
-            except discord.HTTPException as error:
-                log.warning(
-                    "Could not delete answer %s: %s %s", answer_id, error.status, error.text
-                )
+        if deleted is not None:
+            await take_down(self.bot, deleted)
 
     def _from_a_person(self, message: discord.Message) -> bool:
         """Not a bot, a webhook, the bot itself, or a system message."""

@@ -10,6 +10,8 @@ processes sharing the database.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from typing import Literal
 
 from storage.database import Database, Transaction
@@ -52,13 +54,15 @@ def erasure_lock(user_id: int) -> str:
 
 
 async def bump(tx: Transaction, user_id: int, scope: Scope, scope_id: int = 0) -> None:
-    """Advance a generation, in the erasure's own transaction (before its deletions)."""
+    """Advance a generation, in the erasure's own transaction (before its deletions), and
+    record when (what the channel context, kept outside the database, is checked against)."""
     await tx.lock_key(erasure_lock(user_id))
     await tx.execute(
-        "INSERT INTO user_erasures (user_id, scope, scope_id, generation) VALUES (?, ?, ?, 1)"
-        " ON CONFLICT (user_id, scope, scope_id)"
-        " DO UPDATE SET generation = user_erasures.generation + 1",
-        (user_id, scope, scope_id),
+        "INSERT INTO user_erasures (user_id, scope, scope_id, generation, erased_at)"
+        " VALUES (?, ?, ?, 1, ?) ON CONFLICT (user_id, scope, scope_id)"
+        " DO UPDATE SET generation = user_erasures.generation + 1,"
+        " erased_at = excluded.erased_at",
+        (user_id, scope, scope_id, time.time()),
     )
 
 
@@ -77,3 +81,21 @@ class ErasureRepository:
         row = await self._db.fetch_one(f"SELECT {FENCE_SQL}", fence_params(key))
         assert row is not None
         return int(row[0])
+
+    async def erased_at(
+        self, guild_id: int, channel_id: int, user_ids: Sequence[int]
+    ) -> dict[int, float]:
+        """When each of these users' memory in this channel was last erased (everything, the
+        server or the channel), for those who ever were: one statement."""
+        if not user_ids:
+            return {}
+        ids = sorted(set(user_ids))
+        marks = ", ".join("?" * len(ids))
+        rows = await self._db.fetch_all(
+            "SELECT user_id, MAX(erased_at) FROM user_erasures"
+            f" WHERE user_id IN ({marks}) AND (scope = 'user'"
+            " OR (scope = 'guild' AND scope_id = ?) OR (scope = 'channel' AND scope_id = ?))"
+            " GROUP BY user_id",
+            (*ids, guild_id, channel_id),
+        )
+        return {int(row[0]): float(row[1]) for row in rows}

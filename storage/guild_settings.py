@@ -8,7 +8,7 @@ f-strings below come only from the fixed sets here, never from user input.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -18,9 +18,13 @@ Access = Literal["allow", "deny"]
 AnswerMode = Literal["mention", "always"]
 
 # Settings a server has, and what each one is when never set.
-SERVER_COLUMNS = frozenset({"persona", "chat_model", "memory", "notice", "threads"})
+SERVER_COLUMNS = frozenset(
+    {"persona", "chat_model", "memory", "notice", "threads", "channel_context"}
+)
 # Settings a channel (or a category, or a thread) may override; NULL means "inherit".
-CHANNEL_COLUMNS = frozenset({"access", "answer_mode", "threads", "persona", "chat_model"})
+CHANNEL_COLUMNS = frozenset(
+    {"access", "answer_mode", "threads", "persona", "chat_model", "channel_context"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +37,7 @@ class ChannelRule:
     threads: bool | None = None
     persona: str | None = None
     chat_model: str | None = None
+    channel_context: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +50,7 @@ class ServerRules:
     memory: bool = True
     notice: bool = False
     threads: bool = False
+    channel_context: bool | None = None  # None: the operator's CHANNEL_CONTEXT
     channels: Mapping[int, ChannelRule] = field(default_factory=dict)
     roles: Mapping[int, Access] = field(default_factory=dict)
     blocked: frozenset[int] = frozenset()
@@ -57,13 +63,14 @@ class GuildSettingsRepository:
     async def load(self, guild_id: int) -> ServerRules:
         """One server's rules (four small indexed reads; the engine caches the result)."""
         server = await self._db.fetch_one(
-            "SELECT persona, chat_model, memory, notice, threads FROM server_settings"
+            "SELECT persona, chat_model, memory, notice, threads, channel_context"
+            " FROM server_settings"
             " WHERE guild_id = ?",
             (guild_id,),
         )
         channels = await self._db.fetch_all(
-            "SELECT channel_id, access, answer_mode, threads, persona, chat_model"
-            " FROM channel_settings WHERE guild_id = ?",
+            "SELECT channel_id, access, answer_mode, threads, persona, chat_model,"
+            " channel_context FROM channel_settings WHERE guild_id = ?",
             (guild_id,),
         )
         roles = await self._db.fetch_all(
@@ -81,6 +88,7 @@ class GuildSettingsRepository:
                 memory=bool(server["memory"]),
                 notice=bool(server["notice"]),
                 threads=bool(server["threads"]),
+                channel_context=_maybe_bool(server["channel_context"]),
             )
         return ServerRules(
             guild_id,
@@ -89,6 +97,7 @@ class GuildSettingsRepository:
             base.memory,
             base.notice,
             base.threads,
+            base.channel_context,
             channels={row["channel_id"]: _channel_rule(row) for row in channels},
             roles={row["role_id"]: row["access"] for row in roles},
             blocked=frozenset(row["user_id"] for row in blocked),
@@ -126,7 +135,7 @@ class GuildSettingsRepository:
             await tx.execute(
                 "DELETE FROM channel_settings WHERE guild_id = ? AND channel_id = ?"
                 " AND access IS NULL AND answer_mode IS NULL AND threads IS NULL"
-                " AND persona IS NULL AND chat_model IS NULL",
+                " AND persona IS NULL AND chat_model IS NULL AND channel_context IS NULL",
                 (guild_id, channel_id),
             )
 
@@ -163,6 +172,17 @@ class GuildSettingsRepository:
         row = await self._db.fetch_one("SELECT 1 FROM memory_pauses WHERE user_id = ?", (user_id,))
         return row is not None
 
+    async def paused_among(self, user_ids: Sequence[int]) -> set[int]:
+        """Which of these users paused their memory (one statement)."""
+        if not user_ids:
+            return set()
+        ids = sorted(set(user_ids))
+        marks = ", ".join("?" * len(ids))
+        rows = await self._db.fetch_all(
+            f"SELECT user_id FROM memory_pauses WHERE user_id IN ({marks})", tuple(ids)
+        )
+        return {int(row[0]) for row in rows}
+
     async def set_paused(self, user_id: int, paused: bool, *, now: float) -> bool:
         """Pause or resume; returns whether anything changed."""
         if paused:
@@ -178,6 +198,10 @@ class GuildSettingsRepository:
         return row is not None
 
 
+def _maybe_bool(value: object) -> bool | None:
+    return None if value is None else bool(value)
+
+
 def _channel_rule(row: Row) -> ChannelRule:
     threads = row["threads"]
     return ChannelRule(
@@ -187,4 +211,5 @@ def _channel_rule(row: Row) -> ChannelRule:
         threads=None if threads is None else bool(threads),
         persona=row["persona"],
         chat_model=row["chat_model"],
+        channel_context=_maybe_bool(row["channel_context"]),
     )

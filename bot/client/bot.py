@@ -22,6 +22,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import make_engine, make_llm, make_tokenizer
+from bot.client.channel_log import ChannelLog
 from bot.client.members import MemberLookup
 from bot.client.resume import Conversations, RestartRecovery
 from bot.config import Settings
@@ -71,6 +72,8 @@ class MemoryBot(commands.Bot):
         self.settings = settings
         self._extensions = tuple(extensions)  # the cogs, by module name (cogs.EXTENSIONS)
         self.members = MemberLookup(self, OperatorPolicy.from_settings(settings))  # DM access
+        # The channel context's lines, in memory only (bot/client/channel_log.py).
+        self.channel_log = ChannelLog(lambda: self.user.id if self.user is not None else None)
         self._storage = storage  # handed over: closed in close() like what setup_hook opens
         self._llm = llm
         self._engine: MemoryEngine | None = None

@@ -16,7 +16,7 @@ import time
 import discord
 
 from bot.client.splitter import split_message
-from bot.engine.engine import Status
+from bot.engine.engine import DeletedMessage, Status
 
 log = logging.getLogger(__name__)
 
@@ -204,3 +204,15 @@ class StreamedReply:
             task, self._typing = self._typing, None
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+async def take_down(client: discord.Client, deleted: DeletedMessage) -> None:
+    """Delete in Discord the answers to a message forgotten: they may repeat it."""
+    for channel_id, answer_id in deleted.answers_shown_as:
+        channel = client.get_partial_messageable(channel_id)
+        try:
+            await channel.get_partial_message(answer_id).delete()
+        except discord.NotFound:
+            pass  # already gone
+        except discord.HTTPException as error:
+            log.warning("Could not delete answer %s: %s %s", answer_id, error.status, error.text)

@@ -16,6 +16,7 @@ of one session are handled strictly in order; different sessions run concurrentl
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,6 +35,7 @@ from bot.engine.records import (
     Outcome,
     ProgressCallback,
     Refused,
+    Remembered,
     ReplyResult,
     SessionReport,
     Skipped,
@@ -54,9 +56,10 @@ from bot.model.tokens import Tokenizer
 from bot.policy.access import ChannelView
 from bot.policy.controls import Controls
 from bot.policy.limits import Cooldown, Limits
-from bot.runtime.background import BackgroundJobs
+from bot.runtime.background import BackgroundJobs, RetryableJobError
 from bot.runtime.fleet import Fleet
 from storage import Storage
+from storage.erasures import ErasedMeanwhile
 from storage.models import (
     Fact,
     FactSource,
@@ -66,6 +69,8 @@ from storage.models import (
     StoredMessage,
 )
 from storage.users import DeletedCounts, GuildStats
+
+log = logging.getLogger(__name__)
 
 # Callers import the records from here, where the engine's interface has always been.
 __all__ = [
@@ -79,6 +84,7 @@ __all__ = [
     "Outcome",
     "ProgressCallback",
     "Refused",
+    "Remembered",
     "ReplyResult",
     "SessionReport",
     "Skipped",
@@ -101,6 +107,7 @@ class MemoryEngine:
         self.llm = llm
         self._tokenizer = tokenizer
         self._settings = settings
+        self._clock = clock
         llm.set_parallel(settings.model_parallel)
         self.limits = Limits(settings, storage.usage, storage.fleet, clock=clock)
         self.erasure_cooldown = Cooldown(settings.erasure_cooldown_seconds)
@@ -258,6 +265,47 @@ class MemoryEngine:
         """The user deleted a message: delete it, the answers to it, and what was derived
         from it alone (`Changes.message_deleted`); where the answers were shown, if stored."""
         return await self.changes.message_deleted(discord_id)
+
+    async def remember_message(self, incoming: IncomingMessage) -> Remembered:
+        """ "Remember this" on one of the user's own messages: store it in their conversation
+        there (unless it is stored already), read it for facts now with the usual rules, and
+        say which facts it taught. Refused while the user's memory is paused, and where
+        memory is off."""
+        key = incoming.key
+        if await self.controls.is_paused(key.user_id):
+            return Remembered(refused="Your memory is paused (`/memory resume` to resume).")
+        if not incoming.view.memory:
+            return Remembered(refused="Memory is off in this server, so I keep nothing here.")
+        fence = await self.storage.erasures.fence(key)
+        content = incoming.content
+        try:
+            stored = await self.storage.messages.add(
+                key,
+                role="user",
+                content=content,
+                tokens=self._tokenizer.count(content),
+                discord_id=incoming.discord_id,
+                now=self._clock(),
+                fence=fence,
+            )
+        except ErasedMeanwhile:
+            return Remembered(refused="Your memory was erased meanwhile; nothing was kept.")
+        if stored is not None:
+            await self.storage.messages.settle(stored.id)  # not a question to answer
+        session = await self.storage.sessions.find(key.channel_id, key.user_id)
+        if session is not None:
+            try:
+                await self.facts.run(session.id)
+            except RetryableJobError as error:  # kept: the background reads it again later
+                log.warning("Could not read message %s for facts: %s", incoming.discord_id, error)
+        facts = await self.storage.facts.current(key.user_id, key.space_id)
+        sources = await self.storage.facts.sources([fact.id for fact in facts])
+        taught = tuple(
+            (fact.attribute, fact.value)
+            for fact in facts
+            if any(s.discord_message_id == incoming.discord_id for s in sources.get(fact.id, []))
+        )
+        return Remembered(stored_now=stored is not None, facts=taught)
 
     def erasure_wait(self, user_id: int) -> float:
         """Seconds before the user may erase again (`/memory clear`, `/facts forget`): 0 now.

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar
 
+from bot.memory.channel import ChannelSource
 from bot.memory.context import DEFAULT_VIEW, SessionReport
 from bot.memory.prompt import Prompt
 from bot.model.llm import LLMError, Usage
@@ -25,6 +26,7 @@ __all__ = [
     "Outcome",
     "ProgressCallback",
     "Refused",
+    "Remembered",
     "ReplyResult",
     "SessionReport",  # the context builder's, as the engine hands it out
     "Skipped",
@@ -55,6 +57,8 @@ class IncomingMessage:
     content: str
     author_name: str
     view: ChannelView = DEFAULT_VIEW  # this place's persona, model and memory setting
+    # The channel's recent lines, where channel context is on (read when the prompt is built).
+    channel: ChannelSource | None = None
 
 
 class Outcome(Enum):
@@ -146,3 +150,14 @@ class DeletedMessage:
     as (channel id, message id)."""
 
     answers_shown_as: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Remembered:
+    """What "Remember this" did: whether the message was stored now (False: it was already),
+    the facts drawn from it (as stored, with their attribute and value), and why nothing was
+    done, when nothing was (`refused`: a short sentence for the user)."""
+
+    stored_now: bool = False
+    facts: tuple[tuple[str, str], ...] = ()
+    refused: str = ""

@@ -288,13 +288,21 @@ class ReplyPipeline:
         """The prompt and the model's answer to it, in the turn's reply slot (Overdue when
         the slot comes too late)."""
         view = incoming.view
-        prompt = await self._context.build(session, stored, incoming.author_name, view=view)
+        channel = incoming.channel
+        prompt = await self._context.build(
+            session, stored, incoming.author_name, view=view, channel=channel
+        )
         async with self._llm_slots.reply(ticket):
             answer = await self._answer(prompt, on_progress, view)
             if isinstance(answer, Failed) and answer.error.kind == "context_length":
                 # The server's context is smaller than our budget: trim harder, once.
                 prompt = await self._context.build(
-                    session, stored, incoming.author_name, budget_share=0.5, view=view
+                    session,
+                    stored,
+                    incoming.author_name,
+                    budget_share=0.5,
+                    view=view,
+                    channel=channel,
                 )
                 answer = await self._answer(prompt, on_progress, view)
         return prompt, answer
@@ -416,7 +424,9 @@ class ReplyPipeline:
         if on_progress is not None:
             await on_progress("")
         view = incoming.view
-        prompt = await self._context.build(session, transient, incoming.author_name, view=view)
+        prompt = await self._context.build(
+            session, transient, incoming.author_name, view=view, channel=incoming.channel
+        )
         try:
             async with self._llm_slots.reply(ticket):
                 answer = await self._answer(prompt, on_progress, view)

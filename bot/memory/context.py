@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bot.config import Settings
+from bot.memory.channel import ChannelLine, ChannelSource, speaker_label, usable_lines
 from bot.memory.learner import Learner
 from bot.memory.prompt import SECTIONS, Prompt, PromptBuilder, PromptLimits, Section
 from bot.memory.recall import RecalledExcerpt, RecallLog, recall_for
@@ -60,12 +61,14 @@ class ContextBuilder:
         self._learners = tuple(learners)
         self._recall_log = recall_log
         self._clock = clock
+        self._counted_lines: dict[str, int] = {}  # channel context lines' token counts
         self.limits = PromptLimits(
             max_prompt_tokens=settings.max_prompt_tokens,
             max_message_tokens=settings.max_message_tokens,
             summary_max_tokens=settings.summary_max_tokens,
             facts_max_tokens=settings.facts_max_tokens,
             recall_max_tokens=settings.recall_max_tokens,
+            channel_context_tokens=settings.channel_context_tokens,
         )
 
     async def build(
@@ -76,9 +79,11 @@ class ContextBuilder:
         *,
         budget_share: float = 1.0,
         view: ChannelView = DEFAULT_VIEW,
+        channel: ChannelSource | None = None,
     ) -> Prompt:
         """The prompt for `new_message`, from this session and what the learners know of this
-        user in this space.
+        user in this space, and with `channel` (where channel context is on), what everyone
+        said lately in the channel (`bot.memory.channel`).
 
         `budget_share` < 1 shrinks every section's cap, for a server whose context turned out
         smaller than MAX_PROMPT_TOKENS. With memory off (`view.memory`), only the window: no
@@ -91,15 +96,22 @@ class ContextBuilder:
             )
         space = space_of(new_message.guild_id)
         # The sections and the newest messages do not depend on each other: read them at once.
-        sections, newest = await asyncio.gather(
+        sections, newest, heard = await asyncio.gather(
             self._sections(session, new_message.user_id, space, limits, memory=view.memory),
             self._newest(session, before_id=new_message.id) if session is not None else _none(),
+            self._heard(channel, new_message),
         )
-        builder = PromptBuilder(self._tokenizer, limits)
+        speaker = (new_message.user_id, author_name)
+        lines = self._usable(heard, newest or [], new_message)
+        builder = PromptBuilder(self._tokenizer, limits, counted_lines=self._counted_lines)
         builder.place_sections(
-            system_prompt=self.system_prompt(author_name, view),
+            system_prompt=self.system_prompt(
+                author_name, view, speaker_label(lines, speaker) if lines else None
+            ),
             sections={kind: section.text for kind, section in sections.items()},
             new_message=new_message.content,
+            channel=lines,
+            speaker=speaker,
         )
         window: list[StoredMessage] = []
         recalled: list[RecalledExcerpt] = []
@@ -140,10 +152,57 @@ class ContextBuilder:
             budget,
         )
 
-    def system_prompt(self, author_name: str, view: ChannelView = DEFAULT_VIEW) -> str:
+    def system_prompt(
+        self, author_name: str, view: ChannelView = DEFAULT_VIEW, label: str | None = None
+    ) -> str:
+        """The place's persona and who is talking; with a channel context (`label`: the
+        speaker's name as it shows them), that the others in it are not the speaker."""
         name = " ".join(author_name.split())[:64] or "someone"
         persona = self._controls.persona_for(view)
-        return f"{persona}\n\nYou are talking with the Discord user {name}."
+        prompt = f"{persona}\n\nYou are talking with the Discord user {name}."
+        if label is not None:
+            prompt += (
+                f" Several people talk in this channel; the one speaking to you now is {label}."
+                " What you know of them (facts, summary, earlier messages) is about them alone."
+            )
+        return prompt
+
+    async def _heard(
+        self, channel: ChannelSource | None, new_message: StoredMessage
+    ) -> tuple[list[ChannelLine], dict[int, float], frozenset[int]]:
+        """The channel's lines, when its context is on; with when each author's memory here
+        was last erased (read now, from the database: an erasure on any process counts) and
+        whose lines never enter it: blocked here, or their memory paused."""
+        if channel is None or new_message.guild_id is None:
+            return [], {}, frozenset()
+        lines = list(await channel.lines())
+        if not lines:
+            return [], {}, frozenset()
+        authors = [line.author_id for line in lines if not line.mine]
+        erased_at, rules, paused = await asyncio.gather(
+            self._storage.erasures.erased_at(new_message.guild_id, new_message.channel_id, authors),
+            self._controls.rules(new_message.guild_id),
+            self._controls.paused_among(authors),
+        )
+        return lines, erased_at, self._controls.blocked_here(rules) | paused
+
+    @staticmethod
+    def _usable(
+        heard: tuple[list[ChannelLine], dict[int, float], frozenset[int]],
+        newest: Sequence[StoredMessage],
+        new_message: StoredMessage,
+    ) -> list[ChannelLine]:
+        lines, erased_at, blocked = heard
+        if not lines:
+            return []
+        in_window = {m.discord_id for m in newest if m.discord_id is not None}
+        return usable_lines(
+            lines,
+            blocked=blocked,
+            erased_at=erased_at,
+            in_window=in_window,
+            new_message_id=new_message.discord_id,
+        )
 
     async def _sections(
         self,

@@ -1,7 +1,8 @@
 """Assemble one prompt from capped sections, under a fixed token budget.
 
 Order: system prompt → the learners' sections (`SECTIONS`: facts about this user in this space,
-the session's summary) → recalled older messages → the newest window messages that fit → the
+the session's summary) → the channel context (what everyone said lately in the channel, when it
+is on there) → recalled older messages → the newest window messages that fit → the
 new message. Each section has a cap, and the total never exceeds the prompt budget (the reply
 budget is reserved separately, as the call's max_tokens).
 """
@@ -12,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from bot.memory.channel import ChannelLine, render_channel
 from bot.memory.recall import RecalledExcerpt
 from bot.model.tokens import MESSAGE_OVERHEAD_TOKENS, REPLY_PRIMING_TOKENS, Tokenizer
 from storage.models import Fact, StoredMessage
@@ -42,6 +44,7 @@ class PromptLimits:
     summary_max_tokens: int
     facts_max_tokens: int
     recall_max_tokens: int = 0
+    channel_context_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,7 @@ class Prompt:
     window_messages: int = 0
     new_message_cut: bool = False
     recalled: tuple[RecalledExcerpt, ...] = ()
+    channel_lines: int = 0  # lines of the channel context it holds
 
 
 class PromptBuilder:
@@ -68,9 +72,16 @@ class PromptBuilder:
     the window and searches the archive in between, knowing from `window_budget` how much room
     is left and from `recall_budget` how much of it recalled messages may take."""
 
-    def __init__(self, tokenizer: Tokenizer, limits: PromptLimits) -> None:
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        limits: PromptLimits,
+        *,
+        counted_lines: dict[str, int] | None = None,
+    ) -> None:
         self._tokenizer = tokenizer
         self._limits = limits
+        self._counted_lines = counted_lines  # the channel context's, from prompt to prompt
         self._system = ""
         self._new_message = ""
         self._new_message_cut = False
@@ -80,9 +91,18 @@ class PromptBuilder:
         self.recall_budget = 0
         self._system_without_recall = ""
         self._fixed_cost_without_recall = 0
+        self._system_tokens_without_recall = 0
+        self._channel_lines = 0
 
     def fixed_sections(
-        self, *, system_prompt: str, facts: Sequence[Fact], summary: str, new_message: str
+        self,
+        *,
+        system_prompt: str,
+        facts: Sequence[Fact],
+        summary: str,
+        new_message: str,
+        channel: Sequence[ChannelLine] = (),
+        speaker: tuple[int, str] | None = None,
     ) -> None:
         """`place_sections` with the facts and the summary rendered here, as their learners
         render them."""
@@ -91,37 +111,65 @@ class PromptBuilder:
             "facts": render_facts(facts, tokenizer, limits.facts_max_tokens),
             "summary": render_summary(summary, tokenizer, limits.summary_max_tokens),
         }
-        self.place_sections(system_prompt=system_prompt, sections=sections, new_message=new_message)
+        self.place_sections(
+            system_prompt=system_prompt,
+            sections=sections,
+            new_message=new_message,
+            channel=channel,
+            speaker=speaker,
+        )
 
     def place_sections(
-        self, *, system_prompt: str, sections: Mapping[str, str], new_message: str
+        self,
+        *,
+        system_prompt: str,
+        sections: Mapping[str, str],
+        new_message: str,
+        channel: Sequence[ChannelLine] = (),
+        speaker: tuple[int, str] | None = None,
     ) -> None:
         """The system prompt, the learners' sections (by name, in `SECTIONS` order; one not
-        given is empty) and the new message: what every prompt holds whatever the window."""
+        given is empty), the channel context (`channel`, oldest first: the newest lines that
+        fit CHANNEL_CONTEXT_TOKENS and half of what is left for the window; `speaker` is
+        (user id, name) of who is talking) and the new message: what every prompt holds
+        whatever the window."""
         if unknown := set(sections) - set(SECTIONS):
             raise ValueError(f"No place in the prompt for {sorted(unknown)}: see SECTIONS")
         count, limits = self._tokenizer.count, self._limits
         new_message, self._new_message_cut = self._cap(new_message, limits.max_message_tokens)
         blocks = [sections.get(name, "") for name in SECTIONS]
+        # Each text is counted once: counting is most of what building a prompt costs.
+        message_tokens = count(new_message)
+        block_tokens = [count(block) for block in blocks]
         used_by_others = (
-            count(new_message)
-            + sum(count(block) for block in blocks)
+            message_tokens
+            + sum(block_tokens)
             + 2 * MESSAGE_OVERHEAD_TOKENS
             + REPLY_PRIMING_TOKENS
             + 8  # +8: section separators
         )
         system_cap = max(limits.max_prompt_tokens - used_by_others, 0)
         system_prompt, _ = self._cap(system_prompt, system_cap, notice=False)
-        self._system = "\n\n".join(part for part in (system_prompt, *blocks) if part)
+        # The channel context never takes more than half of what is left: the speaker's own
+        # conversation comes first.
+        system_tokens = count(system_prompt)
+        room = max(system_cap - system_tokens - MESSAGE_OVERHEAD_TOKENS, 0)
+        channel_cap = min(limits.channel_context_tokens, room // 2)
+        channel_block, self._channel_lines = render_channel(
+            channel, self._tokenizer, channel_cap, speaker=speaker, counted=self._counted_lines
+        )
+        self._system = "\n\n".join(part for part in (system_prompt, *blocks, channel_block) if part)
         self._new_message = new_message
         self._sections = {
-            "system": count(system_prompt),
-            **{name: count(block) for name, block in zip(SECTIONS, blocks, strict=True)},
-            "message": count(new_message),
+            "system": system_tokens,
+            **dict(zip(SECTIONS, block_tokens, strict=True)),
+            "channel": count(channel_block),
+            "message": message_tokens,
             "recall": 0,
         }
+        self._system_tokens_without_recall = count(self._system)
         self._fixed_cost = (
-            self._message_cost(self._system) + self._sections["message"] + (MESSAGE_OVERHEAD_TOKENS)
+            self._system_tokens_without_recall + message_tokens + 2 * MESSAGE_OVERHEAD_TOKENS
         )
         self._system_without_recall = self._system
         self._fixed_cost_without_recall = self._fixed_cost
@@ -165,6 +213,7 @@ class PromptBuilder:
             len(window),
             self._new_message_cut,
             tuple(kept),
+            self._channel_lines,
         )
 
     def window_holds(self, newest_first: Sequence[StoredMessage]) -> int:
@@ -182,7 +231,9 @@ class PromptBuilder:
         return what it adds to the prompt."""
         base = self._system_without_recall
         self._system = f"{base}\n\n{block}" if block else base
-        added = self._tokenizer.count(self._system) - self._tokenizer.count(base) if block else 0
+        added = (
+            self._tokenizer.count(self._system) - self._system_tokens_without_recall if block else 0
+        )
         self._fixed_cost = self._fixed_cost_without_recall + added
         self._sections["recall"] = added
         return added

@@ -187,6 +187,7 @@ class ChannelView:
     persona: str | None = None  # None: the operator's SYSTEM_PROMPT
     chat_model: str | None = None  # None: CHAT_MODEL
     memory: bool = True
+    channel_context: bool | None = None  # None: the operator's CHANNEL_CONTEXT
 
 
 def resolve(rules: ServerRules | None, chain: tuple[int, ...]) -> ChannelView:
@@ -206,10 +207,12 @@ def resolve(rules: ServerRules | None, chain: tuple[int, ...]) -> ChannelView:
     threads = first("threads")
     persona = first("persona")
     model = first("chat_model")
+    context = first("channel_context")
     return ChannelView(
         answer_mode="always" if mode == "always" else "mention",
         threads=bool(threads) if threads is not None else rules.threads,
         persona=persona if isinstance(persona, str) else rules.persona,
         chat_model=model if isinstance(model, str) else rules.chat_model,
         memory=rules.memory,
+        channel_context=bool(context) if context is not None else rules.channel_context,
     )

@@ -11,7 +11,7 @@ process holds on the very next message.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -86,10 +86,27 @@ class Controls:
     async def is_paused(self, user_id: int) -> bool:
         return await self._repo.is_paused(user_id)
 
+    async def paused_among(self, user_ids: Sequence[int]) -> set[int]:
+        """Which of these users paused their memory (never cached, like `is_paused`)."""
+        return await self._repo.paused_among(user_ids)
+
     def model_for(self, view: ChannelView) -> str:
         """The stored choice, if the operator still allows it; else CHAT_MODEL."""
         model = view.chat_model
         return model if model in self._settings.allowed_chat_models else self._settings.chat_model
+
+    def channel_context_for(self, view: ChannelView) -> bool:
+        """Whether prompts in this place hold the channel's recent messages: the place's
+        choice, else the server's, else the operator's CHANNEL_CONTEXT."""
+        if view.channel_context is None:
+            return self._settings.channel_context
+        return view.channel_context
+
+    def blocked_here(self, rules: ServerRules | None) -> frozenset[int]:
+        """Whose lines never enter a channel context here: the operator's BLOCKED_USER_IDS
+        and the server's block list."""
+        blocked = self.policy.blocked_user_ids
+        return blocked | rules.blocked if rules is not None else blocked
 
     def persona_for(self, view: ChannelView) -> str:
         """The place's persona (capped, in case PERSONA_MAX_TOKENS was lowered since it was

@@ -54,6 +54,7 @@ def test_the_commands_users_are_promised(bot: MemoryBot) -> None:
         "mnemo-admin answer-mode",
         "mnemo-admin threads",
         "mnemo-admin memory",
+        "mnemo-admin channel-context",
         "mnemo-admin persona set",
         "mnemo-admin persona show",
         "mnemo-admin persona reset",
@@ -63,8 +64,13 @@ def test_the_commands_users_are_promised(bot: MemoryBot) -> None:
     } <= names
 
 
+def test_the_message_commands_users_are_promised(bot: MemoryBot) -> None:
+    menus = bot.tree.get_commands(type=discord.AppCommandType.message)
+    assert {menu.name for menu in menus} == {"Remember this", "Forget this"}
+
+
 def test_names_unique_and_everything_described(bot: MemoryBot) -> None:
-    commands = walk(bot.tree.get_commands())
+    commands = walk(bot.tree.get_commands(type=discord.AppCommandType.chat_input))
     names = [command.qualified_name for command in commands]
     assert len(names) == len(set(names))
     for command in commands:

@@ -19,12 +19,21 @@ from tests.helpers.e2e import Bots, final_content, press, settled, talk, talk_dm
 from tests.helpers.llm import facts_responder, is_summary_call
 
 EPHEMERAL = 64
+# (name, type): the slash commands (1) and the message commands, right-click → Apps (3).
+REGISTERED = {
+    ("memory", 1),
+    ("facts", 1),
+    ("mnemo-admin", 1),
+    ("help", 1),
+    ("Remember this", 3),
+    ("Forget this", 3),
+}
 
 
 async def test_commands_are_synced_globally_once(bots: Bots, fake_discord: FakeDiscord) -> None:
     bot = await bots.start()
-    names = {command["name"] for command in fake_discord.global_commands}
-    assert names == {"memory", "facts", "mnemo-admin", "help"}
+    names = {(c["name"], c["type"]) for c in fake_discord.global_commands}
+    assert names == REGISTERED
     puts = [r for r in fake_discord.requests if r.method == "PUT"]
     assert len(puts) == 1
     await bots.stop(bot)
@@ -41,15 +50,15 @@ async def test_commands_lost_on_discords_side_are_synced_again(
     await bots.stop(bot)
     fake_discord.global_commands = []
     await bots.start()
-    names = {command["name"] for command in fake_discord.global_commands}
-    assert names == {"memory", "facts", "mnemo-admin", "help"}
+    names = {(c["name"], c["type"]) for c in fake_discord.global_commands}
+    assert names == REGISTERED
     assert len([r for r in fake_discord.requests if r.method == "PUT"]) == 2
 
 
 async def test_dev_guild_sync(bots: Bots, fake_discord: FakeDiscord) -> None:
     await bots.start(dev_guild_id=fake_discord.GUILD_ID)
-    names = {c["name"] for c in fake_discord.guild_commands[fake_discord.GUILD_ID]}
-    assert names == {"memory", "facts", "mnemo-admin", "help"}
+    names = {(c["name"], c["type"]) for c in fake_discord.guild_commands[fake_discord.GUILD_ID]}
+    assert names == REGISTERED
     assert fake_discord.global_commands == []
 
 

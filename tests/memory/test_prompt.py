@@ -4,6 +4,7 @@ import random
 
 import pytest
 
+from bot.memory.channel import CHANNEL_HEADER, ChannelLine
 from bot.memory.prompt import (
     FACTS_HEADER,
     RECALL_HEADER,
@@ -21,6 +22,7 @@ LIMITS = PromptLimits(
     summary_max_tokens=150,
     facts_max_tokens=80,
     recall_max_tokens=250,
+    channel_context_tokens=200,
 )
 
 
@@ -52,10 +54,16 @@ def build(
     facts: list[Fact] | None = None,
     system: str = "You are a test bot.",
     recalled: list[RecalledExcerpt] | None = None,
+    channel: list[ChannelLine] | None = None,
 ):
     builder = PromptBuilder(tokenizer, LIMITS)
     builder.fixed_sections(
-        system_prompt=system, facts=facts or [], summary=summary, new_message=new
+        system_prompt=system,
+        facts=facts or [],
+        summary=summary,
+        new_message=new,
+        channel=channel or [],
+        speaker=(7, "Bob"),
     )
     return builder.finish(list(reversed(history)), recalled or [])
 
@@ -97,8 +105,32 @@ def test_never_over_budget_and_newest_kept(tokenizer: Tokenizer, seed: int) -> N
             for _ in range(rng.randint(0, 12))
         )
     ]
-    prompt = build(tokenizer, history, new=new, summary=summary, facts=facts, recalled=old)
+    # The channel's recent lines, by a few people (two of them with one name).
+    names = {1: "Ann", 2: "Ann", 3: "Cy", 7: "Bob"}
+    channel = [
+        ChannelLine(
+            5000 + i,
+            author,
+            names[author],
+            " ".join(rng.choice(words) for _ in range(rng.randint(1, 60))),
+            1_700_000_000.0 + i,
+            edited=rng.random() < 0.2,
+            mine=rng.random() < 0.2,
+        )
+        for i in range(rng.randint(0, 40))
+        for author in [rng.choice(list(names))]
+    ]
+    prompt = build(
+        tokenizer, history, new=new, summary=summary, facts=facts, recalled=old, channel=channel
+    )
     assert prompt.tokens <= LIMITS.max_prompt_tokens
+    assert prompt.section_tokens["channel"] <= LIMITS.channel_context_tokens
+    system = prompt.messages[0]["content"]
+    if prompt.channel_lines:
+        # The newest lines that fit, shown oldest first, as a quoted block.
+        block = system[system.index(CHANNEL_HEADER) :].split("\n\n")[0].split("\n")[1:]
+        assert len(block) == prompt.channel_lines
+        assert " ".join(channel[-1].text.split())[:30].replace('"', "'") in block[-1]
     sent = sum(tokenizer.count(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in prompt.messages)
     assert sent + REPLY_PRIMING_TOKENS <= LIMITS.max_prompt_tokens  # what is sent, recounted
     assert prompt.section_tokens["recall"] <= LIMITS.recall_max_tokens
@@ -169,3 +201,27 @@ def test_recall_section_sits_between_summary_and_window(tokenizer: Tokenizer) ->
     ]  # shown oldest first, one quoted line each
     assert [m["content"] for m in prompt.messages[1:-1]] == ["turn 1", "turn 2", "turn 3"]
     assert [item.message_id for item in prompt.recalled] == [800, 900]
+
+
+def test_channel_context_is_attributed_in_order_and_under_its_cap(tokenizer: Tokenizer) -> None:
+    lines = [
+        ChannelLine(1, 11, "Ann", "I think we should ship on Friday", 1_700_000_000.0),
+        ChannelLine(2, 12, "Ann", "No, Monday is better", 1_700_000_060.0, edited=True),
+        ChannelLine(3, 99, "Mnemo", "Both work for me", 1_700_000_120.0, mine=True),
+        ChannelLine(4, 7, "Bob", "what do you think?", 1_700_000_180.0),
+    ]
+    prompt = build(tokenizer, [], channel=lines)
+    system = prompt.messages[0]["content"]
+    block = system[system.index(CHANNEL_HEADER) :].split("\n\n")[0].split("\n")[1:]
+    assert [line.split("] ", 1)[1] for line in block] == [
+        'Ann (user …11): "I think we should ship on Friday"',
+        'Ann (user …12): "No, Monday is better" (edited)',
+        'you (Mnemo): "Both work for me"',
+        'Bob (speaking to you now): "what do you think?"',
+    ]
+    assert prompt.channel_lines == 4
+    many = [ChannelLine(i, 11, "Ann", f"line number {i} " * 5, float(i)) for i in range(200)]
+    capped = build(tokenizer, [], channel=many)
+    assert 0 < capped.channel_lines < 200
+    assert capped.section_tokens["channel"] <= LIMITS.channel_context_tokens
+    assert "line number 199" in capped.messages[0]["content"]  # the newest kept

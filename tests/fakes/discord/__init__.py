@@ -63,8 +63,9 @@ start/close/install), composed of one part per module; a part calls the others t
 * ``faults.py``: ``fail_next``, ``delay_next``;
 * ``gateway.py``: the websocket, IDENTIFY/RESUME, sessions and shards, dispatching, and
   ``drop_connection``, ``invalidate_session``, ``request_reconnect``, ``close_gateway``;
-* ``users.py``: ``send_message``, ``send_dm``, ``edit_user_message``, ``delete_user_message``…;
-* ``interactions.py``: ``slash``, ``autocomplete``, ``click``;
+* ``users.py``: ``send_message``, ``send_dm``, ``edit_user_message``, ``delete_user_message``,
+  ``bulk_delete_user_messages``…;
+* ``interactions.py``: ``slash``, ``message_command``, ``autocomplete``, ``click``;
 * ``rest.py``: the route table, recording each request (``requests``), the CDN;
 * ``rest_guilds.py``, ``rest_messages.py``, ``rest_interactions.py``: the REST routes;
 * ``records.py``: what tests get back (``FakeUser``, ``BotMessage``, ``FakeInteraction``,

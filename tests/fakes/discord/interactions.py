@@ -1,5 +1,5 @@
-"""Users run slash commands, type into autocompleted options and press buttons: each an
-INTERACTION_CREATE, as Discord sends it."""
+"""Users run slash commands and message commands (right-click → Apps), type into autocompleted
+options and press buttons: each an INTERACTION_CREATE, as Discord sends it."""
 
 from __future__ import annotations
 
@@ -43,6 +43,30 @@ class Interactions:
         channel = self._interaction_channel(user, channel_id, guild_id, dm)
         data = self._command_data(command, group, subcommand, options or {}, channel, None)
         return await self._interact(INTERACTION_COMMAND, user, channel, data)
+
+    async def message_command(
+        self, user: FakeUser, name: str, target: JSON | BotMessage
+    ) -> FakeInteraction:
+        """``user`` right-clicks a message → Apps → ``name``: an APPLICATION_COMMAND interaction
+        (type 2) whose ``data.type`` is 3 (MESSAGE), with ``target_id`` and the message itself
+        in ``resolved.messages``, as Discord sends it. ``target``: a user message payload (as
+        :meth:`send_message` returned it) or a :class:`BotMessage`."""
+        message = self._message_payload(target) if isinstance(target, BotMessage) else target
+        message = {k: v for k, v in message.items() if k != "member"}  # a message object
+        channel_id = int(message["channel_id"])
+        command_id, registered_guild = self._command_identity(
+            name, self.guild_of(channel_id), kind=3
+        )
+        data: JSON = {
+            "id": str(command_id),
+            "name": name,
+            "type": 3,
+            "target_id": message["id"],
+            "resolved": {"messages": {message["id"]: message}},
+        }
+        if registered_guild is not None:
+            data["guild_id"] = str(registered_guild)
+        return await self._interact(INTERACTION_COMMAND, user, channel_id, data)
 
     async def autocomplete(
         self,
@@ -165,15 +189,17 @@ class Interactions:
             result.append({"type": kind, "name": name, "value": value})
         return result, resolved
 
-    def _command_identity(self, name: str, guild_id: int | None) -> tuple[int, int | None]:
+    def _command_identity(
+        self, name: str, guild_id: int | None, *, kind: int = 1
+    ) -> tuple[int, int | None]:
         if guild_id is not None:
             for command in self.guild_commands.get(guild_id, []):
-                if command["name"] == name and command.get("type", 1) == 1:
+                if command["name"] == name and command.get("type", 1) == kind:
                     return int(command["id"]), guild_id
         for command in self.global_commands:
-            if command["name"] == name and command.get("type", 1) == 1:
+            if command["name"] == name and command.get("type", 1) == kind:
                 return int(command["id"]), None
-        return self._command_id(None, name, 1), None
+        return self._command_id(None, name, kind), None
 
     def _command_id(self, guild_id: int | None, name: str, kind: int) -> int:
         return self._command_ids.setdefault((guild_id, name, kind), self._ids.next())

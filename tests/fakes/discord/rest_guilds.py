@@ -99,7 +99,14 @@ class RestGuilds:
         commands = [self._registered_command(c, gid) for c in record.json or []]
         for index, command in enumerate(commands):
             name = command["name"]
-            if not re.fullmatch(r"[-_\w]{1,32}", name) or name != name.lower():
+            # A slash command's name is lower-case, no spaces; a user or message command's
+            # (right-click → Apps) is any 1 to 32 characters, as shown.
+            slash = command["type"] == 1
+            if (
+                (not re.fullmatch(r"[-_\w]{1,32}", name) or name != name.lower())
+                if slash
+                else not 1 <= len(name) <= 32
+            ):
                 return _invalid_form(
                     [str(index), "name"], "APPLICATION_COMMAND_INVALID_NAME", "Invalid name"
                 )

@@ -51,7 +51,15 @@ class RestMessages:
             found = [m for m in found if int(m["id"]) < int(before)]
         if after:
             found = [m for m in found if int(m["id"]) > int(after)]
-        return _json(200, found[: int(record.query.get("limit", 50))])
+        found = found[: int(record.query.get("limit", 50))]
+        return _json(200, [self._as_read_over_rest(m) for m in found])
+
+    def _as_read_over_rest(self, message: JSON) -> JSON:
+        """The MESSAGE_CONTENT intent applies to REST reads too: without it (as the bot
+        identified), a guild message that neither mentions the bot nor comes from it is read
+        with its content, embeds, attachments and components empty."""
+        session = next(iter(self._sessions.values()), None)
+        return message if session is None else self._as_seen_by_bot(session, message)
 
     def _visible_bot_messages(self, channel_id: int) -> list[BotMessage]:
         log = self._channel_log.get(channel_id, [])
@@ -93,7 +101,9 @@ class RestMessages:
         self, record: RecordedRequest, channel_id: str, message_id: str
     ) -> web.Response:
         found = self._find_message(int(channel_id), int(message_id))
-        return _json(200, found) if found else _error(404, 10008, "Unknown Message")
+        if not found:
+            return _error(404, 10008, "Unknown Message")
+        return _json(200, self._as_read_over_rest(found))
 
     async def _edit_message(
         self, record: RecordedRequest, channel_id: str, message_id: str

@@ -100,6 +100,17 @@ class Users:
             event["guild_id"] = payload["guild_id"]
         await self._dispatch("MESSAGE_DELETE", event, intent=self._message_intent(payload))
 
+    async def bulk_delete_user_messages(self, payloads: Sequence[JSON]) -> None:
+        """A moderator deletes several messages of one channel at once (`POST …/messages/
+        bulk-delete`): dispatch MESSAGE_DELETE_BULK, as Discord does."""
+        first = payloads[0]
+        for payload in payloads:
+            self._user_messages.pop(int(payload["id"]), None)
+        event: JSON = {"ids": [p["id"] for p in payloads], "channel_id": first["channel_id"]}
+        if "guild_id" in first:
+            event["guild_id"] = first["guild_id"]
+        await self._dispatch("MESSAGE_DELETE_BULK", event, intent=self._message_intent(first))
+
     @staticmethod
     def _message_intent(payload: JSON) -> int:
         return INTENT_GUILD_MESSAGES if "guild_id" in payload else INTENT_DIRECT_MESSAGES
