@@ -1,11 +1,13 @@
 """Where a message or a command comes from, as the ids access and controls decide on (a
-`Place`): the user, the server, the channel, a thread's channel, the category, the roles."""
+`Place`): the user, the server, the channel, a thread's channel, the category, the roles, and
+who may read it (its `Audience`, read from discord.py's cache: no REST call)."""
 
 from __future__ import annotations
 
 import discord
 
 from bot.policy.access import Place
+from bot.policy.audience import Audience
 
 
 def place_of_message(message: discord.Message) -> Place:
@@ -22,6 +24,7 @@ def place_of_message(message: discord.Message) -> Place:
         parent_id,
         category_of(channel),
         frozenset(role.id for role in roles),
+        audience=audience_of(message.guild, channel),
     )
 
 
@@ -47,6 +50,7 @@ def place_of_interaction(interaction: discord.Interaction) -> Place:
         return Place(user.id, None, interaction.channel_id or 0)
     parent_id = channel.parent_id if isinstance(channel, discord.Thread) else None
     roles = getattr(user, "roles", [])
+    guild = interaction.guild
     return Place(
         user.id,
         interaction.guild_id,
@@ -54,4 +58,46 @@ def place_of_interaction(interaction: discord.Interaction) -> Place:
         parent_id,
         category_of(channel),
         frozenset(role.id for role in roles),
+        audience=(
+            audience_of(guild, channel)
+            if guild is not None
+            else Audience(interaction.channel_id or 0)  # a server not in the cache: this place
+        ),
     )
+
+
+def audience_of(guild: discord.Guild, channel: object) -> Audience:
+    """Who may read this place of `guild` now, from the cache (bot.policy.audience).
+
+    A private thread (type 12) is a place of its own; a public thread is its parent's place;
+    a channel is its own. A channel not in the cache is a place of its own among no public
+    ones: nothing but its own memory is used there.
+    """
+    public = public_places(guild)
+    channel_id = getattr(channel, "id", 0)
+    if isinstance(channel, discord.Thread):
+        if channel.type is discord.ChannelType.private_thread:
+            return Audience(channel.id, public)
+        return Audience(channel.parent_id, public)
+    if not isinstance(channel, discord.abc.GuildChannel):
+        return Audience(channel_id)
+    return Audience(channel.id, public)
+
+
+def public_places(guild: discord.Guild) -> frozenset[int]:
+    """The server's channels its @everyone role can view now (threads follow their parent).
+
+    From the cached channels and their permission overwrites: what Discord sends in
+    GUILD_CREATE and CHANNEL_UPDATE."""
+    everyone = guild.default_role
+    return frozenset(
+        channel.id
+        for channel in guild.channels
+        if not isinstance(channel, discord.CategoryChannel)
+        and channel.permissions_for(everyone).view_channel
+    )
+
+
+def audience_here(interaction: discord.Interaction) -> Audience | None:
+    """The audience of the place a command is used in (None in DMs): what it may show."""
+    return place_of_interaction(interaction).audience
