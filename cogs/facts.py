@@ -47,7 +47,7 @@ class Facts(commands.Cog):
     async def show(self, interaction: discord.Interaction) -> None:
         space = space_of(interaction.guild_id)
         facts = await self.bot.engine.current_facts(
-            interaction.user.id, space, audience_here(interaction)
+            interaction.user.id, space, audience_here(interaction, self.bot.public_places)
         )
         if not facts:
             where = "in DMs" if interaction.guild_id is None else "in this server"
@@ -73,7 +73,7 @@ class Facts(commands.Cog):
             fact_id = int(fact)
         except ValueError:
             fact_id = 0
-        here = audience_here(interaction)
+        here = audience_here(interaction, self.bot.public_places)
         known = {
             f.id: f for f in await self.bot.engine.current_facts(interaction.user.id, space, here)
         }
@@ -100,7 +100,9 @@ class Facts(commands.Cog):
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
         facts = await self.bot.engine.current_facts(
-            interaction.user.id, space_of(interaction.guild_id), audience_here(interaction)
+            interaction.user.id,
+            space_of(interaction.guild_id),
+            audience_here(interaction, self.bot.public_places),
         )
         typed = current.casefold()
         choices = []

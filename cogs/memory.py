@@ -58,7 +58,9 @@ class Memory(commands.Cog):
     @memory.command(name="show", description="What Mnemo remembers of your conversation here")
     async def show(self, interaction: discord.Interaction) -> None:
         report = await self.bot.engine.describe(
-            session_key(interaction), interaction.user.display_name, audience_here(interaction)
+            session_key(interaction),
+            interaction.user.display_name,
+            audience_here(interaction, self.bot.public_places),
         )
         embed = discord.Embed(title="Your memory in this conversation")
         if await self.bot.engine.controls.is_paused(interaction.user.id):
@@ -94,7 +96,7 @@ class Memory(commands.Cog):
     )
     async def why(self, interaction: discord.Interaction) -> None:
         last = await self.bot.engine.last_recall(
-            session_key(interaction), audience_here(interaction)
+            session_key(interaction), audience_here(interaction, self.bot.public_places)
         )
         await interaction.response.send_message(describe_recall(last), ephemeral=True)
 
