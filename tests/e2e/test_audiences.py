@@ -17,6 +17,7 @@ import discord
 from bot.client.bot import MemoryBot
 from bot.memory.prompt import FACTS_HEADER, RECALL_HEADER
 from tests.fakes.discord import FakeDiscord, FakeUser
+from tests.fakes.discord.protocol import MEMBER_PERMISSIONS, VIEW_CHANNEL
 from tests.fakes.llm_server import FakeLLM, message_text
 from tests.helpers.e2e import Bots, eventually, stored, talk, talk_dm
 from tests.helpers.llm import facts_responder, is_summary_call
@@ -208,3 +209,32 @@ async def test_dm_memory_stays_in_dms(
     for place in (d.CHANNEL_ID, d.THREAD_ID):
         prompt = await prompt_for(d, fake_llm, place, f"the walrus secret in {place}?")
         assert "Oslo" not in prompt and "MARKER-DM" not in prompt
+
+
+async def test_a_server_whose_everyone_sees_no_channel_keeps_memory_in_each(
+    bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM
+) -> None:
+    """@everyone loses View Channel server-wide (members see channels through a role):
+    GUILD_ROLE_UPDATE makes every channel private, so memory stays where it was said."""
+    d = fake_discord
+    bot = await start(bots, fake_llm)
+    await say(bot, d, d.OTHER_CHANNEL_ID, "the heron codename is MARKER-ROLE")
+    prompt = await prompt_for(d, fake_llm, d.CHANNEL_ID, "the heron codename?")
+    assert "MARKER-ROLE" in recalled_in(prompt)
+
+    await d.set_role_permissions(d.GUILD_ID, d.GUILD_ID, MEMBER_PERMISSIONS & ~VIEW_CHANNEL)
+
+    async def updated() -> bool:
+        guild = bot.get_guild(d.GUILD_ID)
+        channel = bot.get_channel(d.CHANNEL_ID)
+        return (
+            guild is not None
+            and isinstance(channel, discord.TextChannel)
+            and not channel.permissions_for(guild.default_role).view_channel
+        )
+
+    await eventually(updated, "the GUILD_ROLE_UPDATE")
+    prompt = await prompt_for(d, fake_llm, d.CHANNEL_ID, "the heron codename, again?")
+    assert "MARKER-ROLE" not in prompt
+    prompt = await prompt_for(d, fake_llm, d.OTHER_CHANNEL_ID, "heron codename here?")
+    assert "MARKER-ROLE" in prompt  # its own conversation still holds it

@@ -160,6 +160,18 @@ class World:
         self._channels[channel_id]["permission_overwrites"] = []
         await self._dispatch("CHANNEL_UPDATE", dict(self._channels[channel_id]))
 
+    async def set_role_permissions(self, guild_id: int, role_id: int, permissions: int) -> None:
+        """An admin changes a role's server-wide permissions (the @everyone role's id is the
+        guild's): Discord sends GUILD_ROLE_UPDATE with the whole role."""
+        for role in self._roles[guild_id]:
+            if int(role["id"]) == role_id:
+                role["permissions"] = str(permissions)
+                await self._dispatch(
+                    "GUILD_ROLE_UPDATE", {"guild_id": str(guild_id), "role": dict(role)}
+                )
+                return
+        raise KeyError(role_id)
+
     def _private_overwrites(self, guild_id: int, members: Sequence[FakeUser]) -> list[JSON]:
         """Discord's overwrite objects: id, type (0 role, 1 member), allow, deny (strings)."""
         seen = str(MEMBER_PERMISSIONS)
