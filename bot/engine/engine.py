@@ -345,23 +345,19 @@ class MemoryEngine:
         last = self.recall_log.get(key.channel_id, key.user_id)
         if last is None or not last.excerpts:
             return last
-        if audience is not None:  # the place's audience may have changed since
-            last = LastRecall(
-                tuple(item for item in last.excerpts if audience.allows(item.place_id)),
-                last.tokens,
-            )
-            if not last.excerpts:
-                return last
         still = await self.stored_message_ids([item.message_id for item in last.excerpts])
-        if len(still) == len(last.excerpts):
+        if len(still) != len(last.excerpts):
+            kept = tuple(item for item in last.excerpts if item.message_id in still)
+            if not kept:  # as after an erasure here
+                self.recall_log.forget_conversation(key.channel_id, key.user_id)
+                return None
+            last = LastRecall(kept, last.tokens)
+            self.recall_log.record(key.channel_id, key.user_id, last)
+        if audience is None:
             return last
-        kept = tuple(item for item in last.excerpts if item.message_id in still)
-        if not kept:  # as after an erasure here
-            self.recall_log.forget_conversation(key.channel_id, key.user_id)
-            return None
-        trimmed = LastRecall(kept, last.tokens)
-        self.recall_log.record(key.channel_id, key.user_id, trimmed)
-        return trimmed
+        # The place's audience may have changed since: what it may not use now is not shown.
+        allowed = tuple(item for item in last.excerpts if audience.allows(item.place_id))
+        return last if len(allowed) == len(last.excerpts) else LastRecall(allowed, last.tokens)
 
     # Thin reads for the commands: cogs reach data only through the engine.
 

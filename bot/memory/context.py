@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from bot.config import Settings
 from bot.memory.learner import Learner
 from bot.memory.prompt import SECTIONS, Prompt, PromptBuilder, PromptLimits, Section
-from bot.memory.recall import LastRecall, RecalledExcerpt, RecallLog, recall_for
+from bot.memory.recall import RecalledExcerpt, RecallLog, recall_for
 from bot.model.tokens import Tokenizer
 from bot.policy.access import ChannelView
 from bot.policy.audience import Audience, places_of
@@ -145,11 +145,6 @@ class ContextBuilder:
         prompt = builder.finish(window)
         stats = await self._storage.messages.stats(session)
         last = self._recall_log.get(key.channel_id, key.user_id)
-        if last is not None and audience is not None:
-            last = LastRecall(
-                tuple(item for item in last.excerpts if audience.allows(item.place_id)),
-                last.tokens,
-            )
         return SessionReport(
             session.summary,
             session.summary_updated_at,
