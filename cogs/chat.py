@@ -135,7 +135,9 @@ class Chat(commands.Cog):
     async def check(self, message: discord.Message) -> tuple[Decision, ChannelView]:
         """Access and the place's view; a DM under an allow-list is checked against the
         author's memberships of the allowed servers (looked up over REST, cached)."""
-        place = await self.bot.members.with_memberships(place_of_message(message))
+        place = await self.bot.members.with_memberships(
+            place_of_message(message, self.bot.public_places)
+        )
         return await self.bot.engine.controls.check(place)
 
     async def _converse(

@@ -9,6 +9,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.client.places import audience_here
 from bot.client.splitter import DISCORD_LIMIT, utf16_len
 from bot.client.ui import (
     CONFIRM_TIMEOUT_SECONDS,
@@ -45,7 +46,9 @@ class Facts(commands.Cog):
     @facts.command(name="show", description="Your facts in this server (or in DMs)")
     async def show(self, interaction: discord.Interaction) -> None:
         space = space_of(interaction.guild_id)
-        facts = await self.bot.engine.current_facts(interaction.user.id, space)
+        facts = await self.bot.engine.current_facts(
+            interaction.user.id, space, audience_here(interaction, self.bot.public_places)
+        )
         if not facts:
             where = "in DMs" if interaction.guild_id is None else "in this server"
             await interaction.response.send_message(
@@ -70,7 +73,10 @@ class Facts(commands.Cog):
             fact_id = int(fact)
         except ValueError:
             fact_id = 0
-        known = {f.id: f for f in await self.bot.engine.current_facts(interaction.user.id, space)}
+        here = audience_here(interaction, self.bot.public_places)
+        known = {
+            f.id: f for f in await self.bot.engine.current_facts(interaction.user.id, space, here)
+        }
         chosen = known.get(fact_id)
         if chosen is None:
             await interaction.response.send_message(
@@ -94,7 +100,9 @@ class Facts(commands.Cog):
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
         facts = await self.bot.engine.current_facts(
-            interaction.user.id, space_of(interaction.guild_id)
+            interaction.user.id,
+            space_of(interaction.guild_id),
+            audience_here(interaction, self.bot.public_places),
         )
         typed = current.casefold()
         choices = []

@@ -82,7 +82,9 @@ class Help(commands.Cog):
     @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
     async def help(self, interaction: discord.Interaction) -> None:
         controls = self.bot.engine.controls
-        place = await self.bot.members.with_memberships(place_of_interaction(interaction))
+        place = await self.bot.members.with_memberships(
+            place_of_interaction(interaction, self.bot.public_places)
+        )
         decision, view = await controls.check(place)
         paused = await controls.is_paused(interaction.user.id)
         parts = [INTRO, self.how_to_talk(interaction, decision, view)]

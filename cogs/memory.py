@@ -14,6 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.client.places import audience_here
 from bot.client.ui import (
     CONFIRM_TIMEOUT_SECONDS,
     SERVERS_AND_DMS,
@@ -57,7 +58,9 @@ class Memory(commands.Cog):
     @memory.command(name="show", description="What Mnemo remembers of your conversation here")
     async def show(self, interaction: discord.Interaction) -> None:
         report = await self.bot.engine.describe(
-            session_key(interaction), interaction.user.display_name
+            session_key(interaction),
+            interaction.user.display_name,
+            audience_here(interaction, self.bot.public_places),
         )
         embed = discord.Embed(title="Your memory in this conversation")
         if await self.bot.engine.controls.is_paused(interaction.user.id):
@@ -92,7 +95,9 @@ class Memory(commands.Cog):
         name="why", description="Which older messages Mnemo recalled for its last answer"
     )
     async def why(self, interaction: discord.Interaction) -> None:
-        last = await self.bot.engine.last_recall(session_key(interaction))
+        last = await self.bot.engine.last_recall(
+            session_key(interaction), audience_here(interaction, self.bot.public_places)
+        )
         await interaction.response.send_message(describe_recall(last), ephemeral=True)
 
     @memory.command(name="clear", description="Erase your conversation here, or everything")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from storage.database import Database, Row, Transaction
 from storage.erasures import SESSION_FENCE_SQL
@@ -12,21 +12,32 @@ from storage.models import Fact, FactSource, NewFact
 # Attempts at storing one fact against concurrent writers of the same attribute.
 _STORE_ATTEMPTS = 3
 
-_FACT_COLUMNS = "id, user_id, space_id, attribute, value, tokens, created_at, valid_until"
+_FACT_COLUMNS = "id, user_id, space_id, attribute, value, tokens, created_at, valid_until, place_id"
 
 
 class FactRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def current(self, user_id: int, space_id: int) -> list[Fact]:
-        """The facts in force for this user in this space, oldest first."""
+    async def current(
+        self, user_id: int, space_id: int, places: Collection[int] | None = None
+    ) -> list[Fact]:
+        """The facts in force for this user in this space, oldest first.
+
+        With `places`, only the facts learned in those places (the audience rule of
+        `bot.policy.audience`), and of an attribute known in several of them the newest value
+        only. None: every place of the space (DMs; `/memory export` reads `history`).
+        """
         rows = await self._db.fetch_all(
             f"SELECT {_FACT_COLUMNS} FROM facts"
             " WHERE user_id = ? AND space_id = ? AND valid_until IS NULL ORDER BY id",
             (user_id, space_id),
         )
-        return [_fact(row) for row in rows]
+        facts = [_fact(row) for row in rows]
+        if places is None:
+            return facts
+        newest = {fact.attribute: fact.id for fact in facts if fact.place_id in places}
+        return [fact for fact in facts if newest.get(fact.attribute) == fact.id]
 
     async def history(self, user_id: int) -> list[Fact]:
         """Every fact of the user in every space, superseded ones included."""
@@ -101,20 +112,22 @@ async def _sources_exist(tx: Transaction, fact: NewFact) -> bool:
 async def _store_fact(
     tx: Transaction, user_id: int, space_id: int, fact: NewFact, now: float
 ) -> None:
-    """Insert a fact unless it is already known; supersede the attribute's old value.
+    """Insert a fact unless it is already known; supersede the attribute's old value in the
+    place it was learned in (its sources' place: each place keeps its own current value).
 
-    The unique index `facts_one_current` allows one current value per (user, space,
+    The unique index `facts_one_current` allows one current value per (user, space, place,
     attribute), whatever the writers do. Writers of one attribute take its lock first, so
     that under a connection pool they run one after the other (last writer wins), as on
     SQLite, whose writers always do; the guarded writes below would only miss if something
     wrote the attribute without the lock, and then we read again.
     """
-    await tx.lock_key(f"fact:{user_id}:{space_id}:{fact.attribute}")
+    place = fact.sources[-1].place
+    await tx.lock_key(f"fact:{user_id}:{space_id}:{place}:{fact.attribute}")
     for _ in range(_STORE_ATTEMPTS):
         current = await tx.fetch_one(
-            "SELECT id, value FROM facts WHERE user_id = ? AND space_id = ? AND attribute = ?"
-            " AND valid_until IS NULL",
-            (user_id, space_id, fact.attribute),
+            "SELECT id, value FROM facts WHERE user_id = ? AND space_id = ? AND place_id = ?"
+            " AND attribute = ? AND valid_until IS NULL",
+            (user_id, space_id, place, fact.attribute),
         )
         if current is not None and current["value"].casefold() == fact.value.casefold():
             return  # an exact duplicate: keep the first, with its original sources
@@ -124,11 +137,11 @@ async def _store_fact(
         ):
             continue  # superseded meanwhile by another writer
         fact_id = await tx.insert(
-            "INSERT INTO facts (user_id, space_id, attribute, value, tokens, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (user_id, space_id, attribute) WHERE valid_until IS NULL DO NOTHING"
-            " RETURNING id",
-            (user_id, space_id, fact.attribute, fact.value, fact.tokens, now),
+            "INSERT INTO facts (user_id, space_id, place_id, attribute, value, tokens,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (user_id, space_id, place_id, attribute) WHERE valid_until IS NULL"
+            " DO NOTHING RETURNING id",
+            (user_id, space_id, place, fact.attribute, fact.value, fact.tokens, now),
         )
         if fact_id is None:
             continue  # another writer's current value landed first
@@ -151,4 +164,5 @@ def _fact(row: Row) -> Fact:
         row["tokens"],
         row["created_at"],
         row["valid_until"],
+        row["place_id"] if row["place_id"] is not None else 0,
     )

@@ -18,7 +18,8 @@ from storage.errors import IntegrityViolation
 from storage.models import Role, Session, SessionKey, SessionStats, StoredMessage
 
 _MESSAGE_COLUMNS = (
-    "id, session_id, discord_id, guild_id, channel_id, user_id, role, content, tokens, created_at"
+    "id, session_id, discord_id, guild_id, channel_id, user_id, role, content, tokens, created_at,"
+    " place_id"
 )
 _SESSION_COLUMNS = (
     "id, guild_id, channel_id, user_id, summary, summary_tokens, summary_updated_at,"
@@ -28,8 +29,8 @@ _SESSION_COLUMNS = (
 # A message into its (channel, user) session; ignored when its Discord id is already stored.
 _INSERT_INTO_SESSION = (
     "INSERT INTO messages (session_id, discord_id, guild_id, channel_id, user_id,"
-    " role, content, tokens, created_at, reply_to, shown_as)"
-    " SELECT id, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM sessions"
+    " role, content, tokens, created_at, place_id, reply_to, shown_as)"
+    " SELECT id, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM sessions"
     " WHERE channel_id = ? AND user_id = ?{}"
     " ON CONFLICT (discord_id) DO NOTHING RETURNING id, session_id"
 )
@@ -54,6 +55,7 @@ class MessageRepository:
         fence: int | None = None,
         reply_to: int | None = None,
         shown_as: Sequence[int] = (),
+        place_id: int | None = None,
     ) -> StoredMessage | None:
         """Store a message, creating its session on first use.
 
@@ -65,8 +67,22 @@ class MessageRepository:
 
         An answer records the stored message it answers (`reply_to`, its id) and the Discord
         messages that show it (`shown_as`): deleting the message deletes the answer too.
+
+        `place_id` is the place whose audience heard it (`bot.policy.audience`); None: the
+        channel itself.
         """
-        values = (discord_id, key.guild_id, key.channel_id, key.user_id, role, content, tokens, now)
+        place = place_id if place_id is not None else key.channel_id
+        values = (
+            discord_id,
+            key.guild_id,
+            key.channel_id,
+            key.user_id,
+            role,
+            content,
+            tokens,
+            now,
+            place,
+        )
         links = (reply_to, " ".join(str(i) for i in shown_as) or None)
         # Fast path, one statement: the session usually exists already.
         if fence is None:

@@ -60,6 +60,14 @@ class StoredMessage:
     content: str
     tokens: int
     created_at: float
+    # The place whose audience heard it (docs/privacy.md, "Who hears what"): the channel, a
+    # public thread's parent, a private thread itself. Rows older than migration 0015: the
+    # channel.
+    place_id: int | None = None
+
+    @property
+    def place(self) -> int:
+        return self.place_id if self.place_id is not None else self.channel_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +104,7 @@ class Fact:
     tokens: int
     created_at: float
     valid_until: float | None
+    place_id: int = 0  # where its sources were said (see StoredMessage.place_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,9 @@ words, or dropped with the punctuation, and never change the query.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from storage.database import Database
@@ -103,10 +104,27 @@ def _quoted(term: str) -> str:
 
 _SEARCH = (
     "SELECT m.id, m.session_id, m.discord_id, m.guild_id, m.channel_id, m.user_id, m.role,"
-    " m.content, m.tokens, m.created_at,"
+    " m.content, m.tokens, m.created_at, m.place_id,"
     " -hit.rank / (1.0 + MAX(?5 - m.created_at, 0.0) / ?6) AS score"
     " FROM (SELECT rowid, rank FROM messages_fts WHERE messages_fts MATCH ?1"
     "       ORDER BY rank LIMIT ?2) AS hit"
+    " JOIN messages m ON m.id = hit.rowid"
+    " WHERE NOT (m.session_id = ?3 AND m.id >= ?4)"
+    " ORDER BY score DESC LIMIT ?7"
+)
+
+# The same, among the messages said in the allowed places only (a JSON array of place ids):
+# filtered before the candidates are cut, so private messages never crowd out public ones.
+# Each matching row of the scope is looked up by its primary key for its place.
+_SEARCH_IN_PLACES = (
+    "SELECT m.id, m.session_id, m.discord_id, m.guild_id, m.channel_id, m.user_id, m.role,"
+    " m.content, m.tokens, m.created_at, m.place_id,"
+    " -hit.rank / (1.0 + MAX(?5 - m.created_at, 0.0) / ?6) AS score"
+    " FROM (SELECT messages_fts.rowid AS rowid, messages_fts.rank AS rank FROM messages_fts"
+    "       JOIN messages p ON p.id = messages_fts.rowid"
+    "       WHERE messages_fts MATCH ?1"
+    "       AND COALESCE(p.place_id, p.channel_id) IN (SELECT value FROM json_each(?8))"
+    "       ORDER BY messages_fts.rank LIMIT ?2) AS hit"
     " JOIN messages m ON m.id = hit.rowid"
     " WHERE NOT (m.session_id = ?3 AND m.id >= ?4)"
     " ORDER BY score DESC LIMIT ?7"
@@ -123,9 +141,10 @@ _PG_SEARCH = (
     "         FROM messages m, q"
     "         WHERE m.user_id = ?1 AND COALESCE(m.guild_id, 0) = ?2"
     "         AND m.content_words @@ q.query"
+    "         AND (?10::bigint[] IS NULL OR COALESCE(m.place_id, m.channel_id) = ANY(?10))"
     "         ORDER BY rank DESC LIMIT ?4)"
     " SELECT m.id, m.session_id, m.discord_id, m.guild_id, m.channel_id, m.user_id, m.role,"
-    " m.content, m.tokens, m.created_at,"
+    " m.content, m.tokens, m.created_at, m.place_id,"
     " hit.rank / (1.0 + GREATEST(?7 - m.created_at, 0.0) / ?8) AS score"
     " FROM hit JOIN messages m ON m.id = hit.id"
     " WHERE NOT (m.session_id = ?5 AND m.id >= ?6)"
@@ -148,8 +167,12 @@ class RecallRepository:
         excluded_count: int,
         now: float,
         limit: int,
+        places: Collection[int] | None = None,
     ) -> list[RecallHit]:
         """The user's messages in the space that best match any of `terms`, best first.
+
+        With `places`, only the messages said in those places (`StoredMessage.place`): the
+        audience rule of `bot.policy.audience`. None: the whole space (DMs).
 
         Messages of session `exclude_session_id` with id >= `exclude_from_id` (the window and
         the new message: `excluded_count` of them at most) are left out. One statement on the
@@ -170,11 +193,13 @@ class RecallRepository:
                     now,
                     RECENCY_DAYS * 86400.0,
                     limit,
+                    sorted(places) if places is not None else None,
                 ),
             )
-            return [RecallHit(StoredMessage(*row[:10]), float(row[10])) for row in rows]
+            return [RecallHit(StoredMessage(*row[:11]), float(row[11])) for row in rows]
+        in_places = () if places is None else (json.dumps(sorted(places)),)
         rows = await self._db.fetch_all(
-            _SEARCH,
+            _SEARCH if places is None else _SEARCH_IN_PLACES,
             (
                 match_expression(user_id, space_id, terms),
                 CANDIDATE_FACTOR * limit + excluded_count,
@@ -183,9 +208,10 @@ class RecallRepository:
                 now,
                 RECENCY_DAYS * 86400.0,
                 limit,
+                *in_places,
             ),
         )
-        return [RecallHit(StoredMessage(*row[:10]), float(row[10])) for row in rows]
+        return [RecallHit(StoredMessage(*row[:11]), float(row[11])) for row in rows]
 
     async def purge_deleted(self) -> int:
         """Rewrite the index so that no term of a deleted message is left in its pages.

@@ -24,6 +24,7 @@ from discord.ext import commands
 from bot.app import make_engine, make_llm, make_tokenizer
 from bot.client.channel_log import ChannelLog
 from bot.client.members import MemberLookup
+from bot.client.places import PublicPlaces
 from bot.client.resume import Conversations, RestartRecovery
 from bot.config import Settings
 from bot.engine.engine import MemoryEngine
@@ -74,6 +75,7 @@ class MemoryBot(commands.Bot):
         self.members = MemberLookup(self, OperatorPolicy.from_settings(settings))  # DM access
         # The channel context's lines, in memory only (bot/client/channel_log.py).
         self.channel_log = ChannelLog(lambda: self.user.id if self.user is not None else None)
+        self.public_places = PublicPlaces()  # who may read what: see on_guild_channel_update
         self._storage = storage  # handed over: closed in close() like what setup_hook opens
         self._llm = llm
         self._engine: MemoryEngine | None = None
@@ -257,6 +259,25 @@ class MemoryBot(commands.Bot):
     async def on_message(self, message: discord.Message, /) -> None:
         # No prefix commands: chat is handled by cogs.chat, commands are slash commands.
         return
+
+    # What may change which places of a server its @everyone can view (bot.policy.audience).
+
+    async def on_guild_channel_create(self, channel: discord.abc.GuildChannel, /) -> None:
+        self.public_places.forget(channel.guild.id)
+
+    async def on_guild_channel_delete(self, channel: discord.abc.GuildChannel, /) -> None:
+        self.public_places.forget(channel.guild.id)
+
+    async def on_guild_channel_update(
+        self, before: discord.abc.GuildChannel, after: discord.abc.GuildChannel, /
+    ) -> None:
+        self.public_places.forget(after.guild.id)
+
+    async def on_guild_role_update(self, before: discord.Role, after: discord.Role, /) -> None:
+        self.public_places.forget(after.guild.id)
+
+    async def on_guild_remove(self, guild: discord.Guild, /) -> None:
+        self.public_places.forget(guild.id)
 
     async def close(self) -> None:
         """Shut down once, however many callers ask (a signal handler and `async with`)."""

@@ -54,6 +54,7 @@ from bot.memory.summary import Summarizer
 from bot.model.llm import LLMClient
 from bot.model.tokens import Tokenizer
 from bot.policy.access import ChannelView
+from bot.policy.audience import Audience, places_of
 from bot.policy.controls import Controls
 from bot.policy.limits import Cooldown, Limits
 from bot.runtime.background import BackgroundJobs, RetryableJobError
@@ -372,13 +373,18 @@ class MemoryEngine:
         """The prompt's budget and caps (the bench reads them)."""
         return self.context.limits
 
-    async def describe(self, key: SessionKey, author_name: str) -> SessionReport:
-        """The conversation's memory as the next prompt would use it."""
-        return await self.context.describe(key, author_name)
+    async def describe(
+        self, key: SessionKey, author_name: str, audience: Audience | None = None
+    ) -> SessionReport:
+        """The conversation's memory as the next prompt would use it, in a place of this
+        `audience` (None: DMs)."""
+        return await self.context.describe(key, author_name, audience)
 
-    async def last_recall(self, key: SessionKey) -> LastRecall | None:
+    async def last_recall(
+        self, key: SessionKey, audience: Audience | None = None
+    ) -> LastRecall | None:
         """What was recalled for the user's last answer in this conversation (`/memory why`),
-        as far as it is still stored.
+        as far as it is still stored, and of it what this place's `audience` may use now.
 
         The log is this process's: an erasure or deletion handled by another process of the
         fleet does not reach it, so each excerpt is checked against storage before it is
@@ -388,20 +394,26 @@ class MemoryEngine:
         if last is None or not last.excerpts:
             return last
         still = await self.stored_message_ids([item.message_id for item in last.excerpts])
-        if len(still) == len(last.excerpts):
+        if len(still) != len(last.excerpts):
+            kept = tuple(item for item in last.excerpts if item.message_id in still)
+            if not kept:  # as after an erasure here
+                self.recall_log.forget_conversation(key.channel_id, key.user_id)
+                return None
+            last = LastRecall(kept, last.tokens)
+            self.recall_log.record(key.channel_id, key.user_id, last)
+        if audience is None:
             return last
-        kept = tuple(item for item in last.excerpts if item.message_id in still)
-        if not kept:  # as after an erasure here
-            self.recall_log.forget_conversation(key.channel_id, key.user_id)
-            return None
-        trimmed = LastRecall(kept, last.tokens)
-        self.recall_log.record(key.channel_id, key.user_id, trimmed)
-        return trimmed
+        # The place's audience may have changed since: what it may not use now is not shown.
+        allowed = tuple(item for item in last.excerpts if audience.allows(item.place_id))
+        return last if len(allowed) == len(last.excerpts) else LastRecall(allowed, last.tokens)
 
     # Thin reads for the commands: cogs reach data only through the engine.
 
-    async def current_facts(self, user_id: int, space_id: int) -> list[Fact]:
-        return await self.storage.facts.current(user_id, space_id)
+    async def current_facts(
+        self, user_id: int, space_id: int, audience: Audience | None = None
+    ) -> list[Fact]:
+        """The facts in force that a place of this `audience` may use (None: all, in DMs)."""
+        return await self.storage.facts.current(user_id, space_id, places_of(audience))
 
     async def fact_sources(self, fact_ids: Sequence[int]) -> dict[int, list[FactSource]]:
         return await self.storage.facts.sources(fact_ids)

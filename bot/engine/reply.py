@@ -341,6 +341,7 @@ class ReplyPipeline:
                 discord_id=incoming.discord_id,
                 now=self._clock(),
                 fence=fence,
+                place_id=_place(incoming),
             )
         except ErasedMeanwhile:
             return Skipped(Outcome.ERASED)
@@ -394,6 +395,7 @@ class ReplyPipeline:
                 fence=fence,
                 reply_to=stored.id,
                 shown_as=shown_as,
+                place_id=_place(incoming),
             )
         except ErasedMeanwhile:
             log.info("Memory of user %s erased as an answer was delivered", incoming.key.user_id)
@@ -503,3 +505,9 @@ async def _none() -> None:
 
 async def _false() -> bool:
     return False
+
+
+def _place(incoming: IncomingMessage) -> int | None:
+    """The place a turn is stored under: its audience's (None, in DMs: the channel)."""
+    audience = incoming.view.audience
+    return audience.place_id if audience is not None else None

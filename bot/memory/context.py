@@ -19,6 +19,7 @@ from bot.memory.prompt import SECTIONS, Prompt, PromptBuilder, PromptLimits, Sec
 from bot.memory.recall import RecalledExcerpt, RecallLog, recall_for
 from bot.model.tokens import Tokenizer
 from bot.policy.access import ChannelView
+from bot.policy.audience import Audience, places_of
 from bot.policy.controls import Controls
 from storage import Storage
 from storage.models import Session, SessionKey, StoredMessage, space_of
@@ -95,9 +96,12 @@ class ContextBuilder:
                 *(max(int(value * budget_share), 1) for value in dataclasses.astuple(limits))
             )
         space = space_of(new_message.guild_id)
+        places = places_of(view.audience)  # the audience rule: memory said where it may be used
         # The sections and the newest messages do not depend on each other: read them at once.
         sections, newest, heard = await asyncio.gather(
-            self._sections(session, new_message.user_id, space, limits, memory=view.memory),
+            self._sections(
+                session, new_message.user_id, space, limits, memory=view.memory, places=places
+            ),
             self._newest(session, before_id=new_message.id) if session is not None else _none(),
             self._heard(channel, new_message),
         )
@@ -119,15 +123,26 @@ class ContextBuilder:
             window = await self._window(session, newest or [], budget=builder.window_budget)
             if view.memory:  # memory off: the recent window only, no recall
                 recalled = await recall_for(
-                    self._storage.recall, session, new_message, window, builder, self._clock()
+                    self._storage.recall,
+                    session,
+                    new_message,
+                    window,
+                    builder,
+                    self._clock(),
+                    places,
                 )
         return builder.finish(window, recalled)
 
-    async def describe(self, key: SessionKey, author_name: str) -> SessionReport:
-        """The conversation's memory as the next prompt would use it."""
+    async def describe(
+        self, key: SessionKey, author_name: str, audience: Audience | None = None
+    ) -> SessionReport:
+        """The conversation's memory as the next prompt would use it (with the memory the
+        place's `audience` may use only)."""
         budget = self.limits.max_prompt_tokens
         session = await self._storage.sessions.find(key.channel_id, key.user_id)
-        sections = await self._sections(session, key.user_id, key.space_id, self.limits)
+        sections = await self._sections(
+            session, key.user_id, key.space_id, self.limits, places=places_of(audience)
+        )
         facts = sections["facts"].items
         if session is None:
             return SessionReport("", None, 0, 0, facts, {}, budget)
@@ -212,12 +227,16 @@ class ContextBuilder:
         limits: PromptLimits,
         *,
         memory: bool = True,
+        places: frozenset[int] | None = None,
     ) -> dict[str, Section]:
         """Every learner's section, read at once; none with memory off."""
         if not memory:
             return {}
         sections = await asyncio.gather(
-            *(learner.section(session, user_id, space_id, limits) for learner in self._learners)
+            *(
+                learner.section(session, user_id, space_id, limits, places)
+                for learner in self._learners
+            )
         )
         pairs = zip(self._learners, sections, strict=True)
         return {learner.kind: section for learner, section in pairs}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,9 +105,14 @@ class FactExtractor(ModelLearner):
         return backlog >= self._settings.facts_batch_messages
 
     async def section(
-        self, session: Session | None, user_id: int, space_id: int, limits: PromptLimits
+        self,
+        session: Session | None,
+        user_id: int,
+        space_id: int,
+        limits: PromptLimits,
+        places: Collection[int] | None = None,
     ) -> Section:
-        facts = await self._storage.facts.current(user_id, space_id)
+        facts = await self._storage.facts.current(user_id, space_id, places)
         return Section(render_facts(facts, self._tokenizer, limits.facts_max_tokens), len(facts))
 
     async def run(self, session_id: int) -> None:

@@ -19,7 +19,7 @@ cap (a setting, in `PromptLimits`); and its rows in what `storage.users` erases 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -53,10 +53,17 @@ class Learner(Protocol):
         ...
 
     async def section(
-        self, session: Session | None, user_id: int, space_id: int, limits: PromptLimits
+        self,
+        session: Session | None,
+        user_id: int,
+        space_id: int,
+        limits: PromptLimits,
+        places: Collection[int] | None = None,
     ) -> Section:
         """What it knows, for a prompt of `user_id` in `space_id` (in the conversation
-        `session`; None for a paused user who never talked there), within its cap."""
+        `session`; None for a paused user who never talked there), within its cap; of what
+        was said in `places` only (the audience rule of `bot.policy.audience`; None: the
+        whole space, in DMs). A conversation is one place: its own memory is always used."""
         ...
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -45,6 +45,7 @@ class RecalledExcerpt:
     role: str
     created_at: float
     text: str
+    place_id: int = 0  # where it was said (StoredMessage.place): /memory why shows it only there
 
 
 class RecallRoom(Protocol):
@@ -63,9 +64,11 @@ async def recall_for(
     newest_first: Sequence[StoredMessage],
     builder: RecallRoom,
     now: float,
+    places: Collection[int] | None = None,
 ) -> list[RecalledExcerpt]:
     """The stored messages of this user in this space that best match the new message,
-    best first, leaving out the ones the window will hold (and the new message itself)."""
+    best first, leaving out the ones the window will hold (and the new message itself);
+    with `places`, of those said in these places only (the audience rule)."""
     if builder.recall_budget <= 0:
         return []
     terms = search_terms(new_message.content, newest_first)
@@ -82,6 +85,7 @@ async def recall_for(
         excluded_count=in_window + 1,
         now=now,
         limit=RECALL_HITS,
+        places=places,
     )
     return excerpts(collapse_duplicates(hits), terms)
 
@@ -140,6 +144,7 @@ def excerpts(hits: Sequence[RecallHit], terms: Sequence[str]) -> list[RecalledEx
             hit.message.role,
             hit.message.created_at,
             excerpt(hit.message.content, terms),
+            hit.message.place,
         )
         for hit in hits
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from bot.memory.batching import Batch, request_tokens, request_window, take_lines
 from bot.memory.learner import ModelLearner
@@ -39,7 +39,12 @@ class Summarizer(ModelLearner):
         return backlog > self._settings.summary_trigger_tokens
 
     async def section(
-        self, session: Session | None, user_id: int, space_id: int, limits: PromptLimits
+        self,
+        session: Session | None,
+        user_id: int,
+        space_id: int,
+        limits: PromptLimits,
+        places: Collection[int] | None = None,
     ) -> Section:
         summary = session.summary if session is not None else ""
         text = render_summary(summary, self._tokenizer, limits.summary_max_tokens)

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from bot.config import Settings
+from bot.policy.audience import Audience
 from storage.guild_settings import AnswerMode, ServerRules
 
 
@@ -77,6 +78,9 @@ class Place:
     # In a DM: the user's memberships of the servers that could allow DMs (looked up only when
     # the operator has a server or role allow-list).
     memberships: tuple[Membership, ...] = ()
+    # Who may read this place now, from Discord's permissions (None: a DM; see
+    # bot.policy.audience): what memory may be used here.
+    audience: Audience | None = None
 
     @property
     def chain(self) -> tuple[int, ...]:
@@ -188,6 +192,7 @@ class ChannelView:
     chat_model: str | None = None  # None: CHAT_MODEL
     memory: bool = True
     channel_context: bool | None = None  # None: the operator's CHANNEL_CONTEXT
+    audience: Audience | None = None  # the place's (Place.audience): which memory is used
 
 
 def resolve(rules: ServerRules | None, chain: tuple[int, ...]) -> ChannelView:

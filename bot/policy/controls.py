@@ -10,6 +10,7 @@ process holds on the very next message.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -81,7 +82,10 @@ class Controls:
                 if self.policy.qualifies(membership):
                     member_rules[membership.guild_id] = await self.rules(membership.guild_id)
         decision = decide(self.policy, rules, place, member_rules)
-        return decision, resolve(rules, place.chain)
+        view = resolve(rules, place.chain)
+        if place.audience is not None:
+            view = dataclasses.replace(view, audience=place.audience)
+        return decision, view
 
     async def is_paused(self, user_id: int) -> bool:
         return await self._repo.is_paused(user_id)

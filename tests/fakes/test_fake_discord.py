@@ -363,3 +363,54 @@ async def test_fatal_close_code_stops_the_client(fake_discord: FakeDiscord) -> N
         await asyncio.wait_for(task, 5)
     assert info.value.code == 4004
     assert bot.is_closed()
+
+
+async def test_private_channels_and_threads_as_discord_sends_them(
+    fake_discord: FakeDiscord,
+) -> None:
+    """Permission overwrites (GUILD_CREATE, then CHANNEL_UPDATE) and a private thread, as
+    discord.py reads them: @everyone denied View Channel, the bot's role and a member allowed."""
+    fake = fake_discord
+    fake.add_private_channel(PRIVATE_CHANNEL_ID, "staff", members=[fake.alice])
+    fake.add_private_thread(PRIVATE_THREAD_ID, FakeDiscord.CHANNEL_ID)
+    bot = PingBot()
+    task = asyncio.create_task(bot.start("fake-token"))
+    try:
+        await fake.wait_ready()
+        await asyncio.wait_for(bot.wait_until_ready(), 5)
+        guild = bot.get_guild(FakeDiscord.GUILD_ID)
+        assert guild is not None
+        everyone, me = guild.default_role, guild.me
+        staff = guild.get_channel(PRIVATE_CHANNEL_ID)
+        assert isinstance(staff, discord.TextChannel)
+        alice, bob = discord.Object(fake.alice.id), discord.Object(fake.bob.id)
+        assert not staff.permissions_for(everyone).view_channel
+        assert staff.permissions_for(me).view_channel
+        assert staff.overwrites_for(alice).view_channel is True  # type: ignore[arg-type]
+        assert staff.overwrites_for(bob).view_channel is None  # type: ignore[arg-type]
+        thread = guild.get_thread(PRIVATE_THREAD_ID)
+        assert thread is not None and thread.type is discord.ChannelType.private_thread
+        general = guild.get_channel(FakeDiscord.CHANNEL_ID)
+        assert isinstance(general, discord.TextChannel)
+        assert general.permissions_for(everyone).view_channel
+
+        await fake.make_private(FakeDiscord.CHANNEL_ID)
+        await fake.wait_for(
+            lambda: True if not general.permissions_for(everyone).view_channel else None,
+            5,
+            "CHANNEL_UPDATE making the channel private",
+        )
+        assert general.permissions_for(me).view_channel
+        await fake.make_public(FakeDiscord.CHANNEL_ID)
+        await fake.wait_for(
+            lambda: True if general.permissions_for(everyone).view_channel else None,
+            5,
+            "CHANNEL_UPDATE making it public again",
+        )
+    finally:
+        await bot.close()
+        await asyncio.wait_for(task, 5)
+
+
+PRIVATE_CHANNEL_ID = 1_200_000_000_000_000_081
+PRIVATE_THREAD_ID = 1_200_000_000_000_000_082

@@ -114,8 +114,9 @@ async def test_processes_starting_together_migrate_once(database_url: str) -> No
 
 
 async def test_one_current_fact_per_attribute_under_concurrent_writers(storage: Storage) -> None:
-    """Ten sessions of one user in one server extract a city at once (on PostgreSQL, on
-    ten pooled connections): exactly one stays current, the others become its history."""
+    """Ten sessions of one user in one place (ten public threads of one channel) extract a
+    city at once (on PostgreSQL, on ten pooled connections): exactly one stays current, the
+    others become its history."""
     sources = []
     for channel in range(10):
         stored = await storage.messages.add(
@@ -125,6 +126,7 @@ async def test_one_current_fact_per_attribute_under_concurrent_writers(storage: 
             tokens=4,
             discord_id=9000 + channel,
             now=1.0,
+            place_id=500,
         )
         assert stored is not None
         sources.append(stored)
@@ -149,8 +151,8 @@ async def test_one_current_fact_per_attribute_under_concurrent_writers(storage: 
     with pytest.raises(IntegrityViolation):
         async with storage.db.transaction() as tx:
             await tx.execute(
-                "INSERT INTO facts (user_id, space_id, attribute, value, tokens, created_at)"
-                " VALUES (1, 100, 'city', 'Elsewhere', 1, 3.0)"
+                "INSERT INTO facts (user_id, space_id, place_id, attribute, value, tokens,"
+                " created_at) VALUES (1, 100, 500, 'city', 'Elsewhere', 1, 3.0)"
             )
 
 

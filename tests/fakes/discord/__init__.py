@@ -22,6 +22,12 @@ public thread ``THREAD_ID`` under ``CHANNEL_ID``, the roles @everyone (id ``GUIL
 managed role ``BOT_ROLE_ID``, ``ADMIN_ROLE_ID`` (Manage Server) and ``MEMBER_ROLE_ID`` (no extra
 permissions; give it with :meth:`FakeDiscord.set_roles`), and a category ``CATEGORY_ID`` holding
 the channel ``CATEGORY_CHANNEL_ID``. Guild ``GUILD2_ID`` has channel ``GUILD2_CHANNEL_ID``.
+Every channel is public (no permission overwrites) unless a test adds a private channel
+(:meth:`FakeDiscord.add_private_channel`: @everyone denied View Channel, the bot's role and the
+given members allowed), a private thread (``add_private_thread``, type 12) or a public one
+(``add_public_thread``) before the bot connects, or makes a channel private or public later
+(``make_private``, ``make_public``: CHANNEL_UPDATE with the new ``permission_overwrites``), or
+changes a role's permissions (``set_role_permissions``: GUILD_ROLE_UPDATE).
 ``alice``, ``bob``, ``admin`` (with the admin role), ``other_bot`` and ``owner`` (owner of both
 guilds and of the application) are members of both guilds. Each user has a deterministic DM
 channel, :meth:`FakeDiscord.dm_channel_id`.

@@ -32,6 +32,7 @@ SESSION_ENDING_CLOSE_CODES = frozenset({4004, 4007, 4009, 4010, 4011, 4012, 4013
 # Permission bits.
 ADMINISTRATOR = 1 << 3
 MANAGE_GUILD = 1 << 5
+VIEW_CHANNEL = 1 << 10
 MEMBER_PERMISSIONS = sum(
     1 << bit
     for bit in (6, 10, 11, 14, 15, 16, 17, 18, 31, 35, 38)  # react, view, send, embed, attach,

@@ -11,9 +11,12 @@ from tests.fakes.discord.protocol import (
     JSON,
     MANAGE_GUILD,
     MEMBER_PERMISSIONS,
+    VIEW_CHANNEL,
     _now_iso,
 )
 from tests.fakes.discord.records import FakeUser
+
+THREAD_TYPES = (10, 11, 12)  # announcement, public and private threads
 
 
 class World:
@@ -117,6 +120,67 @@ class World:
         }
         self._channel_guild[thread_id] = guild_id
 
+    def add_private_channel(
+        self, channel_id: int, name: str, members: Sequence[FakeUser] = ()
+    ) -> None:
+        """A text channel of GUILD_ID that @everyone cannot view, open to the bot's role and
+        to ``members`` (permission overwrites, as Discord sends them). Call before the bot
+        connects; later, :meth:`make_private` a channel the bot already knows."""
+        self._add_text_channel(self.GUILD_ID, channel_id, name, len(self._channels))
+        self._channels[channel_id]["permission_overwrites"] = self._private_overwrites(
+            self.GUILD_ID, members
+        )
+
+    def add_public_thread(self, thread_id: int, parent_id: int, name: str = "public") -> None:
+        """A public thread (type 11) of GUILD_ID under ``parent_id``. Call before the bot
+        connects."""
+        self._add_thread(self.GUILD_ID, thread_id, parent_id, name)
+
+    def add_private_thread(self, thread_id: int, parent_id: int, name: str = "private") -> None:
+        """A private thread (type 12) of GUILD_ID under ``parent_id``: only those added to it
+        see it. Call before the bot connects (GUILD_CREATE lists it with the threads)."""
+        self._add_thread(self.GUILD_ID, thread_id, parent_id, name)
+        thread = self._channels[thread_id]
+        thread["type"] = 12
+        thread["thread_metadata"]["invitable"] = False
+
+    async def make_private(self, channel_id: int, members: Sequence[FakeUser] = ()) -> None:
+        """An admin makes a channel private (denies View Channel to @everyone, allows it to
+        the bot's role and to ``members``): Discord sends CHANNEL_UPDATE with the channel's
+        new ``permission_overwrites``."""
+        guild_id = self._channel_guild[channel_id]
+        assert guild_id is not None, "a DM channel has no permissions"
+        self._channels[channel_id]["permission_overwrites"] = self._private_overwrites(
+            guild_id, members
+        )
+        await self._dispatch("CHANNEL_UPDATE", dict(self._channels[channel_id]))
+
+    async def make_public(self, channel_id: int) -> None:
+        """The overwrites are removed: @everyone views the channel again (CHANNEL_UPDATE)."""
+        self._channels[channel_id]["permission_overwrites"] = []
+        await self._dispatch("CHANNEL_UPDATE", dict(self._channels[channel_id]))
+
+    async def set_role_permissions(self, guild_id: int, role_id: int, permissions: int) -> None:
+        """An admin changes a role's server-wide permissions (the @everyone role's id is the
+        guild's): Discord sends GUILD_ROLE_UPDATE with the whole role."""
+        for role in self._roles[guild_id]:
+            if int(role["id"]) == role_id:
+                role["permissions"] = str(permissions)
+                await self._dispatch(
+                    "GUILD_ROLE_UPDATE", {"guild_id": str(guild_id), "role": dict(role)}
+                )
+                return
+        raise KeyError(role_id)
+
+    def _private_overwrites(self, guild_id: int, members: Sequence[FakeUser]) -> list[JSON]:
+        """Discord's overwrite objects: id, type (0 role, 1 member), allow, deny (strings)."""
+        seen = str(MEMBER_PERMISSIONS)
+        return [
+            {"id": str(guild_id), "type": 0, "allow": "0", "deny": str(VIEW_CHANNEL)},
+            {"id": str(self.bot_role_id(guild_id)), "type": 0, "allow": seen, "deny": "0"},
+            *({"id": str(user.id), "type": 1, "allow": seen, "deny": "0"} for user in members),
+        ]
+
     def add_thread_of_unseen_channel(self, thread_id: int, parent_id: int) -> None:
         """A thread in GUILD_ID whose parent channel is never sent to the bot, so discord.py
         has the thread cached and not its parent (`Thread.parent` is None and
@@ -153,7 +217,7 @@ class World:
         )
 
     def permissions(self, guild_id: int, user_id: int) -> int:
-        """A member's guild permissions (no channel overwrites exist in the fake)."""
+        """A member's guild permissions (channel overwrites not applied)."""
         if user_id == self.owner.id:
             return ALL_PERMISSIONS
         role_ids = {guild_id, *self._member_roles.get((guild_id, user_id), [])}
@@ -196,8 +260,8 @@ class World:
             "description": None,
             "owner_id": str(self.owner.id),
             "roles": self._roles[guild_id],
-            "channels": [c for c in channels if c["type"] != 11],
-            "threads": [c for c in channels if c["type"] == 11],
+            "channels": [c for c in channels if c["type"] not in THREAD_TYPES],
+            "threads": [c for c in channels if c["type"] in THREAD_TYPES],
             "members": members,
             "member_count": len(members),
             "large": False,
