@@ -26,6 +26,13 @@ async def test_deleting_a_message_deletes_the_answer_that_repeated_it(
     # A long message, so that its echo is shown as two Discord messages.
     secret = "my PIN is 1234. " + " ".join(f"filler{i}" for i in range(300))
     doomed = await d.send_message(d.alice, d.CHANNEL_ID, secret, mention_bot=True)
+    # Its echo shown as two messages (settled alone could return on the earlier answer's
+    # quiet, or on a pause of a slow stream), then done.
+    await d.wait_for(
+        lambda: len([m for m in d.bot_messages(d.CHANNEL_ID) if m not in kept]) >= 2 or None,
+        15,
+        "the echo in two messages",
+    )
     shown = [m for m in await settled(d, d.CHANNEL_ID, quiet=0.5) if m not in kept]
     assert len(shown) >= 2 and "PIN is 1234" in shown[0].content
     assert len(await stored(bot, d.alice)) == 4
