@@ -51,6 +51,7 @@ from bot.memory.recall import LastRecall, RecallLog
 from bot.memory.summary import Summarizer
 from bot.model.llm import LLMClient
 from bot.model.tokens import Tokenizer
+from bot.model.vision import Vision
 from bot.policy.access import ChannelView
 from bot.policy.controls import Controls
 from bot.policy.limits import Cooldown, Limits
@@ -135,6 +136,7 @@ class MemoryEngine:
             recall_log=self.recall_log,
             clock=clock,
         )
+        self.vision = Vision(storage.capabilities, enabled=settings.vision, clock=clock)
         self.changes = self._make_changes(clock)
         self.replies = self._make_replies(clock)
 
@@ -165,6 +167,7 @@ class MemoryEngine:
             controls=self.controls,
             limits=self.limits,
             recall_log=self.recall_log,
+            vision=self.vision,
             clock=clock,
         )
 

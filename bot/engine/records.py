@@ -10,6 +10,7 @@ from typing import ClassVar
 from bot.memory.context import DEFAULT_VIEW, SessionReport
 from bot.memory.prompt import Prompt
 from bot.model.llm import LLMError, Usage
+from bot.model.media import AttachedImage
 from bot.policy.access import ChannelView
 from bot.policy.limits import Refusal
 from storage.models import SessionKey
@@ -55,6 +56,9 @@ class IncomingMessage:
     content: str
     author_name: str
     view: ChannelView = DEFAULT_VIEW  # this place's persona, model and memory setting
+    # Images of the message, prepared for the model (never stored: `content` holds their
+    # records); sent when VISION is auto and the model is not known to refuse them.
+    images: tuple[AttachedImage, ...] = ()
 
 
 class Outcome(Enum):
@@ -84,6 +88,7 @@ class Answered:
     cut_at_limit: bool = False  # the model stopped at MAX_REPLY_TOKENS
     paused: bool = False  # the user's memory is paused: nothing of this turn was stored
     delivered: bool = False
+    notes: tuple[str, ...] = ()  # short notes to show under the answer (the model saw no image)
     outcome: ClassVar[Outcome] = Outcome.ANSWERED
     error: ClassVar[None] = None
     refusal: ClassVar[None] = None

@@ -16,6 +16,7 @@ from bot.config import Settings
 from bot.memory.learner import Learner
 from bot.memory.prompt import SECTIONS, Prompt, PromptBuilder, PromptLimits, Section
 from bot.memory.recall import RecalledExcerpt, RecallLog, recall_for
+from bot.model.media import AttachedImage
 from bot.model.tokens import Tokenizer
 from bot.policy.access import ChannelView
 from bot.policy.controls import Controls
@@ -76,6 +77,7 @@ class ContextBuilder:
         *,
         budget_share: float = 1.0,
         view: ChannelView = DEFAULT_VIEW,
+        images: Sequence[AttachedImage] = (),
     ) -> Prompt:
         """The prompt for `new_message`, from this session and what the learners know of this
         user in this space.
@@ -83,6 +85,7 @@ class ContextBuilder:
         `budget_share` < 1 shrinks every section's cap, for a server whose context turned out
         smaller than MAX_PROMPT_TOKENS. With memory off (`view.memory`), only the window: no
         learner's section, no recall. `session` is None for a paused user who never talked here.
+        `images` go with the new message as content parts, within the budget.
         """
         limits = self.limits
         if budget_share < 1.0:
@@ -100,6 +103,7 @@ class ContextBuilder:
             system_prompt=self.system_prompt(author_name, view),
             sections={kind: section.text for kind, section in sections.items()},
             new_message=new_message.content,
+            images=images,
         )
         window: list[StoredMessage] = []
         recalled: list[RecalledExcerpt] = []
