@@ -25,6 +25,7 @@ from bot.engine.records import (
     ReplyResult,
     Skipped,
 )
+from bot.model.media import image_type
 from bot.model.text import cap_stored, clean_text
 from bot.policy.access import ChannelView, Decision
 from storage.errors import StorageError
@@ -68,6 +69,8 @@ class Chat(commands.Cog):
         if not decision.allowed:
             await self._refuse(message, decision)
             return
+        if not mentioned and _only_images(message):
+            return  # in an always-answer channel, an image with no words is not a question
         read = await self.model_text(message, images=True)
         if not read.text:
             if mentioned:  # in an always-answer channel, an unreadable file alone gets none
@@ -393,6 +396,13 @@ class Chat(commands.Cog):
                 await reply.finish(with_notice(result.text, result.error.user_message))
             case _:
                 assert_never(result)
+
+
+def _only_images(message: discord.Message) -> bool:
+    """No words, only images."""
+    return not message.content.strip() and all(
+        image_type(a.filename, a.content_type) is not None for a in message.attachments
+    )
 
 
 def answer_text(result: Answered, notes: Sequence[str] = ()) -> str:

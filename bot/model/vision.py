@@ -37,6 +37,21 @@ class Vision:
             self._known[model] = found
         return found
 
+    def known(self, model: str) -> bool | None:
+        """What this process last read or learned of `model` (None: never tried)."""
+        return self._known.get(model)
+
+    def describe(self, model: str) -> str:
+        """Whether `model` sees images, in a few words for `/mnemo-admin model show`."""
+        if not self.enabled:
+            return "off (VISION=off): images are never sent"
+        seen = self._known.get(model)
+        if seen is None:
+            return "not known yet: the next image is sent, and its answer tells"
+        if seen:
+            return "yes"
+        return "no: it refused an image, so images go as a line of text"
+
     async def may_send(self, model: str) -> bool:
         """Whether images go to `model` on this turn."""
         return self.enabled and await self.sees(model) is not False

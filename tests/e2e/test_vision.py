@@ -184,3 +184,22 @@ async def test_pdfs_are_read_and_bad_pdfs_noted(
     assert "scan.pdf: it has no text" in reply and "broken.pdf: it looks damaged" in reply
     stored = await stored_user_texts(bot, d.alice)
     assert "Quarterly report" in stored[0] and "hidden words" not in stored[1]
+
+
+async def test_model_show_says_whether_the_model_sees_images(
+    bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM
+) -> None:
+    d = fake_discord
+
+    async def model_show() -> str:
+        interaction = await d.slash(d.admin, "mnemo-admin", "show", group="model")
+        return await interaction.wait_text()
+
+    bot = await bots.start()
+    assert "Sees images: not known yet" in await model_show()
+    fake_llm.sees_images = False
+    await send(d, "look", ("a.png", png(16, 16), "image/png"))
+    assert "Sees images: no" in await model_show()
+    await bots.stop(bot)
+    await bots.start()  # a new process reads what was learned
+    assert "Sees images: no" in await model_show()
