@@ -43,6 +43,7 @@ from bot.engine.reply import ReplyPipeline
 from bot.engine.resume import ResumeLedger
 from bot.engine.turns import TurnsInHand
 from bot.memory.context import ContextBuilder
+from bot.memory.describe import ImageDescriber
 from bot.memory.facts import FactExtractor
 from bot.memory.learner import LearnerTools
 from bot.memory.learning import LEARNERS, Learning
@@ -137,6 +138,9 @@ class MemoryEngine:
             clock=clock,
         )
         self.vision = Vision(storage.capabilities, enabled=settings.vision, clock=clock)
+        self.describer = ImageDescriber(
+            storage, llm, tokenizer, settings, self.limits, self.vision, self.jobs
+        )
         self.changes = self._make_changes(clock)
         self.replies = self._make_replies(clock)
 
@@ -168,6 +172,7 @@ class MemoryEngine:
             limits=self.limits,
             recall_log=self.recall_log,
             vision=self.vision,
+            describer=self.describer,
             clock=clock,
         )
 

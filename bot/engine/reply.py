@@ -32,6 +32,7 @@ from bot.engine.records import (
 from bot.engine.resume import ResumeLedger
 from bot.engine.turns import Hand, TurnsInHand
 from bot.memory.context import ContextBuilder
+from bot.memory.describe import ImageDescriber
 from bot.memory.learning import Learning
 from bot.memory.prompt import Prompt
 from bot.memory.recall import LastRecall, RecallLog
@@ -131,10 +132,12 @@ class ReplyPipeline:
         limits: Limits,
         recall_log: RecallLog,
         vision: Vision,
+        describer: ImageDescriber,
         clock: Callable[[], float],
     ) -> None:
         self._storage = storage
         self._vision = vision
+        self._describer = describer
         self._llm = llm
         self._llm_slots = llm.scheduler  # every model call: replies first, background after
         self._admission = Admission(
@@ -280,6 +283,8 @@ class ReplyPipeline:
             await self._charge(incoming.key, answer.usage, prompt.tokens + answer_tokens)
         if incoming.view.memory:
             self._learning.after_turn(session)
+            if isinstance(result, Answered) and (result.delivered or deliver is None):
+                self._describer.after_turn(incoming.key, stored, incoming.images, fence)
         else:
             await self._learning.keep_only_window(session)
         return result

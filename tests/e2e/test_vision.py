@@ -15,7 +15,7 @@ from PIL import Image
 from bot.client.bot import MemoryBot
 from tests.fakes.discord import FakeDiscord, FakeUser
 from tests.fakes.llm_server import FakeLLM, image_parts, is_reply_call, message_text
-from tests.helpers.e2e import Bots
+from tests.helpers.e2e import Bots, eventually
 from tests.helpers.media import blank_pdf, encrypted_pdf, jpeg, pdf, png, png_bomb
 from tests.helpers.postgres_files import files_holding
 from tests.helpers.storage import file_contains
@@ -60,7 +60,7 @@ async def test_images_reach_a_seeing_model_as_data_urls_within_the_size_rules(
     parts = image_parts(call)
     assert len(parts) == 2
     assert all(p["image_url"]["url"].startswith("data:image/") for p in parts)
-    first, second = fake_llm.images
+    first, second = fake_llm.images[:2]  # the reply's (the descriptions' come after)
     assert (first.mime, first.width, first.height) == ("image/jpeg", 683, 1024)  # upright
     assert (second.mime, second.width, second.height) == ("image/png", 300, 200)  # alpha kept
     decoded = Image.open(io.BytesIO(base64.b64decode(parts[0]["image_url"]["url"].split(",")[1])))
@@ -79,7 +79,7 @@ async def test_a_refusing_model_gets_the_turn_again_without_images_and_is_rememb
     d = fake_discord
     fake_llm.sees_images = False
     fake_llm.image_refusal = "lmstudio"
-    bot = await bots.start()
+    bot = await bots.start(memory_model="gpt-4o")  # one model: one refusal to learn
     reply = await send(d, "look", ("a.png", png(64, 64), "image/png"))
     assert reply.startswith("echo: look")
     assert "cannot see images" in reply
@@ -92,7 +92,7 @@ async def test_a_refusing_model_gets_the_turn_again_without_images_and_is_rememb
     reply = await send(d, "and this one", ("b.png", png(64, 64), "image/png"))
     assert "cannot see images" in reply and fake_llm.image_refusals == 1
     await bots.stop(bot)
-    await bots.start()
+    await bots.start(memory_model="gpt-4o")
     calls = len(fake_llm.chat_calls)
     reply = await send(d, "after a restart", ("c.png", png(64, 64), "image/png"))
     assert "cannot see images" in reply
@@ -131,10 +131,11 @@ async def test_a_decompression_bomb_is_refused_and_the_bot_stays_up(
     reply = await send(d, "open this", ("huge.png", png_bomb(30000, 30000), "image/png"))
     assert reply.startswith("echo: open this")
     assert "huge.png has too many pixels" in reply and "not shown to the model" in reply
-    assert fake_llm.images == [] and image_parts(reply_calls(fake_llm)[-1]) == []
+    assert image_parts(reply_calls(fake_llm)[-1]) == []
     # Still up, and images still work.
     reply = await send(d, "and a small one", ("ok.png", png(32, 32), "image/png"))
-    assert reply.startswith("echo: and a small one") and len(fake_llm.images) == 1
+    assert reply.startswith("echo: and a small one")
+    assert len(image_parts(reply_calls(fake_llm)[-1])) == 1
 
 
 async def test_an_image_larger_than_the_cap_is_not_downloaded(
@@ -148,17 +149,52 @@ async def test_an_image_larger_than_the_cap_is_not_downloaded(
     assert len(d.cdn_downloads) == downloads
 
 
-async def test_later_prompts_carry_the_record_not_the_image(
+def describing(body: dict[str, object]) -> str:
+    if is_reply_call(body):
+        return "echo: " + message_text(body["messages"][-1])[:200]  # type: ignore[index]
+    return "A grey cat asleep on a red sofa."
+
+
+async def test_later_prompts_carry_the_description_not_the_image(
     bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM
 ) -> None:
     d = fake_discord
-    await bots.start()
+    fake_llm.responder = describing
+    bot = await bots.start()
     await send(d, "my cat", ("cat.png", png(64, 64), "image/png"))
-    await send(d, "what was the file called?")
+
+    async def described() -> bool:
+        return "grey cat asleep" in (await stored_user_texts(bot, d.alice))[0]
+
+    await eventually(described, "the image's description stored with the message")
+    [stored] = await stored_user_texts(bot, d.alice)
+    assert 'cat.png, image/png, 1 KB; described when it was sent: "A grey cat' in stored
+    await send(d, "what was on the sofa?")
     last = reply_calls(fake_llm)[-1]
-    assert image_parts(last) == []
+    assert image_parts(last) == [], "the image is never sent again"
     history = [message_text(m) for m in last["messages"][1:-1]]  # type: ignore[index]
-    assert any("not shown to the model: cat.png" in text for text in history)
+    assert any("grey cat asleep on a red sofa" in text for text in history)
+    # The description is the message's text: exported with it, and erased with it.
+    export = await bot.storage.users.export(d.alice.id)
+    assert any("grey cat asleep" in m["content"] for m in export["messages"])
+    await bot.engine.forget_user(d.alice.id)
+    assert await stored_user_texts(bot, d.alice) == []
+
+
+async def test_no_description_when_the_memory_model_cannot_see(
+    bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM
+) -> None:
+    d = fake_discord
+    bot = await bots.start()
+    fake_llm.sees_images = False
+    await send(d, "my cat", ("cat.png", png(64, 64), "image/png"))
+    await eventually(lambda: _learned(bot, "gpt-4o-mini"), "the memory model's refusal learned")
+    [stored] = await stored_user_texts(bot, d.alice)
+    assert "described" not in stored and "not shown to the model: cat.png" in stored
+
+
+async def _learned(bot: MemoryBot, model: str) -> bool:
+    return await bot.storage.capabilities.sees_images(model) is False
 
 
 async def test_pdfs_are_read_and_bad_pdfs_noted(

@@ -143,8 +143,12 @@ _DEFAULT_BAD_JSON = "Sure! Here are the facts I found: {facts: [oops"
 _WORDS_PER_CHUNK = 3
 _DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
 # How the bot's background calls open their instructions (bot/memory/summary.py,
-# bot/memory/facts.py; tests/fakes/test_fake_llm.py checks they still do).
-BACKGROUND_INSTRUCTIONS = ("You keep the running summary", "You read messages a Discord user")
+# bot/memory/facts.py, bot/memory/describe.py; tests/fakes/test_fake_llm.py checks they still do).
+BACKGROUND_INSTRUCTIONS = (
+    "You keep the running summary",
+    "You read messages a Discord user",
+    "You describe one image",
+)
 
 
 @dataclass(frozen=True, slots=True)
