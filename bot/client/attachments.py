@@ -151,6 +151,11 @@ async def _read_image(
     if attachment.size > settings.image_max_bytes:
         notes.append(f"{name} is too large ({size_text(attachment.size)}): not shown to the model.")
         return None
+    # Discord states an image's dimensions too: a bomb it measured is not even downloaded
+    # (the header is checked again after the download, whatever Discord said).
+    if (attachment.width or 0) * (attachment.height or 0) > settings.image_max_pixels:
+        notes.append(f"{name} has too many pixels to open safely: not shown to the model.")
+        return None
     try:
         data = await attachment.read()
     except discord.HTTPException:

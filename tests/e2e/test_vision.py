@@ -147,6 +147,17 @@ async def test_an_image_larger_than_the_cap_is_not_downloaded(
     reply = await send(d, "big one", ("big.jpg", b"x" * 30_000, "image/jpeg"))
     assert "big.jpg is too large" in reply
     assert len(d.cdn_downloads) == downloads
+    # Discord states an image's dimensions: a bomb it measured is not downloaded either.
+    await d.send_message(
+        d.alice,
+        d.CHANNEL_ID,
+        "a bomb",
+        mention_bot=True,
+        attachments=[{"filename": "bomb.png", "data": png_bomb(), "width": 30000, "height": 30000}],
+    )
+    reply = await d.final_text(await d.next_bot_message(d.CHANNEL_ID), quiet=0.3)
+    assert "bomb.png has too many pixels" in reply
+    assert len(d.cdn_downloads) == downloads
 
 
 def describing(body: dict[str, object]) -> str:
