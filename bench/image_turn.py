@@ -69,6 +69,7 @@ async def run(scale: Scale) -> BenchResult:
     result.notes.append(
         f"{samples} images each, one at a time, IMAGE_MAX_SIDE={MAX_SIDE}; photo"
         f" {len(photo) // 1000} KB, screenshot {len(screenshot) // 1000} KB as uploaded."
-        " JPEGs are decoded at a reduced scale (Pillow's draft mode) before the resize."
+        " JPEGs are decoded at a reduced scale (Pillow's draft mode, by `thumbnail`), and"
+        " turned upright after the resize."
     )
     return result

@@ -109,9 +109,12 @@ def prepare_image(data: bytes, *, max_side: int, max_pixels: int) -> PreparedIma
                 if image.format not in IMAGE_TYPES.values():
                     raise ImageRefused("unreadable")
                 image.seek(0)  # an animated GIF or WebP: its first frame
-                if image.format == "JPEG":
-                    image.draft("RGB", (max_side, max_side))  # decode at a smaller scale
-                image.load()
+                # Shrunk before it is turned upright (the bound is square, so the result is
+                # the same) and as it is decoded: a JPEG decodes at the smallest scale that is
+                # still at least the size it is shrunk to (draft), half the time of a full one.
+                scale = min(1.0, max_side / max(width, height))
+                image.draft("RGB", (max(int(width * scale), 1), max(int(height * scale), 1)))
+                image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
                 frame = ImageOps.exif_transpose(image)
                 return _encode(frame, max_side)
     except ImageRefused:
@@ -125,7 +128,7 @@ def prepare_image(data: bytes, *, max_side: int, max_pixels: int) -> PreparedIma
 def _encode(image: Image.Image, max_side: int) -> PreparedImage:
     if max(image.size) > max_side:
         image = image.copy()
-        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)  # (already done)
     transparent = image.mode in ("RGBA", "LA", "PA") or (
         image.mode == "P" and "transparency" in image.info
     )
