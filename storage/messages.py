@@ -234,6 +234,13 @@ class MessageRepository:
             facts_withdrawn=withdrawn,
         )
 
+    async def user_text(self, discord_id: int) -> str | None:
+        """The stored text of a user's message, by its Discord id (None when not stored)."""
+        row = await self._db.fetch_one(
+            "SELECT content FROM messages WHERE discord_id = ? AND role = 'user'", (discord_id,)
+        )
+        return None if row is None else str(row["content"])
+
     async def replace_text(
         self, key: SessionKey, message_id: int, old: str, new: str, tokens: int, *, fence: int
     ) -> bool:

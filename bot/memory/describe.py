@@ -15,6 +15,7 @@ erasure counter read when the turn arrived) and lands only on the message text i
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -47,6 +48,20 @@ def described(image: AttachedImage, description: str) -> str:
     """The image's record with its description, as the stored message keeps it."""
     quoted = " ".join(description.split()).replace('"', "'")[:DESCRIPTION_MAX_CHARS]
     return image.record[:-1] + f'; described when it was sent: "{quoted}"]'
+
+
+_DESCRIBED = re.compile(
+    r"\[(image attached, not shown to the model: [^\]\n]*?); described when it was sent:"
+    r' "[^"\n]*"\]'
+)
+
+
+def keep_descriptions(old: str, new: str) -> str:
+    """An edited message's new text with the descriptions its images had in the old text
+    (an edit re-reads the attachments, and their records come back without them)."""
+    for match in _DESCRIBED.finditer(old):
+        new = new.replace(f"[{match.group(1)}]", match.group(0), 1)
+    return new
 
 
 class ImageDescriber:

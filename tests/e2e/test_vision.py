@@ -172,7 +172,14 @@ async def test_later_prompts_carry_the_description_not_the_image(
     d = fake_discord
     fake_llm.responder = describing
     bot = await bots.start()
-    await send(d, "my cat", ("cat.png", png(64, 64), "image/png"))
+    first = await d.send_message(
+        d.alice,
+        d.CHANNEL_ID,
+        "my cat",
+        mention_bot=True,
+        attachments=[{"filename": "cat.png", "data": png(64, 64), "content_type": "image/png"}],
+    )
+    await d.final_text(await d.next_bot_message(d.CHANNEL_ID), quiet=0.3)
 
     async def described() -> bool:
         return "grey cat asleep" in (await stored_user_texts(bot, d.alice))[0]
@@ -185,6 +192,14 @@ async def test_later_prompts_carry_the_description_not_the_image(
     assert image_parts(last) == [], "the image is never sent again"
     history = [message_text(m) for m in last["messages"][1:-1]]  # type: ignore[index]
     assert any("grey cat asleep on a red sofa" in text for text in history)
+    # An edit keeps it (the attachments are read again, and their records come back bare).
+    await d.edit_user_message(first, "my cat, Tom")
+
+    async def edited() -> bool:
+        return "my cat, Tom" in (await stored_user_texts(bot, d.alice))[0]
+
+    await eventually(edited, "the edit stored")
+    assert "grey cat asleep" in (await stored_user_texts(bot, d.alice))[0]
     # The description is the message's text: exported with it, and erased with it.
     export = await bot.storage.users.export(d.alice.id)
     assert any("grey cat asleep" in m["content"] for m in export["messages"])
