@@ -5,7 +5,9 @@ claims 30000×30000 is never decoded), turned upright by their EXIF orientation,
 long side is at most the cap, and re-encoded (JPEG, or PNG when the image has transparency):
 the metadata (EXIF, GPS, comments) is not copied. An animated GIF gives its first frame. The
 result is a data URL, `data:image/…;base64,…`, the one form every OpenAI-compatible server
-takes (Discord's CDN links expire, and local servers may not fetch URLs at all).
+takes (Discord's CDN links expire, and local servers may not fetch URLs at all): OpenAI's
+`image_url` part, which vLLM, llama.cpp's llama-server (with `--mmproj`), Ollama's /v1 and
+LM Studio (JPEG, PNG and WebP only: hence JPEG or PNG out) document as they do.
 
 PDFs are read with pypdf: the text of at most `max_pages` pages and `max_chars` characters,
 the cut marked. These calls are CPU work: callers run them off the event loop.
