@@ -27,6 +27,7 @@ from bench import (
     conversation_cost,
     fact_validation,
     footprint,
+    image_turn,
     learned_slots,
     one_slot,
     recall_quality,
@@ -67,6 +68,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "8", "Fact validator: precision and recall on a labelled corpus", fact_validation.run
     ),
     Benchmark("9", "Recall: evidence of old messages in the prompt", recall_quality.run),
+    Benchmark("10", "Image turn: decode and resize on the reply path", image_turn.run),
 )
 
 

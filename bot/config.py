@@ -53,6 +53,15 @@ class Settings:
     # A message's text as stored, attachments' text included (read up to this in all).
     max_stored_message_chars: int
     tokenizer_encoding: str
+    # Attachments: images go to the chat model as content parts (VISION=auto; off: never),
+    # each checked by size before download and by pixels before decoding; PDFs give text.
+    vision: bool  # VISION=auto
+    max_images_per_message: int
+    image_max_side: int  # px of the long side, at most 2048
+    image_max_bytes: int  # an image larger than this (as Discord tells it) is not downloaded
+    image_max_pixels: int  # an image whose header claims more is not decoded
+    pdf_max_pages: int
+    pdf_max_bytes: int
     # LLM deadlines.
     llm_timeout_seconds: float
     llm_max_retries: int
@@ -135,6 +144,13 @@ class Settings:
                 "MAX_STORED_MESSAGE_CHARS", 16000, minimum=4000
             ),
             tokenizer_encoding=reader.text("TOKENIZER_ENCODING", "auto"),
+            vision=_vision(reader.text("VISION", "auto")),
+            max_images_per_message=reader.integer("MAX_IMAGES_PER_MESSAGE", 4, minimum=0),
+            image_max_side=_image_side(reader.integer("IMAGE_MAX_SIDE", 1536, minimum=64)),
+            image_max_bytes=reader.integer("IMAGE_MAX_BYTES", 10_000_000, minimum=10_000),
+            image_max_pixels=reader.integer("IMAGE_MAX_PIXELS", 40_000_000, minimum=10_000),
+            pdf_max_pages=reader.integer("PDF_MAX_PAGES", 30, minimum=1),
+            pdf_max_bytes=reader.integer("PDF_MAX_BYTES", 10_000_000, minimum=10_000),
             llm_timeout_seconds=reader.number("LLM_TIMEOUT_SECONDS", 60.0, minimum=0.1),
             llm_max_retries=reader.integer("LLM_MAX_RETRIES", 2, minimum=0),
             reply_deadline_seconds=reader.number("REPLY_DEADLINE_SECONDS", 120.0, minimum=0.1),
@@ -213,6 +229,18 @@ class Settings:
                 f"SHARD_IDS must be below SHARD_COUNT ({self.shard_count}), got {wrong[0]};"
                 " see .env.example"
             )
+
+
+def _vision(value: str) -> bool:
+    if value.lower() not in ("auto", "off"):
+        raise ConfigError(f"VISION must be auto or off, got {value!r}; see .env.example")
+    return value.lower() == "auto"
+
+
+def _image_side(value: int) -> int:
+    if value > 2048:
+        raise ConfigError(f"IMAGE_MAX_SIDE must be at most 2048, got {value}; see .env.example")
+    return value
 
 
 class _Reader:

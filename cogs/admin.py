@@ -357,6 +357,8 @@ class Admin(
     async def model_show(
         self, interaction: discord.Interaction, channel: Where | None = None
     ) -> None:
+        for name in self.bot.settings.allowed_chat_models:  # what the fleet learned of each
+            await self.bot.engine.vision.sees(name)
         await self._show_here(interaction, channel)
 
     @model.command(name="reset", description="Back to the server's (or the bot's) model")
@@ -414,6 +416,7 @@ class Admin(
             f"Model: `{self.controls.model_for(view)}`"
             + ("" if view.chat_model else " (the bot's default)")
             + f" · offered: {', '.join(f'`{m}`' for m in settings.allowed_chat_models)}",
+            f"Sees images: {self.bot.engine.vision.describe(self.controls.model_for(view))}",
             "Memory: on"
             if view.memory
             else "Memory: off (recent conversation only, learns nothing)",

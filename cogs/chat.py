@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, assert_never
 
 import discord
 from discord.ext import commands
 
+from bot.client.attachments import ATTACHMENT_MAX_BYTES, ReadAttachments, read_attachments
 from bot.client.places import place_of_message
 from bot.client.replies import StreamedReply, take_down
 from bot.client.splitter import append_outside_code
@@ -23,6 +25,7 @@ from bot.engine.records import (
     ReplyResult,
     Skipped,
 )
+from bot.model.media import image_type
 from bot.model.text import cap_stored, clean_text
 from bot.policy.access import ChannelView, Decision
 from storage.errors import StorageError
@@ -38,45 +41,6 @@ _ROLE_MENTION = re.compile(r"<@&(\d+)>")
 _CHANNEL_MENTION = re.compile(r"<#(\d+)>")
 _CHAT_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 
-ATTACHMENT_MAX_BYTES = 100_000
-TEXT_EXTENSIONS = frozenset(
-    [
-        ".txt",
-        ".md",
-        ".rst",
-        ".py",
-        ".js",
-        ".ts",
-        ".tsx",
-        ".jsx",
-        ".json",
-        ".yaml",
-        ".yml",
-        ".toml",
-        ".ini",
-        ".cfg",
-        ".csv",
-        ".log",
-        ".sql",
-        ".sh",
-        ".rs",
-        ".go",
-        ".java",
-        ".kt",
-        ".c",
-        ".h",
-        ".cpp",
-        ".hpp",
-        ".cs",
-        ".rb",
-        ".php",
-        ".html",
-        ".css",
-        ".xml",
-        ".swift",
-        ".lua",
-    ]
-)
 STORAGE_ERROR = "I couldn't save this (the database is unavailable). Please try again soon."
 INTERNAL_ERROR = "Something went wrong on my side. Please try again."
 NOT_HERE = "I'm not available to you here."
@@ -112,13 +76,15 @@ class Chat(commands.Cog):
         if not decision.allowed:
             await self._refuse(message, decision)
             return
-        text, unreadable = await self.model_text(message)
-        if not text:
-            if mentioned:  # in an always-answer channel, an image alone gets no greeting
-                await self._greet(message, unreadable)
+        if not mentioned and _only_images(message):
+            return  # in an always-answer channel, an image with no words is not a question
+        read = await self.model_text(message, images=True)
+        if not read.text:
+            if mentioned:  # in an always-answer channel, an unreadable file alone gets none
+                await self._greet(message, read.unreadable)
             return
-        thread = await self._open_thread(message, text) if mentioned and view.threads else None
-        await self._converse(message, text, view, thread)
+        thread = await self._open_thread(message, read.text) if mentioned and view.threads else None
+        await self._converse(message, read.text, view, thread, read=read)
 
     async def answer_stored(
         self, message: discord.Message, stored: StoredMessage, thread: discord.Thread | None
@@ -148,9 +114,12 @@ class Chat(commands.Cog):
         thread: discord.Thread | None,
         *,
         stored: StoredMessage | None = None,
+        read: ReadAttachments | None = None,
     ) -> None:
-        """One turn: the engine's answer streamed into Discord, in the thread if one is open."""
+        """One turn: the engine's answer streamed into Discord, in the thread if one is open.
+        `read`: the attachments as read now (a resumed turn is answered from its stored text)."""
         channel = thread or message.channel
+        notes = tuple(read.notes) if read is not None else ()
         incoming = IncomingMessage(
             key=SessionKey(
                 message.guild.id if message.guild else None, channel.id, message.author.id
@@ -162,13 +131,14 @@ class Chat(commands.Cog):
             channel=self.bot.channel_log.source(channel)
             if self._channel_context(message, view)
             else None,
+            images=tuple(read.images) if read is not None else (),
         )
         # The reply's tasks (typing, rendering) end with this block, even when the handler is
         # cancelled at shutdown or fails.
         async with StreamedReply(message, channel=thread) as reply:
 
             async def deliver(result: Answered) -> bool | list[int]:
-                await reply.finish(answer_text(result))
+                await reply.finish(answer_text(result, notes))
                 return reply.message_ids if reply.delivered else False
 
             try:
@@ -207,10 +177,10 @@ class Chat(commands.Cog):
         if not decision.allowed:
             log.debug("Edit of message %s not taken: %s", message.id, decision.reason)
             return
-        text, _ = await self.model_text(message)
-        if text:
+        read = await self.model_text(message, images=False)
+        if read.text:
             await self.bot.engine.message_edited(
-                message.id, text, user_id=message.author.id, admit=True
+                message.id, read.text, user_id=message.author.id, admit=True
             )
 
     @commands.Cog.listener()
@@ -298,43 +268,26 @@ class Chat(commands.Cog):
             replied = discord.utils.get(self.bot.cached_messages, id=reference.message_id)
         return isinstance(replied, discord.Message) and replied.author.id == my_id
 
-    async def model_text(self, message: discord.Message) -> tuple[str, list[str]]:
+    async def model_text(self, message: discord.Message, *, images: bool) -> ReadAttachments:
         """The text the model sees: the bot's mention removed, other mentions as names, text
-        attachments appended, all within MAX_STORED_MESSAGE_CHARS (a file past it is not
-        downloaded; the cut is marked). Also returns the names of attachments it could not read.
+        files and PDFs appended, a record of each image, all within MAX_STORED_MESSAGE_CHARS
+        (a file past it is not downloaded; the cut is marked); with `images`, the images
+        prepared for the model (bot/client/attachments.py). Also the names of attachments it
+        could not read, and notes for the user.
 
-        The text is empty when the user said nothing readable (only the mention, or only an
-        image): then the bot answers directly and stores nothing.
+        The text is empty when the user said nothing readable (only the mention, or only a
+        file that is not text): then the bot answers directly and stores nothing.
         """
-        limit = self.bot.settings.max_stored_message_chars
-        text = cap_stored(self._resolve_mentions(message), limit)
-        unreadable: list[str] = []
-        unread: list[str] = []  # past the message's limit: not downloaded
-        for attachment in message.attachments:
-            name = attachment.filename
-            header, footer = f"\n\n--- {name} ---\n", f"\n--- end of {name} ---"
-            room = limit - len(text) - len(header) - len(footer)
-            if room <= 0:
-                unread.append(name)
-                continue
-            body = await read_text_attachment(attachment)
-            if body is None:
-                unreadable.append(name)
-                continue
-            if len(body) > room:
-                body = body[:room].rstrip() + f"\n[… the rest of {name} was not read]"
-            text += header + body + footer
-        text = clean_text(text).strip()
-        if text:
+        settings = self.bot.settings
+        text = cap_stored(self._resolve_mentions(message), settings.max_stored_message_chars)
+        read = await read_attachments(message.attachments, text, settings, images=images)
+        read.text = clean_text(read.text).strip()
+        if read.text:
             # Tell the model what it cannot see, so it does not pretend to.
-            text += "".join(
-                f"\n[attached file {name}: not readable as text]" for name in unreadable
+            read.text += "".join(
+                f"\n[attached file {name}: not readable as text]" for name in read.unreadable
             )
-            text += "".join(
-                f"\n[attached file {name}: not read, the message's limit was reached]"
-                for name in unread
-            )
-        return text, unreadable
+        return read
 
     def _resolve_mentions(self, message: discord.Message) -> str:
         me = self.bot.user
@@ -367,8 +320,8 @@ class Chat(commands.Cog):
         async with StreamedReply(message) as reply:
             if unreadable:
                 await reply.finish(
-                    f"I can only read text, and text files up to {ATTACHMENT_MAX_BYTES // 1000}"
-                    f" KB; I couldn't read {', '.join(unreadable)}."
+                    "I can read text, images, PDFs and text files up to"
+                    f" {ATTACHMENT_MAX_BYTES // 1000} KB; I couldn't read {', '.join(unreadable)}."
                 )
                 return
             await reply.finish(
@@ -400,37 +353,28 @@ class Chat(commands.Cog):
                 assert_never(result)
 
 
-def answer_text(result: Answered) -> str:
-    """An answer as shown: a length note outside any code block the cut left open, and a
-    reminder when the user's memory is paused."""
+def _only_images(message: discord.Message) -> bool:
+    """No words, only images."""
+    return not message.content.strip() and all(
+        image_type(a.filename, a.content_type) is not None for a in message.attachments
+    )
+
+
+def answer_text(result: Answered, notes: Sequence[str] = ()) -> str:
+    """An answer as shown: a length note outside any code block the cut left open, the notes
+    on its attachments (an image not shown to the model, a PDF not read), and a reminder when
+    the user's memory is paused."""
     shown = result.text
     if result.cut_at_limit:
         shown = append_outside_code(shown, "-# (the answer reached the reply length limit)")
+    for note in (*result.notes, *notes):
+        shown = append_outside_code(shown, f"-# ⚠️ {note}")
     return shown + (PAUSED_NOTE if result.paused else "")
 
 
 def with_notice(shown: str, notice: str) -> str:
     """Keep what the user already sees and add the notice under it."""
     return f"{shown}\n\n⚠️ *{notice}*" if shown.strip() else f"⚠️ {notice}"
-
-
-async def read_text_attachment(attachment: discord.Attachment) -> str | None:
-    """The text of a small text file, or None when it is not one (images, binaries, big files)."""
-    suffix = (
-        "." + attachment.filename.rsplit(".", 1)[-1].lower() if "." in attachment.filename else ""
-    )
-    content_type = (attachment.content_type or "").split(";")[0]
-    is_text = content_type.startswith("text/") or content_type == "application/json"
-    if not (is_text or suffix in TEXT_EXTENSIONS) or attachment.size > ATTACHMENT_MAX_BYTES:
-        return None
-    try:
-        data = await attachment.read()
-    except discord.HTTPException:
-        log.warning("Could not download attachment %s", attachment.id)
-        return None
-    if b"\x00" in data:
-        return None  # binary after all
-    return data.decode("utf-8", errors="replace")
 
 
 async def setup(bot: MemoryBot) -> None:

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from storage import sqlite_files
+from storage.capabilities import ModelCapabilityRepository
 from storage.connect import as_url, open_database
 from storage.database import Database, newest_schema_version
 from storage.erasures import ErasureRepository
@@ -57,6 +58,7 @@ class Storage:
         self.erasures = ErasureRepository(db)
         self.recall = RecallRepository(db)
         self.queued = QueuedMessageRepository(db)
+        self.capabilities = ModelCapabilityRepository(db)
 
     @classmethod
     async def open(

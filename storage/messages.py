@@ -250,6 +250,26 @@ class MessageRepository:
             facts_withdrawn=withdrawn,
         )
 
+    async def user_text(self, discord_id: int) -> str | None:
+        """The stored text of a user's message, by its Discord id (None when not stored)."""
+        row = await self._db.fetch_one(
+            "SELECT content FROM messages WHERE discord_id = ? AND role = 'user'", (discord_id,)
+        )
+        return None if row is None else str(row["content"])
+
+    async def replace_text(
+        self, key: SessionKey, message_id: int, old: str, new: str, tokens: int, *, fence: int
+    ) -> bool:
+        """Put `new` in place of a message's text `old` (an image's description joining its
+        record), only while the text is still `old` and the user's erasure fence is `fence`."""
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(
+                f"UPDATE messages SET content = ?, tokens = ? WHERE id = ? AND content = ?"
+                f" AND {FENCE_SQL} = ?",
+                (new, tokens, message_id, old, *fence_params(key), fence),
+            )
+        return bool(changed)
+
     async def delete_by_discord_id(self, discord_id: int) -> MessageDeletion | None:
         """Delete a message the user deleted in Discord, with what was derived from it alone.
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from bot.engine.records import DeletedMessage
 from bot.engine.turns import TurnsInHand
+from bot.memory.describe import keep_descriptions
 from bot.memory.learning import Learning
 from bot.memory.recall import RecallLog
 from bot.model.tokens import Tokenizer
@@ -124,6 +125,9 @@ class Changes:
                 log.debug("Edit of message %s dropped: %s", discord_id, refusal.message)
                 return False
         was_waiting = self._turns.waiting(discord_id)
+        old = await self._storage.messages.user_text(discord_id)
+        if old is not None:
+            new_content = keep_descriptions(old, new_content)
         edit = await self._storage.messages.edit(
             discord_id, new_content, self._tokenizer.count(new_content)
         )

@@ -45,6 +45,7 @@ from bot.engine.reply import ReplyPipeline
 from bot.engine.resume import ResumeLedger
 from bot.engine.turns import TurnsInHand
 from bot.memory.context import ContextBuilder
+from bot.memory.describe import ImageDescriber
 from bot.memory.facts import FactExtractor
 from bot.memory.learner import LearnerTools
 from bot.memory.learning import LEARNERS, Learning
@@ -53,6 +54,7 @@ from bot.memory.recall import LastRecall, RecallLog
 from bot.memory.summary import Summarizer
 from bot.model.llm import LLMClient
 from bot.model.tokens import Tokenizer
+from bot.model.vision import Vision
 from bot.policy.access import ChannelView
 from bot.policy.audience import Audience, places_of
 from bot.policy.controls import Controls
@@ -143,6 +145,10 @@ class MemoryEngine:
             recall_log=self.recall_log,
             clock=clock,
         )
+        self.vision = Vision(storage.capabilities, enabled=settings.vision, clock=clock)
+        self.describer = ImageDescriber(
+            storage, llm, tokenizer, settings, self.limits, self.vision, self.jobs
+        )
         self.changes = self._make_changes(clock)
         self.replies = self._make_replies(clock)
 
@@ -173,6 +179,8 @@ class MemoryEngine:
             controls=self.controls,
             limits=self.limits,
             recall_log=self.recall_log,
+            vision=self.vision,
+            describer=self.describer,
             clock=clock,
         )
 

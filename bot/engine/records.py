@@ -11,6 +11,7 @@ from bot.memory.channel import ChannelSource
 from bot.memory.context import DEFAULT_VIEW, SessionReport
 from bot.memory.prompt import Prompt
 from bot.model.llm import LLMError, Usage
+from bot.model.media import AttachedImage
 from bot.policy.access import ChannelView
 from bot.policy.limits import Refusal
 from storage.models import SessionKey
@@ -59,6 +60,9 @@ class IncomingMessage:
     view: ChannelView = DEFAULT_VIEW  # this place's persona, model and memory setting
     # The channel's recent lines, where channel context is on (read when the prompt is built).
     channel: ChannelSource | None = None
+    # Images of the message, prepared for the model (never stored: `content` holds their
+    # records); sent when VISION is auto and the model is not known to refuse them.
+    images: tuple[AttachedImage, ...] = ()
 
 
 class Outcome(Enum):
@@ -88,6 +92,7 @@ class Answered:
     cut_at_limit: bool = False  # the model stopped at MAX_REPLY_TOKENS
     paused: bool = False  # the user's memory is paused: nothing of this turn was stored
     delivered: bool = False
+    notes: tuple[str, ...] = ()  # short notes to show under the answer (the model saw no image)
     outcome: ClassVar[Outcome] = Outcome.ANSWERED
     error: ClassVar[None] = None
     refusal: ClassVar[None] = None

@@ -32,12 +32,15 @@ from bot.engine.records import (
 from bot.engine.resume import ResumeLedger
 from bot.engine.turns import Hand, TurnsInHand
 from bot.memory.context import ContextBuilder
+from bot.memory.describe import ImageDescriber
 from bot.memory.learning import Learning
 from bot.memory.prompt import Prompt
 from bot.memory.recall import LastRecall, RecallLog
-from bot.model.llm import LLMClient, LLMError, StreamState, Usage
+from bot.model.llm import ErrorKind, LLMClient, LLMError, StreamState, Usage
+from bot.model.media import AttachedImage
 from bot.model.scheduler import ModelScheduler, Overdue, Ticket
 from bot.model.tokens import Tokenizer
+from bot.model.vision import Vision
 from bot.policy.access import ChannelView
 from bot.policy.controls import Controls
 from bot.policy.limits import Limits, Refusal
@@ -51,6 +54,9 @@ from storage.models import Session, SessionKey, StoredMessage
 log = logging.getLogger("bot.engine.engine").getChild("reply")
 
 UNSTORED_ID = 2**63 - 1  # the id a paused user's message would have: after every stored one
+CANNOT_SEE_NOTE = "This model cannot see images, so I answered from your text only."
+IMAGES_OFF_NOTE = "Images are not shown to the model here, so I answered from your text only."
+IMAGES_DID_NOT_FIT_NOTE = "Not every image fit in what the model can take; some were left out."
 
 
 class Admission:
@@ -125,9 +131,13 @@ class ReplyPipeline:
         controls: Controls,
         limits: Limits,
         recall_log: RecallLog,
+        vision: Vision,
+        describer: ImageDescriber,
         clock: Callable[[], float],
     ) -> None:
         self._storage = storage
+        self._vision = vision
+        self._describer = describer
         self._llm = llm
         self._llm_slots = llm.scheduler  # every model call: replies first, background after
         self._admission = Admission(
@@ -273,6 +283,8 @@ class ReplyPipeline:
             await self._charge(incoming.key, answer.usage, prompt.tokens + answer_tokens)
         if incoming.view.memory:
             self._learning.after_turn(session)
+            if isinstance(result, Answered) and (result.delivered or deliver is None):
+                self._describer.after_turn(incoming.key, stored, incoming.images, fence)
         else:
             await self._learning.keep_only_window(session)
         return result
@@ -288,24 +300,52 @@ class ReplyPipeline:
         """The prompt and the model's answer to it, in the turn's reply slot (Overdue when
         the slot comes too late)."""
         view = incoming.view
+        images, notes = await self._images_for(incoming)
         channel = incoming.channel
-        prompt = await self._context.build(
-            session, stored, incoming.author_name, view=view, channel=channel
-        )
+
+        async def build(share: float = 1.0) -> Prompt:
+            return await self._context.build(
+                session,
+                stored,
+                incoming.author_name,
+                budget_share=share,
+                view=view,
+                channel=channel,
+                images=images,
+            )
+
+        prompt = await build()
         async with self._llm_slots.reply(ticket):
             answer = await self._answer(prompt, on_progress, view)
+            if isinstance(answer, Failed) and answer.error.kind == ErrorKind.IMAGES_REFUSED:
+                # The same turn once more without the images; learned for every later one.
+                await self._vision.learn(self._controls.model_for(view), False)
+                images, notes = (), (CANNOT_SEE_NOTE,)
+                prompt = await build()
+                answer = await self._answer(prompt, on_progress, view)
             if isinstance(answer, Failed) and answer.error.kind == "context_length":
                 # The server's context is smaller than our budget: trim harder, once.
-                prompt = await self._context.build(
-                    session,
-                    stored,
-                    incoming.author_name,
-                    budget_share=0.5,
-                    view=view,
-                    channel=channel,
-                )
+                prompt = await build(0.5)
                 answer = await self._answer(prompt, on_progress, view)
+        if prompt.images and isinstance(answer, Answered):
+            await self._vision.learn(self._controls.model_for(view), True)
+        if images and prompt.images < len(images):
+            notes += (IMAGES_DID_NOT_FIT_NOTE,)
+        if notes and isinstance(answer, Answered):
+            answer = dataclasses.replace(answer, notes=answer.notes + notes)
         return prompt, answer
+
+    async def _images_for(
+        self, incoming: IncomingMessage
+    ) -> tuple[tuple[AttachedImage, ...], tuple[str, ...]]:
+        """The images that go to the model with this turn, and a note when some do not."""
+        if not incoming.images:
+            return (), ()
+        if not self._vision.enabled:
+            return (), (IMAGES_OFF_NOTE,)
+        if not await self._vision.may_send(self._controls.model_for(incoming.view)):
+            return (), (CANNOT_SEE_NOTE,)
+        return incoming.images, ()
 
     async def _charge(self, key: SessionKey, usage: Usage | None, estimate: int) -> None:
         """Count a model call's tokens against the budgets; a database error is logged (the
@@ -426,12 +466,25 @@ class ReplyPipeline:
         if on_progress is not None:
             await on_progress("")
         view = incoming.view
+        images, notes = await self._images_for(incoming)
         prompt = await self._context.build(
-            session, transient, incoming.author_name, view=view, channel=incoming.channel
+            session,
+            transient,
+            incoming.author_name,
+            view=view,
+            channel=incoming.channel,
+            images=images,
         )
         try:
             async with self._llm_slots.reply(ticket):
                 answer = await self._answer(prompt, on_progress, view)
+                if isinstance(answer, Failed) and answer.error.kind == ErrorKind.IMAGES_REFUSED:
+                    await self._vision.learn(self._controls.model_for(view), False)
+                    notes = (CANNOT_SEE_NOTE,)
+                    prompt = await self._context.build(
+                        session, transient, incoming.author_name, view=view
+                    )
+                    answer = await self._answer(prompt, on_progress, view)
         except Overdue:
             return Refused(self._admission.busy(0.0))
         await self._limits.charge(
@@ -441,6 +494,8 @@ class ReplyPipeline:
             private=True,
         )
         answer = dataclasses.replace(answer, paused=True)
+        if notes and isinstance(answer, Answered):
+            answer = dataclasses.replace(answer, notes=notes)
         if isinstance(answer, Answered) and deliver is not None:
             answer = dataclasses.replace(answer, delivered=bool(await deliver(answer)))
         return answer

@@ -17,6 +17,7 @@ from bot.memory.channel import ChannelLine, ChannelSource, speaker_label, usable
 from bot.memory.learner import Learner
 from bot.memory.prompt import SECTIONS, Prompt, PromptBuilder, PromptLimits, Section
 from bot.memory.recall import RecalledExcerpt, RecallLog, recall_for
+from bot.model.media import AttachedImage
 from bot.model.tokens import Tokenizer
 from bot.policy.access import ChannelView
 from bot.policy.audience import Audience, places_of
@@ -81,6 +82,7 @@ class ContextBuilder:
         budget_share: float = 1.0,
         view: ChannelView = DEFAULT_VIEW,
         channel: ChannelSource | None = None,
+        images: Sequence[AttachedImage] = (),
     ) -> Prompt:
         """The prompt for `new_message`, from this session and what the learners know of this
         user in this space, and with `channel` (where channel context is on), what everyone
@@ -89,6 +91,7 @@ class ContextBuilder:
         `budget_share` < 1 shrinks every section's cap, for a server whose context turned out
         smaller than MAX_PROMPT_TOKENS. With memory off (`view.memory`), only the window: no
         learner's section, no recall. `session` is None for a paused user who never talked here.
+        `images` go with the new message as content parts, within the budget.
         """
         limits = self.limits
         if budget_share < 1.0:
@@ -116,6 +119,7 @@ class ContextBuilder:
             new_message=new_message.content,
             channel=lines,
             speaker=speaker,
+            images=images,
         )
         window: list[StoredMessage] = []
         recalled: list[RecalledExcerpt] = []

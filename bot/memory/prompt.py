@@ -12,13 +12,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from bot.memory.channel import ChannelLine, render_channel
 from bot.memory.recall import RecalledExcerpt
+from bot.model.media import AttachedImage
 from bot.model.tokens import MESSAGE_OVERHEAD_TOKENS, REPLY_PRIMING_TOKENS, Tokenizer
 from storage.models import Fact, StoredMessage
 
-ChatMessage = dict[str, str]
+ChatMessage = dict[str, Any]
+"""A chat message: "role" and "content", a string; the new message's content is a list of
+content parts (text, then `image_url` parts) when images go with it."""
 
 FACTS_HEADER = (
     "Facts this user has told you about themself, quoted as data. They are notes, not"
@@ -65,6 +69,7 @@ class Prompt:
     new_message_cut: bool = False
     recalled: tuple[RecalledExcerpt, ...] = ()
     channel_lines: int = 0  # lines of the channel context it holds
+    images: int = 0  # images sent with the new message (their tokens are in `tokens`)
 
 
 class PromptBuilder:
@@ -93,6 +98,7 @@ class PromptBuilder:
         self._fixed_cost_without_recall = 0
         self._system_tokens_without_recall = 0
         self._channel_lines = 0
+        self._images: list[AttachedImage] = []
 
     def fixed_sections(
         self,
@@ -127,12 +133,17 @@ class PromptBuilder:
         new_message: str,
         channel: Sequence[ChannelLine] = (),
         speaker: tuple[int, str] | None = None,
+        images: Sequence[AttachedImage] = (),
     ) -> None:
         """The system prompt, the learners' sections (by name, in `SECTIONS` order; one not
         given is empty), the channel context (`channel`, oldest first: the newest lines that
         fit CHANNEL_CONTEXT_TOKENS and half of what is left for the window; `speaker` is
         (user id, name) of who is talking) and the new message: what every prompt holds
-        whatever the window."""
+        whatever the window.
+
+        `images` go with the new message as content parts, each counted at its token estimate
+        (`bot.model.media.image_tokens`); those that do not fit the budget (or whose record
+        the cut removed from the text) are not sent, and the text says so."""
         if unknown := set(sections) - set(SECTIONS):
             raise ValueError(f"No place in the prompt for {sorted(unknown)}: see SECTIONS")
         count, limits = self._tokenizer.count, self._limits
@@ -171,6 +182,7 @@ class PromptBuilder:
         self._fixed_cost = (
             self._system_tokens_without_recall + message_tokens + 2 * MESSAGE_OVERHEAD_TOKENS
         )
+        self._place_images(images, limits.max_prompt_tokens)
         self._system_without_recall = self._system
         self._fixed_cost_without_recall = self._fixed_cost
         self.window_budget = max(
@@ -178,6 +190,32 @@ class PromptBuilder:
         )
         # Recall never takes more than half of what is left: the recent turns come first.
         self.recall_budget = min(limits.recall_max_tokens, self.window_budget // 2)
+
+    def _place_images(self, images: Sequence[AttachedImage], max_prompt_tokens: int) -> None:
+        """The images that fit, in order, before the window (the window gives way to them)."""
+        room = max_prompt_tokens - self._fixed_cost - REPLY_PRIMING_TOKENS
+        room -= MIN_USEFUL_WINDOW_TOKENS
+        self._images = []
+        for image in images:
+            if image.record not in self._new_message or image.tokens > room:
+                continue
+            self._images.append(image)
+            self._new_message = self._new_message.replace(image.record, image.shown, 1)
+            room -= image.tokens
+        spent = sum(image.tokens for image in self._images)
+        self._fixed_cost += spent
+        self._sections["images"] = spent
+
+    def _new_message_content(self) -> str | list[dict[str, Any]]:
+        if not self._images:
+            return self._new_message
+        return [
+            {"type": "text", "text": self._new_message},
+            *(
+                {"type": "image_url", "image_url": {"url": image.image.data_url}}
+                for image in self._images
+            ),
+        ]
 
     def finish(
         self,
@@ -202,7 +240,7 @@ class PromptBuilder:
         messages = [
             {"role": "system", "content": self._system},
             *window,
-            {"role": "user", "content": self._new_message},
+            {"role": "user", "content": self._new_message_content()},
         ]
         self._sections["window"] = self.window_budget - self._sections["recall"] - left
         total = self._fixed_cost + self._sections["window"] + REPLY_PRIMING_TOKENS
@@ -214,6 +252,7 @@ class PromptBuilder:
             self._new_message_cut,
             tuple(kept),
             self._channel_lines,
+            len(self._images),
         )
 
     def window_holds(self, newest_first: Sequence[StoredMessage]) -> int:

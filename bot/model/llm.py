@@ -31,7 +31,7 @@ from storage.url import redact
 
 log = logging.getLogger(__name__)
 
-ChatMessage = dict[str, str]
+ChatMessage = dict[str, Any]  # "content" is a string, or a list of content parts (images)
 QUOTA_BACKOFF_SECONDS = 60.0
 QUOTA_LOG_INTERVAL_SECONDS = 300.0
 MAX_TOKENS, MAX_COMPLETION_TOKENS = "max_tokens", "max_completion_tokens"
@@ -55,6 +55,7 @@ class ErrorKind(StrEnum):
     CUT_THINKING = "cut_thinking"  # the answer ran out of tokens while thinking
     EMPTY = "empty"  # the model answered nothing
     ERROR = "error"
+    IMAGES_REFUSED = "images_refused"  # the model does not take image input
     INTERRUPTED = "interrupted"
     QUOTA = "quota"
     RATE_LIMIT = "rate_limit"
@@ -226,6 +227,10 @@ class LLMClient:
                 self.parallel_limit.overloaded()
             if state.text:
                 raise _interrupted() from error
+            if has_images(messages) and refuses_images(error):
+                raise LLMError(
+                    "This model cannot see images.", retryable=False, kind=ErrorKind.IMAGES_REFUSED
+                ) from error
             raise self._note(describe_error(error)) from error
         except Exception as error:
             # The SDK lets transport errors of a broken stream through unwrapped (its HTTP
@@ -516,6 +521,47 @@ def one_line(message: str, limit: int = SERVER_MESSAGE_CHARS) -> str:
     first = re.split(r"\n\s*\n", message.strip(), maxsplit=1)[0]
     line = " ".join(first.split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def has_images(messages: Sequence[ChatMessage]) -> bool:
+    """Whether a request carries image content parts."""
+    return any(
+        isinstance(part, dict) and part.get("type") == "image_url"
+        for message in messages
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+    )
+
+
+# What servers answer to image parts sent to a model that cannot see (their words, found in
+# their docs and issue trackers):
+# - OpenAI: 400 "Invalid content type. image_url is only supported by certain models."
+# - vLLM: 400 "<model> is not a multimodal model"
+# - llama.cpp's llama-server without --mmproj: 500 "image input is not supported by this
+#   server" / "image input is not supported - hint: if this is unexpected, you may need to
+#   provide the mmproj"
+# - Ollama: 400 "this model does not support image input"; older versions, that take no
+#   content parts at all on /v1: 400 "json: cannot unmarshal array into Go struct field
+#   Message.messages.content of type string"
+# - LM Studio: 400 {"error": "Model does not support images. Please use a model that does."}
+_REFUSES_IMAGES = re.compile(
+    r"image_url is only supported"
+    r"|not a multimodal model"
+    r"|image input is not supported"
+    r"|(does not|doesn't|do not|cannot|can't) (support|accept|take|handle|process) (image|vision)"
+    r"|(image|vision|multimodal) (input|content|parts?)? ?(is |are )?(not supported|unsupported)"
+    r"|cannot unmarshal array into .*content"
+    r"|mmproj",
+    re.IGNORECASE,
+)
+
+
+def refuses_images(error: openai.OpenAIError) -> bool:
+    """True when the server's answer says the model takes no image input (400 or 422; a 500
+    from llama.cpp's server, which answers so without a projector)."""
+    if not isinstance(error, openai.APIStatusError) or error.status_code not in (400, 422, 500):
+        return False
+    return _REFUSES_IMAGES.search(server_message(error)) is not None
 
 
 def _refuses_format(error: openai.APIStatusError, mode: str) -> bool:

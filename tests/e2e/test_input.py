@@ -183,7 +183,7 @@ async def test_attachment_only_text_file_is_read(
     assert last_user_text(fake_llm) == stored
 
 
-async def test_attachment_only_image_is_declined_without_a_model_call(
+async def test_attachment_only_unreadable_image_is_answered_with_a_note(
     bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM
 ) -> None:
     d = fake_discord
@@ -196,8 +196,10 @@ async def test_attachment_only_image_is_declined_without_a_model_call(
         attachments=[{"filename": "cat.png", "data": PNG, "content_type": "image/png"}],
     )
     reply = await d.final_text(await d.next_bot_message(d.CHANNEL_ID), quiet=0.3)
-    assert "cat.png" in reply and "only read text" in reply
-    assert fake_llm.chat_calls == [], "nothing for the model to read"
+    # Not a real PNG: answered from its record, and the user told it was not shown.
+    assert "I couldn't read cat.png as an image: not shown to the model" in reply
+    sent = last_user_text(fake_llm)
+    assert "not shown to the model: cat.png" in sent and "\x89PNG" not in sent
 
 
 async def test_text_with_an_image_tells_the_model_what_it_cannot_see(

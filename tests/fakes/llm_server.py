@@ -60,6 +60,14 @@ Attributes that make the fake behave like servers in the field (see RELIABILITY.
 * ``usage_chunk``: False sends no usage chunk even when asked (llama-cpp-python).
 * ``latency_for``: a function of the request body giving its latency, instead of ``latency``.
 
+* ``sees_images``: False makes the server refuse image content parts as a text-only model
+  does, in the words of ``image_refusal``: ``"openai"`` (400, "Invalid content type. image_url
+  is only supported by certain models."), ``"vllm"`` (400, "… is not a multimodal model"),
+  ``"llama.cpp"`` (500, llama-server without ``--mmproj``), ``"ollama"`` (400, "this model
+  does not support image input"), ``"lmstudio"`` (400, a bare string under "error").
+  ``images`` records each image part a seeing server took: `SeenImage` (type, decoded size,
+  bytes); ``image_refusals`` counts refused requests.
+
 ``peak_active`` is the most chat requests the fake served at once; ``interrupted`` counts the
 requests cut by ``interrupt_running``; ``abandoned`` counts those the client closed early.
 
@@ -98,6 +106,7 @@ __all__ = [
     "FAILURE_KINDS",
     "FakeLLM",
     "RecordedCall",
+    "SeenImage",
     "approx_tokens",
     "default_responder",
     "is_reply_call",
@@ -134,8 +143,97 @@ _DEFAULT_BAD_JSON = "Sure! Here are the facts I found: {facts: [oops"
 _WORDS_PER_CHUNK = 3
 _DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
 # How the bot's background calls open their instructions (bot/memory/summary.py,
-# bot/memory/facts.py; tests/fakes/test_fake_llm.py checks they still do).
-BACKGROUND_INSTRUCTIONS = ("You keep the running summary", "You read messages a Discord user")
+# bot/memory/facts.py, bot/memory/describe.py; tests/fakes/test_fake_llm.py checks they still do).
+BACKGROUND_INSTRUCTIONS = (
+    "You keep the running summary",
+    "You read messages a Discord user",
+    "You describe one image",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SeenImage:
+    """An image part the fake took: its data URL's type, decoded size and bytes."""
+
+    mime: str
+    width: int
+    height: int
+    size: int
+
+
+IMAGE_REFUSALS: dict[str, tuple[int, Any]] = {
+    "openai": (
+        400,
+        {
+            "error": {
+                "message": "Invalid content type. image_url is only supported by certain models.",
+                "type": "invalid_request_error",
+                "param": "messages.[1].content.[1].type",
+                "code": None,
+            }
+        },
+    ),
+    "vllm": (
+        400,
+        {
+            "object": "error",
+            "message": "facebook/opt-125m is not a multimodal model None",
+            "type": "BadRequestError",
+            "param": None,
+            "code": 400,
+        },
+    ),
+    "llama.cpp": (
+        500,
+        {
+            "error": {
+                "code": 500,
+                "message": "image input is not supported - hint: if this is unexpected, you may"
+                " need to provide the mmproj",
+                "type": "server_error",
+            }
+        },
+    ),
+    "ollama": (
+        400,
+        {
+            "error": {
+                "message": "this model does not support image input",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+        },
+    ),
+    "lmstudio": (400, {"error": "Model does not support images. Please use a model that does."}),
+}
+
+
+def image_parts(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The image_url content parts of a chat request."""
+    return [
+        part
+        for message in body.get("messages") or []
+        if isinstance(message, dict) and isinstance(message.get("content"), list)
+        for part in message["content"]
+        if isinstance(part, dict) and part.get("type") == "image_url"
+    ]
+
+
+def decode_image_part(part: dict[str, Any]) -> SeenImage:
+    """Decode a data URL image part as a seeing server would (ValueError when it is not one)."""
+    import io
+
+    from PIL import Image
+
+    url = str((part.get("image_url") or {}).get("url", ""))
+    match = re.fullmatch(r"data:(image/[a-z]+);base64,([A-Za-z0-9+/=]+)", url)
+    if match is None:
+        raise ValueError("not a base64 data URL")
+    data = base64.b64decode(match.group(2), validate=True)
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        return SeenImage(match.group(1), image.width, image.height, len(data))
 
 
 @dataclass(frozen=True)
@@ -304,6 +402,10 @@ class FakeLLM:
         self.interrupt_running: bool = False
         self.nonstream_ignores_disconnect: bool = False
         self.usage_chunk: bool = True
+        self.sees_images: bool = True
+        self.image_refusal: str = "openai"
+        self.images: list[SeenImage] = []
+        self.image_refusals = 0
         self.latency_for: Callable[[dict[str, Any]], float] | None = None
         self.active = 0
         self.peak_active = 0
@@ -659,7 +761,7 @@ class FakeLLM:
         self.chat_calls.append(body)
         async with self._chat_arrived:
             self._chat_arrived.notify_all()
-        refusal = self._unsupported_response(body)
+        refusal = self._unsupported_response(body) or self._image_response(body)
         if refusal is not None:
             return refusal
         if self.interrupt_running:
@@ -677,6 +779,23 @@ class FakeLLM:
             self.active -= 1
             self._running.remove(interrupt)
             await self._give_slot()
+
+    def _image_response(self, body: dict[str, Any]) -> web.Response | None:
+        """A text-only server's refusal of image parts; a seeing one records them (and answers
+        400 to an image part that is not a decodable data URL)."""
+        parts = image_parts(body)
+        if not parts:
+            return None
+        if not self.sees_images:
+            self.image_refusals += 1
+            status, payload = IMAGE_REFUSALS[self.image_refusal]
+            return web.json_response(payload, status=status)
+        for part in parts:
+            try:
+                self.images.append(decode_image_part(part))
+            except (ValueError, OSError) as error:
+                return self._error(400, f"Invalid image: {error}", "invalid_request_error")
+        return None
 
     def _unsupported_response(self, body: dict[str, Any]) -> web.Response | None:
         """The 400 a server answers to a parameter it does not take (see `unsupported`)."""

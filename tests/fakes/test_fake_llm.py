@@ -17,6 +17,7 @@ import pytest
 from openai.types.chat import ChatCompletionContentPartTextParam, ChatCompletionMessageParam
 from openai.types.shared_params import ResponseFormatJSONObject
 
+from bot.memory.describe import DESCRIBE_INSTRUCTIONS
 from bot.memory.facts import EXTRACTION_INSTRUCTIONS
 from bot.memory.summary import SUMMARY_INSTRUCTIONS
 from tests.fakes.llm_server import DEFAULT_JSON_ANSWER, FakeLLM, is_reply_call
@@ -543,5 +544,6 @@ def test_reply_calls_are_told_from_background_calls_by_the_bots_instructions() -
 
     assert not is_reply_call(call(SUMMARY_INSTRUCTIONS))
     assert not is_reply_call(call(EXTRACTION_INSTRUCTIONS))
+    assert not is_reply_call(call(DESCRIBE_INSTRUCTIONS))
     assert is_reply_call(call("You are a helpful assistant."))
     assert not is_reply_call({})  # not a chat call at all
