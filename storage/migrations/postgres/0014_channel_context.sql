@@ -4,8 +4,10 @@
 ALTER TABLE server_settings ADD COLUMN channel_context INTEGER;
 ALTER TABLE channel_settings ADD COLUMN channel_context INTEGER;
 
--- When each erasure generation last advanced (epoch seconds; 0: before this column existed).
+-- When each erasure generation last advanced (epoch seconds).
 -- The channel context is kept in memory, outside the database's fence: a line said before
 -- its author's erasure (in the buffer, or read again from Discord's history after a restart)
 -- is left out of every prompt from then on, on every process.
 ALTER TABLE user_erasures ADD COLUMN erased_at DOUBLE PRECISION NOT NULL DEFAULT 0;
+-- An erasure from before this migration counts as made now: nothing said before it comes back.
+UPDATE user_erasures SET erased_at = EXTRACT(EPOCH FROM now());
