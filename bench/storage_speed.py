@@ -367,7 +367,8 @@ def _raw_add(
     text, tokens = message
     key = session_key(index)
     values = (discord_id, *_key_tuple(key), "user", text, tokens, time.time())
-    params = (*values, key.channel_id, key.user_id, *fence_params(key), 0)  # never erased
+    unlinked = (None, None, None)  # place_id (its channel), reply_to, shown_as: as a user's
+    params = (*values, *unlinked, key.channel_id, key.user_id, *fence_params(key), 0)
     if conn.execute(REPOSITORY_INSERT, params).fetchone() is None:
         raise BenchError(f"raw insert into session {index} stored nothing")
 
