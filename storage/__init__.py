@@ -31,6 +31,7 @@ from storage.state import BotStateRepository
 from storage.url import DatabaseURL
 from storage.usage import UsageRepository
 from storage.users import UserDataRepository
+from storage.vectors import VectorRepository
 
 
 class Storage:
@@ -57,6 +58,7 @@ class Storage:
         self.erasures = ErasureRepository(db)
         self.recall = RecallRepository(db)
         self.queued = QueuedMessageRepository(db)
+        self.vectors = VectorRepository(db)
 
     @classmethod
     async def open(

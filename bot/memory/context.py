@@ -16,6 +16,7 @@ from bot.config import Settings
 from bot.memory.learner import Learner
 from bot.memory.prompt import SECTIONS, Prompt, PromptBuilder, PromptLimits, Section
 from bot.memory.recall import RecalledExcerpt, RecallLog, recall_for
+from bot.memory.vectors import VectorRecall
 from bot.model.tokens import Tokenizer
 from bot.policy.access import ChannelView
 from bot.policy.controls import Controls
@@ -50,8 +51,10 @@ class ContextBuilder:
         *,
         recall_log: RecallLog,
         clock: Callable[[], float],
+        vectors: VectorRecall | None = None,
     ) -> None:
         self._storage = storage
+        self._vectors = vectors  # hybrid recall (EMBEDDING_MODEL), else words only
         self._tokenizer = tokenizer
         self._settings = settings
         self._controls = controls
@@ -107,7 +110,13 @@ class ContextBuilder:
             window = await self._window(session, newest or [], budget=builder.window_budget)
             if view.memory:  # memory off: the recent window only, no recall
                 recalled = await recall_for(
-                    self._storage.recall, session, new_message, window, builder, self._clock()
+                    self._storage.recall,
+                    session,
+                    new_message,
+                    window,
+                    builder,
+                    self._clock(),
+                    vectors=self._vectors,
                 )
         return builder.finish(window, recalled)
 

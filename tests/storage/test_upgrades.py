@@ -19,6 +19,8 @@ from storage.sqlite_files import backups_of, lock_path
 from tests.helpers import ROOT
 
 NEWEST = newest_schema_version()
+PREVIOUS = migrations("sqlite")[-2][0]
+"""The schema before the newest (numbers may skip: migrations of parallel branches)."""
 
 
 def old_database(path: Path, version: int, marker: str = "an old message") -> None:
@@ -62,22 +64,22 @@ def read(path: Path, sql: str) -> list[tuple[object, ...]]:
 
 
 async def test_an_older_database_is_copied_before_it_is_migrated(db_path: Path) -> None:
-    old_database(db_path, NEWEST - 1)
+    old_database(db_path, PREVIOUS)
     store = await Storage.open(db_path, backups=3)
     try:
         assert await store.db.schema_version() == NEWEST
     finally:
         await store.close()
     [copy] = backups_of(db_path)
-    assert copy.name.startswith(f"mnemo.db.v{NEWEST - 1}-") and copy.name.endswith(".bak")
-    assert read(copy, "PRAGMA user_version") == [(NEWEST - 1,)]  # as it was before
+    assert copy.name.startswith(f"mnemo.db.v{PREVIOUS}-") and copy.name.endswith(".bak")
+    assert read(copy, "PRAGMA user_version") == [(PREVIOUS,)]  # as it was before
     assert read(copy, "SELECT content FROM messages") == [("an old message",)]
     assert read(copy, "PRAGMA integrity_check") == [("ok",)]
 
 
 async def test_only_the_newest_backups_are_kept(db_path: Path) -> None:
     for n in range(4):
-        old_database(db_path, NEWEST - 1, marker=f"run {n}")
+        old_database(db_path, PREVIOUS, marker=f"run {n}")
         await (await Storage.open(db_path, backups=2)).close()
         remove(db_path)
     kept = backups_of(db_path)
@@ -88,7 +90,7 @@ async def test_only_the_newest_backups_are_kept(db_path: Path) -> None:
 @pytest.mark.parametrize("case", ["backups off", "new database", "already current"])
 async def test_no_backup_when_off_new_or_current(db_path: Path, case: str) -> None:
     if case == "backups off":
-        old_database(db_path, NEWEST - 1)
+        old_database(db_path, PREVIOUS)
         await (await Storage.open(db_path, backups=0)).close()
     elif case == "new database":
         await (await Storage.open(db_path, backups=3)).close()
@@ -161,7 +163,7 @@ async def test_one_process_per_database_file(db_path: Path) -> None:
 async def test_backups_are_private_and_expire_after_db_backup_days(db_path: Path) -> None:
     """A backup holds what users erased after it was made: owner-only, and deleted once
     older than DB_BACKUP_DAYS, at start-up and by the retention pass."""
-    old_database(db_path, NEWEST - 1, marker="ERASED-LATER")
+    old_database(db_path, PREVIOUS, marker="ERASED-LATER")
     store = await Storage.open(db_path, backups=3, backup_days=7)
     try:
         [copy] = backups_of(db_path)
@@ -175,7 +177,7 @@ async def test_backups_are_private_and_expire_after_db_backup_days(db_path: Path
         await store.close()
     # And at start-up: an old copy left from an earlier upgrade is deleted when the bot opens.
     remove(db_path)
-    old_database(db_path, NEWEST - 1)
+    old_database(db_path, PREVIOUS)
     await (await Storage.open(db_path, backups=3, backup_days=7)).close()
     [older] = backups_of(db_path)
     os.utime(older, (0, 0))
