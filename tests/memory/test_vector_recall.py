@@ -14,10 +14,12 @@ from bot.engine.engine import MemoryEngine, Outcome
 from bot.memory.vectors import VectorRecall
 from storage import Storage
 from storage.models import SessionKey
+from storage.vectors import ToEmbed
 from tests.fakes.embeddings import MODEL, FakeEmbeddings
 from tests.fakes.llm_server import FakeLLM
 from tests.helpers.engines import Engines, said
-from tests.helpers.storage import store, summarize_all
+from tests.helpers.storage import file_contains, store, summarize_all
+from tests.helpers.user_data import vector_of
 
 pytestmark = pytest.mark.both_backends
 
@@ -197,3 +199,39 @@ async def test_without_an_embedding_model_nothing_is_asked_or_written(
     await engine.jobs.idle()
     assert fake_llm.embedding_calls == []
     assert await engine.storage.vectors.count() == 0
+
+
+async def stored_vector_marker(engine: MemoryEngine, marker: str) -> int:
+    """A message of Alice's whose stored vector's bytes spell `marker`; its Discord id."""
+    message = await store(engine.storage, ALICE_A, f"a message about {marker.lower()}")
+    await summarize_all(engine.storage, ALICE_A)
+    item = ToEmbed(message.id, message.content)
+    assert await engine.storage.vectors.save(MODEL, [(item, vector_of(marker))]) == 1
+    assert message.discord_id is not None
+    return message.discord_id
+
+
+@pytest.mark.parametrize("change", ["delete", "edit", "retention"])
+async def test_a_deleted_edited_or_expired_message_leaves_no_vector_bytes(
+    engines: Engines, fake_embeddings: FakeEmbeddings, backend: str, change: str
+) -> None:
+    # No retention pass of its own at start-up (it would race the test's).
+    engine = await engines.start(
+        embedding_model=MODEL, embedding_base_url=fake_embeddings.base_url, retention_days=0
+    )
+    discord_id = await stored_vector_marker(engine, "VECTOR-MARKER-0042")
+    if change == "delete":
+        assert await engine.message_deleted(discord_id) is not None
+    elif change == "edit":
+        assert await engine.message_edited(discord_id, "new words", user_id=ALICE_A.user_id)
+    else:
+        # The retention pass's deletion (stored at t=1000 s, summarized), as purge_expired runs it.
+        assert await engine.storage.messages.delete_expired(older_than=2000.0) == 1
+    await engine.jobs.idle()
+    rows = await engine.storage.db.fetch_all("SELECT vector FROM message_vectors")
+    assert all(b"VECTOR-MARKER" not in bytes(row[0]) for row in rows)
+    if change == "edit":  # the new text was embedded again
+        assert len(rows) == 1
+    if backend == "sqlite":
+        await engine.storage.db.checkpoint()
+        assert not file_contains(engine.storage.db.path, "VECTOR-MARKER-0042")
