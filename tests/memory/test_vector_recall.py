@@ -63,9 +63,14 @@ async def plant_and_embed(engine: MemoryEngine) -> None:
 async def with_vectors(
     engines: Engines, fake_embeddings: FakeEmbeddings, *, model: str = MODEL, **overrides: object
 ) -> MemoryEngine:
-    """An engine with hybrid recall, its start-up embedding done."""
+    """An engine with hybrid recall, its start-up embedding done. The query's vector may take
+    5 s (a loaded test machine must not turn a question into words only), unless told."""
+    overrides = {"embedding_timeout_seconds": 5.0, **overrides}
     engine = await engines.start(
-        embedding_model=model, embedding_base_url=fake_embeddings.base_url, **overrides
+        embedding_model=model,
+        embedding_base_url=fake_embeddings.base_url,
+        retention_days=0,  # the planted messages are old: no retention pass may take them
+        **overrides,
     )
     await engine.jobs.idle()
     return engine
@@ -74,7 +79,7 @@ async def with_vectors(
 async def test_a_paraphrase_finds_its_evidence_only_with_vectors(
     engines: Engines, fake_llm: FakeLLM, fake_embeddings: FakeEmbeddings
 ) -> None:
-    words_only = await engines.start()
+    words_only = await engines.start(retention_days=0)
     await plant(words_only.storage)
     await words_only.reply(said(ALICE_A, PARAPHRASE))
     assert "Marie gets married" not in fake_llm.prompt_texts()[-1]  # no word in common
@@ -191,7 +196,7 @@ async def test_erasure_takes_the_vectors_and_the_cached_matrix(
 async def test_without_an_embedding_model_nothing_is_asked_or_written(
     engines: Engines, fake_llm: FakeLLM
 ) -> None:
-    engine = await engines.start()
+    engine = await engines.start(retention_days=0)
     assert engine.vectors is None
     await plant(engine.storage)
     for text in (WEDDING, PARAPHRASE, "what was my gym locker code?"):
