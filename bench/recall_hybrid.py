@@ -51,12 +51,16 @@ from bot.memory.hybrid import (
     with_neighbours,
 )
 from storage import Storage
-from storage.models import StoredMessage
+from storage.models import SessionKey, StoredMessage
 from storage.recall import RecallHit, RecallRepository, query_terms
+from storage.vectors import ToEmbed
 from tests.fakes.embeddings import DIMENSIONS, MODEL, FakeEmbeddings
 
 CANDIDATES = 24
 """Word hits and vector hits read for fusion (twice the hits the engine asks for)."""
+
+ENGINE = "engine"
+"""`BenchRecall.mode` for the engine's own hybrid recall (EMBEDDING_MODEL set)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +127,10 @@ class BenchRecall(RecallRepository):
 
     def __init__(self, storage: Storage, embeddings: FakeEmbeddings) -> None:
         super().__init__(storage.db)
-        self.mode: Hybrid | None = None
-        self.timings: dict[Hybrid | None, list[float]] = {}
+        self.mode: Hybrid | str | None = None
+        """None: today's BM25; a `Hybrid`: this prototype; a name (ENGINE): BM25 as today,
+        for the engine's own hybrid recall around it, timed apart."""
+        self.timings: dict[Hybrid | str | None, list[float]] = {}
         self.users: dict[int, UserVectors] = {}
         self._embeddings = embeddings
         self._client = openai.AsyncOpenAI(
@@ -189,9 +195,9 @@ class BenchRecall(RecallRepository):
             exclude_from_id=exclude_from_id,
             excluded_count=excluded_count,
             now=now,
-            limit=limit if self.mode is None else CANDIDATES,
+            limit=CANDIDATES if isinstance(self.mode, Hybrid) else limit,
         )
-        if self.mode is not None:
+        if isinstance(self.mode, Hybrid):
             words = await self._hybrid(
                 self.mode, user_id, space_id, words, exclude_session_id, exclude_from_id, now
             )
@@ -329,6 +335,86 @@ def cosine_latency(sizes: Sequence[int], repeats: int) -> dict[str, list[float]]
         db.close()
         results[f"sqlite {size}"] = timings
     return results
+
+
+async def engine_vector_latency(size: int, repeats: int) -> dict[str, list[float]]:
+    """Seconds per search of the engine's vector side (`bot.memory.vectors.VectorRecall`:
+    the scope's version read, the cached matrix, cosine top-24 outside the window, the
+    neighbours) over one heavy user's `size` messages with vectors in a SQLite file; and the
+    first search, which reads the matrix from the blobs."""
+    from bot.memory.vectors import VectorRecall
+
+    rng = np.random.default_rng(23)
+    timings: dict[str, list[float]] = {"cold": [], "cached": []}
+    with TemporaryDirectory(prefix="mnemo-vectors-") as tmp:
+        storage = await Storage.open(Path(tmp) / "heavy.db")
+        try:
+            key = SessionKey(4242, 77, 5)
+            first = await storage.messages.add(
+                key, role="user", content="hello there", tokens=2, discord_id=None, now=1.0
+            )
+            assert first is not None
+            words = ["plan", "trip", "code", "cake", "run", "book", "train", "garden", "work"]
+            rows = [
+                (
+                    first.session_id,
+                    4242,
+                    77,
+                    5,
+                    "user" if n % 2 else "assistant",
+                    " ".join(rng.choice(words, 12)),
+                    12,
+                    2.0 + n,
+                )
+                for n in range(size - 1)
+            ]
+            async with storage.db.transaction() as tx:
+                await tx.executemany(
+                    "INSERT INTO messages (session_id, guild_id, channel_id, user_id, role,"
+                    " content, tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+            stored = await storage.db.fetch_all(
+                "SELECT id, content FROM messages WHERE user_id = 5 ORDER BY id"
+            )
+            matrix = rng.standard_normal((len(stored), DIMENSIONS)).astype("<f4")
+            matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+            await storage.vectors.save(
+                MODEL,
+                [
+                    (ToEmbed(int(row[0]), str(row[1])), vector.tobytes())
+                    for row, vector in zip(stored, matrix, strict=True)
+                ],
+            )
+            query = rng.standard_normal(DIMENSIONS).astype(np.float32)
+            newest = int(stored[-1][0])
+            for _ in range(max(repeats // 10, 3)):
+                cold = VectorRecall(storage, None, MODEL, timeout=1.0)  # type: ignore[arg-type]
+                started = time.perf_counter()
+                await cold.nearest(
+                    5,
+                    4242,
+                    query,
+                    exclude_session_id=first.session_id,
+                    exclude_from_id=newest - 40,
+                    limit=CANDIDATES,
+                )
+                timings["cold"].append(time.perf_counter() - started)
+            warm = VectorRecall(storage, None, MODEL, timeout=1.0)  # type: ignore[arg-type]
+            for _ in range(repeats):
+                started = time.perf_counter()
+                await warm.nearest(
+                    5,
+                    4242,
+                    query,
+                    exclude_session_id=first.session_id,
+                    exclude_from_id=newest - 40,
+                    limit=CANDIDATES,
+                )
+                timings["cached"].append(time.perf_counter() - started)
+        finally:
+            await storage.close()
+    return timings
 
 
 def p(timings: Sequence[float], fraction: float) -> float:

@@ -13,7 +13,11 @@ recall off (`RECALL_MAX_TOKENS=0`: window + summary, as before recall), with BM2
 default cap, and with a prototype of hybrid recall at the same cap (`bench.recall_hybrid`:
 BM25 and real all-MiniLM-L6-v2 vectors fused by reciprocal rank, the period of a question
 about a time weighted, the neighbour turns of the hits added while the budget allows; the
-engine does not know, it reads `storage.recall` as always). An evidence message counts as in
+engine does not know, it reads `storage.recall` as always), and with the engine's own hybrid
+recall (EMBEDDING_MODEL set, pointed at the same loopback embeddings server: every message
+embedded by the engine's background job into `message_vectors`, the question's vector asked
+for on the reply path, `bot.memory.vectors` and `bot.memory.recall`; its clock is the
+question's time). An evidence message counts as in
 the prompt when the window holds it, or when a recalled excerpt of it holds the words the
 answer needs. A canned reply is stored after each question, as a conversation would go on.
 
@@ -26,7 +30,7 @@ Reported per mode: the share of answerable questions with all their evidence in 
 (goal ≥ 80 % with recall, on the original set), with any of it, per question kind; prompt
 tokens per question; the recall section's tokens on questions with no answer; the recall
 query's latency; the brute-force cosine's latency over one user's vectors at 800 and 20,000
-messages.
+messages; the engine's vector search in the run and over a heavy user's 20,000 vectors.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Any
 
 from bench.core import BenchError, BenchResult, Figure, Goal, Scale, median, percentile
 from bench.harness import bench_settings, bench_tokenizer
@@ -48,7 +53,15 @@ from bench.recall_conversations import (
     generate,
     question_time,
 )
-from bench.recall_hybrid import CANDIDATES, BenchRecall, Hybrid, cosine_latency, p
+from bench.recall_hybrid import (
+    CANDIDATES,
+    ENGINE,
+    BenchRecall,
+    Hybrid,
+    cosine_latency,
+    engine_vector_latency,
+    p,
+)
 from bench.recall_hybrid import HYBRID as HYBRID_RECALL
 from bot.app import make_engine, make_llm
 from bot.engine.engine import MemoryEngine
@@ -56,7 +69,7 @@ from bot.memory.prompt import Prompt
 from bot.model.tokens import Tokenizer
 from storage import Storage
 from storage.models import SessionKey, StoredMessage
-from tests.fakes.embeddings import FakeEmbeddings
+from tests.fakes.embeddings import MODEL, FakeEmbeddings
 
 EVIDENCE_GOAL = Goal(80.0, at_most=False)
 HARD_ANY_GOAL = Goal(75.0, at_most=False)  # issue 23: some evidence for ≥ 75 % of questions
@@ -65,19 +78,22 @@ GUILD = 4242
 UNSUMMARIZED_TOKENS = 1500  # between SUMMARY_KEEP_RECENT_TOKENS (600) and the trigger (2000)
 CANNED_REPLY = "Let me look at what you told me before."
 OFF, WORDS, HYBRID = "window + summary (recall off)", "BM25 recall", "hybrid recall"
+ENGINE_HYBRID = "the engine's hybrid recall (EMBEDDING_MODEL)"
 ABLATIONS: dict[str, Hybrid] = {
     "without neighbours": replace(HYBRID_RECALL, neighbours=False),
     "without the time weighting": replace(HYBRID_RECALL, time=False),
     "with 12 fused hits (BM25's count) before the neighbours": replace(HYBRID_RECALL, hits=12),
     "placing 'before/after <event>' by the event's best hit": replace(HYBRID_RECALL, events=True),
 }
-MODES: tuple[tuple[str, str, Hybrid | None], ...] = (
+MODES: tuple[tuple[str, str, Hybrid | str | None], ...] = (
     (OFF, "0", None),
     (WORDS, "", None),
     (HYBRID, "", HYBRID_RECALL),
+    (ENGINE_HYBRID, "", ENGINE),
     *((f"hybrid {name}", "", how) for name, how in ABLATIONS.items()),
 )
-"""(name, RECALL_MAX_TOKENS override, how the search is done: None for BM25)"""
+"""(name, RECALL_MAX_TOKENS override, how the search is done: None for BM25, ENGINE for the
+engine's own hybrid recall: `bot.memory.vectors` with the vectors in `message_vectors`)"""
 SUMMARY = (
     "The user chats about everyday life: work meetings and reports, a Python project and code"
     " reviews, cooking new recipes, running, family news from their sister and brother, pets,"
@@ -114,12 +130,15 @@ async def run(scale: Scale) -> BenchResult:
             tallies = {name: Tally() for name, _, _ in MODES}
             try:
                 engines = [
-                    (name, mode, _engine(storage, tokenizer, path, cap))
+                    (name, mode, _engine(storage, tokenizer, path, cap, mode, embeddings))
                     for name, cap, mode in MODES
                 ]
+                hybrid_engine = next(e for _, mode, e in engines if mode == ENGINE)
+                engine_timings = _time_vector_search(hybrid_engine)
                 keys = []
                 for index, conversation in enumerate(conversations):
                     keys.append(await _store(storage, tokenizer, recall, conversation, index))
+                    await _embed(hybrid_engine, keys[-1][0])
                 for conversation, (key, ids) in zip(conversations, keys, strict=True):
                     await _ask(storage, tokenizer, recall, engines, conversation, key, ids, tallies)
                 for _, _, engine in engines:
@@ -130,15 +149,81 @@ async def run(scale: Scale) -> BenchResult:
             speed = embeddings.texts_embedded / max(embeddings.model_seconds, 1e-9)
             embedded = embeddings.texts_embedded
     latency = cosine_latency((800, 20_000), repeats=50 if scale.quick else 200)
+    latency |= {
+        f"engine {name}": values
+        for name, values in (
+            await engine_vector_latency(20_000, repeats=50 if scale.quick else 200)
+        ).items()
+    }
+    latency["engine search"] = engine_timings
     return _result(
         tallies, recall, conversations, engines[0][2], latency, speed=speed, embedded=embedded
     )
 
 
-def _engine(storage: Storage, tokenizer: Tokenizer, path: Path, cap: str) -> MemoryEngine:
+def _engine(
+    storage: Storage,
+    tokenizer: Tokenizer,
+    path: Path,
+    cap: str,
+    mode: Hybrid | str | None,
+    embeddings: FakeEmbeddings,
+) -> MemoryEngine:
     overrides = {"RECALL_MAX_TOKENS": cap} if cap else {}
+    if mode == ENGINE:
+        overrides |= {
+            "EMBEDDING_MODEL": MODEL,
+            "EMBEDDING_BASE_URL": embeddings.base_url,
+            # The question's vector is in the fake's cache (prepared): a loopback round trip.
+            # A generous bound, so that a loaded machine does not turn questions into words-only.
+            "EMBEDDING_TIMEOUT_SECONDS": "5",
+        }
     settings = bench_settings("http://127.0.0.1:9/v1", path, **overrides)
+    if mode == ENGINE:  # its clock is the question's time ("last month" is read by it)
+        return make_engine(storage, make_llm(settings), tokenizer, settings, clock=QUESTION_TIME)
     return make_engine(storage, make_llm(settings), tokenizer, settings)
+
+
+class _QuestionTime:
+    """A clock set to the time of the question being asked."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+QUESTION_TIME = _QuestionTime()
+
+
+def _time_vector_search(engine: MemoryEngine) -> list[float]:
+    """Time every vector search of the engine (`VectorRecall.nearest`: the scope's version,
+    its cached matrix, the cosine, the neighbours)."""
+    vectors = engine.vectors
+    assert vectors is not None
+    timings: list[float] = []
+    search = vectors.nearest
+
+    async def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await search(*args, **kwargs)
+        finally:
+            timings.append(time.perf_counter() - started)
+
+    setattr(vectors, "nearest", timed)  # noqa: B010 (an instance's method, wrapped)
+    return timings
+
+
+async def _embed(engine: MemoryEngine, key: SessionKey) -> None:
+    """What the engine's background job does after a turn: embed the session's new messages."""
+    embedder = engine.learning.embedder
+    assert embedder is not None
+    session = await engine.storage.sessions.find(key.channel_id, key.user_id)
+    assert session is not None
+    while await embedder.run(session.id):
+        pass
 
 
 async def _store(
@@ -215,7 +300,7 @@ async def _ask(
     storage: Storage,
     tokenizer: Tokenizer,
     recall: BenchRecall,
-    engines: list[tuple[str, Hybrid | None, MemoryEngine]],
+    engines: list[tuple[str, Hybrid | str | None, MemoryEngine]],
     conversation: Conversation,
     key: SessionKey,
     ids: list[tuple[int, int]],
@@ -228,6 +313,7 @@ async def _ask(
         )
         await recall.remember([asked])
         await recall.prepare(question.text, when)
+        QUESTION_TIME.now = when
         session = await storage.sessions.get(asked.session_id)
         assert session is not None
         for name, mode, engine in engines:
@@ -243,6 +329,7 @@ async def _ask(
             _score(tallies[name], question, prompt, window_ids, ids, engine)
         reply = await _add(storage, tokenizer, key, "assistant", CANNED_REPLY, when + 10.0, None)
         await recall.remember([reply])
+        await _embed(next(e for _, mode, e in engines if mode == ENGINE), key)
 
 
 def _score(
@@ -285,12 +372,15 @@ def _result(
     embedded: int,
 ) -> BenchResult:
     off, words, hybrid = tallies[OFF], tallies[WORDS], tallies[HYBRID]
+    engine_hybrid = tallies[ENGINE_HYBRID]
     budget = engine._prompt_limits.max_prompt_tokens
     cap = _engine_cap()
     base, hard = list(BASE_KINDS), list(HARD_KINDS)
     timings = recall.timings[None]
     hybrid_timings = recall.timings[HYBRID_RECALL]
-    over_budget = words.over_budget + off.over_budget + hybrid.over_budget
+    over_budget = (
+        words.over_budget + off.over_budget + hybrid.over_budget + engine_hybrid.over_budget
+    )
     figures = [
         Figure(
             "8a",
@@ -359,6 +449,50 @@ def _result(
             f"p99 {p(hybrid_timings, 0.99):.2f} ms over {len(hybrid_timings)} queries",
         ),
     ]
+    engine_search = latency["engine search"]
+    figures += [
+        Figure(
+            "8k",
+            "harder questions with any of their evidence in the prompt, the engine's hybrid"
+            " recall (EMBEDDING_MODEL: message_vectors, bot.memory.vectors)",
+            engine_hybrid.share(engine_hybrid.any_found, hard),
+            "%",
+            HARD_ANY_GOAL,
+            f"all: {engine_hybrid.share(engine_hybrid.all_found, hard):.1f} %; BM25 recall:"
+            f" {words.share(words.any_found, hard):.1f} % any,"
+            f" {words.share(words.all_found, hard):.1f} % all; the bench's prototype:"
+            f" {hybrid.share(hybrid.any_found, hard):.1f} % any",
+        ),
+        Figure(
+            "8l",
+            "original questions with all their evidence in the prompt, the engine's hybrid recall",
+            engine_hybrid.share(engine_hybrid.all_found, base),
+            "%",
+            EVIDENCE_GOAL,
+            f"any: {engine_hybrid.share(engine_hybrid.any_found, base):.1f} %; BM25 recall:"
+            f" {words.share(words.all_found, base):.1f} % all",
+        ),
+        Figure(
+            "8m",
+            "the engine's vector search p99 in the run (VectorRecall.nearest: the scope's"
+            " version, its cached matrix, cosine, neighbours; 800+ vectors)",
+            p(engine_search, 0.99),
+            "ms",
+            None,
+            f"p50 {p(engine_search, 0.5):.2f} ms over {len(engine_search)} searches",
+        ),
+        Figure(
+            "8n",
+            "the engine's vector search over a heavy user's 20,000 vectors p99 (SQLite,"
+            " matrix cached; the version read on every search)",
+            p(latency["engine cached"], 0.99),
+            "ms",
+            COSINE_GOALS[20_000],
+            f"p50 {p(latency['engine cached'], 0.5):.2f} ms over"
+            f" {len(latency['engine cached'])} searches; the first search, reading the"
+            f" 20,000 blobs: p50 {p(latency['engine cold'], 0.5):.1f} ms",
+        ),
+    ]
     for size, goal in COSINE_GOALS.items():
         memory = latency[f"memory {size}"]
         figures.append(
@@ -392,9 +526,11 @@ def _result(
         f" ({sum(words.asked[k] for k in answerable)} answerable:"
         f" {sum(words.asked[k] for k in base)} original, {sum(words.asked[k] for k in hard)}"
         f" harder; {words.asked['no-answer']} with no answer); all evidence outside the window.",
-        "Evidence in the prompt by kind, all / any: window + summary | BM25 | hybrid — "
+        "Evidence in the prompt by kind, all / any: window + summary | BM25 | hybrid (the"
+        " bench's prototype) | the engine's hybrid recall — "
         + "; ".join(
             f"{k} (n={words.asked[k]}): {_pair(off, k)} | {_pair(words, k)} | {_pair(hybrid, k)}"
+            f" | {_pair(engine_hybrid, k)}"
             for k in answerable
         ),
         "Hybrid: BM25's best 24 and MiniLM's best 24 (cosine over the user's messages outside"

@@ -29,6 +29,7 @@ def make_llm(settings: Settings) -> LLMClient:
         parallel=settings.model_parallel,
         parallel_auto=settings.model_parallel_auto,
         parallel_max=settings.model_parallel_max,
+        embedding_base_url=settings.embedding_base_url,
     )
 
 

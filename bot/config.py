@@ -76,6 +76,10 @@ class Settings:
     # and its cap in each prompt (at most half of what the window would have).
     channel_context: bool
     channel_context_tokens: int
+    # Hybrid recall (bot.memory.vectors): "" = words only, no embeddings call, nothing stored.
+    embedding_model: str
+    embedding_base_url: str | None  # None: the model server of OPENAI_BASE_URL
+    embedding_timeout_seconds: float  # the query's vector on the reply path: then words only
     facts_batch_messages: int
     facts_idle_seconds: float
     edit_relearn_seconds: float  # re-learning after edits: at most once per session per period
@@ -161,6 +165,9 @@ class Settings:
             recall_max_tokens=reader.integer("RECALL_MAX_TOKENS", 800, minimum=0),
             channel_context=reader.boolean("CHANNEL_CONTEXT", False),
             channel_context_tokens=reader.integer("CHANNEL_CONTEXT_TOKENS", 1500, minimum=0),
+            embedding_model=reader.text("EMBEDDING_MODEL", ""),
+            embedding_base_url=reader.text("EMBEDDING_BASE_URL", "") or None,
+            embedding_timeout_seconds=reader.number("EMBEDDING_TIMEOUT_SECONDS", 0.8, minimum=0.05),
             facts_batch_messages=reader.integer("FACTS_BATCH_MESSAGES", 10, minimum=1),
             facts_idle_seconds=reader.number("FACTS_IDLE_SECONDS", 300.0, minimum=0.0),
             edit_relearn_seconds=reader.number("EDIT_RELEARN_SECONDS", 300.0, minimum=0.0),

@@ -32,6 +32,7 @@ from storage.state import BotStateRepository
 from storage.url import DatabaseURL
 from storage.usage import UsageRepository
 from storage.users import UserDataRepository
+from storage.vectors import VectorRepository
 
 
 class Storage:
@@ -59,6 +60,7 @@ class Storage:
         self.recall = RecallRepository(db)
         self.queued = QueuedMessageRepository(db)
         self.capabilities = ModelCapabilityRepository(db)
+        self.vectors = VectorRepository(db)
 
     @classmethod
     async def open(

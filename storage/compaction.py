@@ -63,9 +63,9 @@ STATISTICS_KEY = "postgres:statistics"
 still holds their bytes until it is rewritten (once, by a superuser or the database's owner)."""
 STATISTICS = "pg_catalog.pg_statistic"
 LEASE = "once:erasure-compaction"
-TEXT_TABLES = ("messages", "sessions", "facts")
-"""The tables that hold users' text (toast and indexes follow their table); the others hold
-ids and numbers."""
+TEXT_TABLES = ("messages", "sessions", "facts", "message_vectors")
+"""The tables that hold users' text, or what is derived from it (a message's vector); toast and
+indexes follow their table. The others hold ids and numbers."""
 CHECK_SECONDS = 60.0
 LOCK_TIMEOUT_SECONDS = 5.0
 

@@ -184,6 +184,13 @@ class UserDataRepository:
             " ORDER BY scope, scope_id",
             (user_id,),
         )
+        # Hybrid recall's vectors are numbers derived from the messages above, meaningful to
+        # one embeddings model only: how many there are, per model, not the numbers.
+        vectors = await self._db.fetch_all(
+            "SELECT model, COUNT(*) AS messages FROM message_vectors WHERE user_id = ?"
+            " GROUP BY model ORDER BY model",
+            (user_id,),
+        )
         return {
             "user_id": user_id,
             "memory_paused_since": paused["paused_at"] if paused else None,
@@ -196,6 +203,7 @@ class UserDataRepository:
             "message_rate_window": dict(rate) if rate else None,
             "blocked_in_servers": [dict(row) for row in blocks],
             "erasure_counters": [dict(row) for row in erasures],
+            "message_vectors": [dict(row) for row in vectors],
         }
 
     async def guild_stats(self, guild_id: int) -> GuildStats:

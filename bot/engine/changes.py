@@ -72,6 +72,7 @@ class Changes:
         if session is not None:
             await self._learning.stop_jobs([session.id])
         self._recall_log.forget_conversation(key.channel_id, key.user_id)
+        self._learning.forget_vectors(key.user_id)
         self.cooldown.used(key.user_id)
         counts = await self._storage.users.clear_session(key.channel_id, key.user_id)
         self._turns.erase(lambda k: (k.user_id, k.channel_id) == (key.user_id, key.channel_id))
@@ -83,6 +84,7 @@ class Changes:
         self.cooldown.used(user_id)
         await self._learning.stop_jobs(await self._storage.users.session_ids(user_id))
         self._recall_log.forget_user(user_id)
+        self._learning.forget_vectors(user_id)
         counts = await self._storage.users.delete_user_data(user_id, now=self._clock())
         self._turns.erase(lambda k: k.user_id == user_id)
         await self._storage.recall.purge_deleted()
@@ -93,6 +95,7 @@ class Changes:
         sessions = await self._storage.users.session_ids(user_id, guild_id=guild_id)
         await self._learning.stop_jobs(sessions)
         self._recall_log.forget_user(user_id)
+        self._learning.forget_vectors(user_id)
         counts = await self._storage.users.delete_member_in_guild(user_id, guild_id)
         self._turns.erase(lambda k: (k.user_id, k.guild_id) == (user_id, guild_id))
         await self._storage.recall.purge_deleted()
@@ -160,6 +163,7 @@ class Changes:
             self._turns.unstored.deleted(discord_id)
             return None
         self._recall_log.forget_message(discord_id)
+        self._learning.forget_vectors()
         self._learning.schedule_recall_purge()
         # Rebuilt from what remains; work in flight that read the message lands nothing.
         self._learning.relearn(deletion.session_id)

@@ -52,6 +52,7 @@ from bot.memory.learning import LEARNERS, Learning
 from bot.memory.prompt import Prompt, PromptLimits
 from bot.memory.recall import LastRecall, RecallLog
 from bot.memory.summary import Summarizer
+from bot.memory.vectors import Embedder, VectorRecall
 from bot.model.llm import LLMClient
 from bot.model.tokens import Tokenizer
 from bot.model.vision import Vision
@@ -126,6 +127,14 @@ class MemoryEngine:
         self.ledger = ResumeLedger(storage, clock=clock)
         tools = LearnerTools(storage, llm, tokenizer, settings, self.limits, clock)
         learners = [make(tools) for make in LEARNERS]
+        # Hybrid recall, with EMBEDDING_MODEL only: without it, no vector is made or read.
+        model = settings.embedding_model
+        self.vectors = (
+            VectorRecall(storage, llm, model, timeout=settings.embedding_timeout_seconds)
+            if model
+            else None
+        )
+        embedder = Embedder(storage, llm, model) if model else None
         self.context = ContextBuilder(
             storage,
             tokenizer,
@@ -134,6 +143,7 @@ class MemoryEngine:
             learners,
             recall_log=self.recall_log,
             clock=clock,
+            vectors=self.vectors,
         )
         self.learning = Learning(
             storage,
@@ -144,6 +154,8 @@ class MemoryEngine:
             controls=self.controls,
             recall_log=self.recall_log,
             clock=clock,
+            embedder=embedder,
+            vectors=self.vectors,
         )
         self.vision = Vision(storage.capabilities, enabled=settings.vision, clock=clock)
         self.describer = ImageDescriber(

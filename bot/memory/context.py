@@ -17,6 +17,7 @@ from bot.memory.channel import ChannelLine, ChannelSource, speaker_label, usable
 from bot.memory.learner import Learner
 from bot.memory.prompt import SECTIONS, Prompt, PromptBuilder, PromptLimits, Section
 from bot.memory.recall import RecalledExcerpt, RecallLog, recall_for
+from bot.memory.vectors import VectorRecall
 from bot.model.media import AttachedImage
 from bot.model.tokens import Tokenizer
 from bot.policy.access import ChannelView
@@ -53,8 +54,10 @@ class ContextBuilder:
         *,
         recall_log: RecallLog,
         clock: Callable[[], float],
+        vectors: VectorRecall | None = None,
     ) -> None:
         self._storage = storage
+        self._vectors = vectors  # hybrid recall (EMBEDDING_MODEL), else words only
         self._tokenizer = tokenizer
         self._settings = settings
         self._controls = controls
@@ -134,6 +137,7 @@ class ContextBuilder:
                     builder,
                     self._clock(),
                     places,
+                    vectors=self._vectors,
                 )
         return builder.finish(window, recalled)
 

@@ -5,7 +5,9 @@ when its backlog is due (and once the conversation goes quiet, for those that sa
 after an edit or a deletion (debounced), and by a sweep that picks up what a dead process or a
 spent retry left. Retention runs here too: one pass a day across the fleet for messages a
 summary already holds and for past days' limits, the window-only trimming of a server whose
-memory is off, and the search index's merge after rows leave it.
+memory is off, and the search index's merge after rows leave it. With EMBEDDING_MODEL, the
+messages' vectors for hybrid recall are computed here too (`bot.memory.vectors.Embedder`):
+after each turn, after an edit, and at start-up for what a stop or a new model left.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from bot.memory.facts import FactExtractor
 from bot.memory.learner import Learner, LearnerTools
 from bot.memory.recall import RecallLog
 from bot.memory.summary import Summarizer
+from bot.memory.vectors import Embedder, VectorRecall
 from bot.policy.controls import Controls
 from bot.policy.limits import Cooldown
 from bot.runtime.background import BackgroundJobs
@@ -66,8 +69,12 @@ class Learning:
         controls: Controls,
         recall_log: RecallLog,
         clock: Callable[[], float],
+        embedder: Embedder | None = None,
+        vectors: VectorRecall | None = None,
     ) -> None:
         self._storage = storage
+        self.embedder = embedder
+        self.vectors = vectors
         self._settings = settings
         self.learners = tuple(learners)
         self._jobs = jobs
@@ -88,6 +95,12 @@ class Learning:
         resumed = await self.schedule_lagging()
         if resumed:
             log.info("Resumed background work for %d sessions", resumed)
+        if self.embedder is not None:
+            unembedded = await self._storage.vectors.sessions_missing(self.embedder.model)
+            for session_id in unembedded:
+                self.schedule_embedding(session_id)
+            if unembedded:
+                log.info("Embedding the messages of %d sessions", len(unembedded))
         self._loops = [
             asyncio.create_task(self._retention_loop(), name="mnemo-retention"),
             asyncio.create_task(self._sweep_loop(), name="mnemo-sweep"),
@@ -112,6 +125,7 @@ class Learning:
     def after_turn(self, session: Session) -> None:
         """Schedule, never await, the background work this turn may have made due."""
         self._jobs.schedule("check", session.id, partial(self._schedule_due_work, session.id))
+        self.schedule_embedding(session.id)
         for learner in self.learners:
             if learner.idle_seconds is not None:
                 self._jobs.schedule_later(
@@ -126,6 +140,7 @@ class Learning:
         flight on the old messages lands nothing)."""
         for learner in self.learners:
             self.schedule(learner, session_id)
+        self.schedule_embedding(session_id)  # an edited message lost its vector with its text
 
     def relearn_after_edit(self, session_id: int) -> None:
         """Schedule learning again from a conversation whose messages were edited: at once
@@ -144,6 +159,19 @@ class Learning:
 
     def schedule(self, learner: Learner, session_id: int) -> None:
         self._jobs.schedule(learner.kind, session_id, partial(self._learn, session_id, learner))
+
+    def schedule_embedding(self, session_id: int) -> None:
+        """Embed the session's messages that have no vector yet (EMBEDDING_MODEL set)."""
+        if self.embedder is not None:
+            self._jobs.schedule(Embedder.kind, session_id, partial(self._embed, session_id))
+
+    def forget_vectors(self, user_id: int | None = None) -> None:
+        """An erasure: drop the cached matrices it covers (a user's; all of them with None)."""
+        if self.vectors is not None:
+            if user_id is None:
+                self.vectors.clear()
+            else:
+                self.vectors.forget_user(user_id)
 
     def schedule_recall_purge(self) -> None:
         """Merge the search index in the background, coalesced: a row deleted or rewritten
@@ -177,6 +205,7 @@ class Learning:
         deleted = await self._storage.messages.delete_expired(self._clock() - days * 86400)
         if deleted:
             self._recall_log.clear()
+            self.forget_vectors()
             await self._storage.recall.purge_deleted()
             log.info("Retention deleted %d summarized messages older than %d days", deleted, days)
         return deleted
@@ -207,6 +236,20 @@ class Learning:
             if not rules.memory:
                 return
         await learner.run(session_id)
+
+    async def _embed(self, session_id: int) -> None:
+        """Embed a session's messages unless its server turned memory off; more left after
+        one run (a long backlog, a new model): scheduled again, after other work."""
+        assert self.embedder is not None
+        session = await self._storage.sessions.get(session_id)
+        if session is None:
+            return
+        if session.guild_id is not None:
+            rules = await self._controls.rules(session.guild_id)
+            if not rules.memory:
+                return
+        if await self.embedder.run(session_id):
+            self.schedule_embedding(session_id)
 
     async def _relearn_debounced(self, session_id: int) -> None:
         self._relearn_debounce.used(session_id)

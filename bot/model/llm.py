@@ -113,6 +113,7 @@ class LLMClient:
         parallel: int | None = None,
         parallel_auto: bool = False,
         parallel_max: int = 16,
+        embedding_base_url: str | None = None,
     ) -> None:
         # Always an explicit URL: given None, the SDK would read OPENAI_BASE_URL from the
         # environment itself, and an empty one there (as `.env.example` ships) is its URL.
@@ -123,6 +124,17 @@ class LLMClient:
             max_retries=max_retries,
         )
         self.base_url = loggable_url(str(self._client.base_url))
+        # EMBEDDING_BASE_URL: embeddings from a server of their own (else this one's).
+        self._embed_client = (
+            AsyncOpenAI(
+                api_key=api_key,
+                base_url=embedding_base_url,
+                timeout=timeout,
+                max_retries=max_retries,
+            )
+            if embedding_base_url
+            else self._client
+        )
         self._reply_deadline = reply_deadline
         guess = parallel or default_parallel(base_url)
         self.scheduler = ModelScheduler(min(guess, parallel_max), reply_deadline)
@@ -160,6 +172,8 @@ class LLMClient:
             self._slots_asked.cancel()
             await asyncio.gather(self._slots_asked, return_exceptions=True)
         await self._client.close()
+        if self._embed_client is not self._client:
+            await self._embed_client.close()
 
     def _ask_for_slots_once(self) -> None:
         """With MODEL_PARALLEL=auto, ask the server for its slots beside the first call."""
@@ -292,6 +306,33 @@ class LLMClient:
                     )
                     continue
                 raise
+
+    async def embed(
+        self, model: str, texts: Sequence[str], *, within: float | None = None
+    ) -> list[list[float]]:
+        """The vectors of `texts` (one `/v1/embeddings` request, in order). For the query on
+        the reply path, `within` seconds: one try bounded by it (no retries), and not through
+        the scheduler (a short call beside a reply; the caller goes on without it when it
+        fails). Raises LLMError."""
+        client = self._embed_client
+        if within is not None:
+            client = client.with_options(timeout=within, max_retries=0)
+        try:
+            async with asyncio.timeout(within):
+                response = await client.embeddings.create(model=model, input=list(texts))
+        except TimeoutError:
+            raise LLMError("The embeddings call took too long.", kind=ErrorKind.TIMEOUT) from None
+        except openai.OpenAIError as error:
+            self._log_failure(model, error)
+            raise describe_error(error) from error
+        vectors = [list(item.embedding) for item in sorted(response.data, key=lambda d: d.index)]
+        if len(vectors) != len(texts):
+            raise LLMError("The embeddings server answered the wrong number of vectors.")
+        return vectors
+
+    async def embed_background(self, model: str, texts: Sequence[str]) -> list[list[float]]:
+        """`embed` for background work: when the server is free, yielding to replies."""
+        return await self.scheduler.background(lambda: self.embed(model, texts))
 
     async def complete_json(
         self,

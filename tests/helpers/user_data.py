@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from storage import Storage
 from storage.models import NewFact, SessionKey
+from storage.vectors import ToEmbed
 from tests.helpers.storage import index_word
 
 ALICE = 1
@@ -43,6 +44,10 @@ async def fill_user(storage: Storage, user_id: int, marker: str) -> None:
             key, discord_id + 500, fence=0, now=1.0
         )  # a follow-up waiting its turn
         assert stored is not None
+        # Its vector (hybrid recall): float32 bytes that spell the marker, to be found in files.
+        await storage.vectors.save(
+            "test-model", [(ToEmbed(stored.id, stored.content), vector_of(marker))]
+        )
         await storage.sessions.save_summary(
             stored.session_id,
             expected_through=0,
@@ -62,3 +67,9 @@ async def fill_user(storage: Storage, user_id: int, marker: str) -> None:
         )
         await storage.usage.add("2026-01-01", user_id=user_id, guild_id=key.guild_id, tokens=7)
     await storage.fleet.count_message(user_id, window_start=60.0)
+
+
+def vector_of(marker: str) -> bytes:
+    """A stored vector whose bytes hold `marker` (padded to whole float32s)."""
+    raw = marker.encode()
+    return raw + b"\0" * (-len(raw) % 4)

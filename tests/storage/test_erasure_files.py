@@ -80,7 +80,7 @@ async def test_erased_text_leaves_every_file_of_the_database(storage: Storage) -
     toast = await toast_of(storage, "messages")
     before = await files_holding(storage, *strings(alice))
     # Where the text is: in the table, its toast table and the recall index, summaries, facts.
-    assert {"messages", toast, "sessions", "facts"} <= before[alice]
+    assert {"messages", toast, "sessions", "facts", "message_vectors"} <= before[alice]
     assert {"messages", toast, "messages_recall"} <= before[index_word(alice)]
     assert before[alice] | before[index_word(alice)] <= text_relations  # not in statistics
 
@@ -89,7 +89,7 @@ async def test_erased_text_leaves_every_file_of_the_database(storage: Storage) -
 
     assert await files_holding(storage, *strings(alice)) == {}
     kept = await files_holding(storage, *strings(bob))
-    assert {"messages", "sessions", "facts"} <= kept[bob]
+    assert {"messages", "sessions", "facts", "message_vectors"} <= kept[bob]
     assert "messages_recall" in kept[index_word(bob)]
     assert await compact(storage) == "nothing"  # nothing left pending
 

@@ -63,6 +63,7 @@ async def test_every_table_is_known_to_deletion(storage: Storage) -> None:
         "identify_buckets",  # no user data: login slots per bucket
         "leases",  # no user data: session ids and process names
         "memory_pauses",
+        "message_vectors",  # hybrid recall: each message's vector, deleted with the message
         "messages",
         "model_capabilities",  # no user data: which models see images
         "queued_messages",  # ids of messages waiting for their turn (deleted with the user's)
@@ -159,6 +160,8 @@ async def test_export_has_everything(storage: Storage) -> None:
     assert len(export["sessions"]) == 4 and len(export["messages"]) == 8
     assert len(export["facts"]) == 4
     assert all(f["sources"] for f in export["facts"])
+    assert export["message_vectors"] == [{"model": "test-model", "messages": 4}]  # how many
+    assert "ALICE-MARKER" not in json.dumps(export["message_vectors"])  # not their bytes
     assert json.dumps(export)  # plain JSON
 
 
