@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 from bot.config import Settings
 from bot.engine.changes import Changes
+from bot.engine.images import TurnImages
 from bot.engine.records import (
     THINKING,
     Answered,
@@ -37,7 +38,6 @@ from bot.memory.learning import Learning
 from bot.memory.prompt import Prompt
 from bot.memory.recall import LastRecall, RecallLog
 from bot.model.llm import ErrorKind, LLMClient, LLMError, StreamState, Usage
-from bot.model.media import AttachedImage
 from bot.model.scheduler import ModelScheduler, Overdue, Ticket
 from bot.model.tokens import Tokenizer
 from bot.model.vision import Vision
@@ -54,9 +54,6 @@ from storage.models import Session, SessionKey, StoredMessage
 log = logging.getLogger("bot.engine.engine").getChild("reply")
 
 UNSTORED_ID = 2**63 - 1  # the id a paused user's message would have: after every stored one
-CANNOT_SEE_NOTE = "This model cannot see images, so I answered from your text only."
-IMAGES_OFF_NOTE = "Images are not shown to the model here, so I answered from your text only."
-IMAGES_DID_NOT_FIT_NOTE = "Not every image fit in what the model can take; some were left out."
 
 
 class Admission:
@@ -136,7 +133,7 @@ class ReplyPipeline:
         clock: Callable[[], float],
     ) -> None:
         self._storage = storage
-        self._vision = vision
+        self._images = TurnImages(vision, controls)
         self._describer = describer
         self._llm = llm
         self._llm_slots = llm.scheduler  # every model call: replies first, background after
@@ -291,16 +288,17 @@ class ReplyPipeline:
 
     async def _generate(
         self,
-        session: Session,
+        session: Session | None,
         stored: StoredMessage,
         incoming: IncomingMessage,
         on_progress: ProgressCallback | None,
         ticket: Ticket,
     ) -> tuple[Prompt, Answered | Failed]:
         """The prompt and the model's answer to it, in the turn's reply slot (Overdue when
-        the slot comes too late)."""
+        the slot comes too late): again without the images if the model refuses them, and
+        again trimmed harder if the server's context is smaller than our budget."""
         view = incoming.view
-        images, notes = await self._images_for(incoming)
+        images, notes = await self._images.for_turn(incoming)
         channel = incoming.channel
 
         async def build(share: float = 1.0) -> Prompt:
@@ -318,34 +316,14 @@ class ReplyPipeline:
         async with self._llm_slots.reply(ticket):
             answer = await self._answer(prompt, on_progress, view)
             if isinstance(answer, Failed) and answer.error.kind == ErrorKind.IMAGES_REFUSED:
-                # The same turn once more without the images; learned for every later one.
-                await self._vision.learn(self._controls.model_for(view), False)
-                images, notes = (), (CANNOT_SEE_NOTE,)
+                images, notes = await self._images.refused(view)  # once more without them
                 prompt = await build()
                 answer = await self._answer(prompt, on_progress, view)
             if isinstance(answer, Failed) and answer.error.kind == "context_length":
                 # The server's context is smaller than our budget: trim harder, once.
                 prompt = await build(0.5)
                 answer = await self._answer(prompt, on_progress, view)
-        if prompt.images and isinstance(answer, Answered):
-            await self._vision.learn(self._controls.model_for(view), True)
-        if images and prompt.images < len(images):
-            notes += (IMAGES_DID_NOT_FIT_NOTE,)
-        if notes and isinstance(answer, Answered):
-            answer = dataclasses.replace(answer, notes=answer.notes + notes)
-        return prompt, answer
-
-    async def _images_for(
-        self, incoming: IncomingMessage
-    ) -> tuple[tuple[AttachedImage, ...], tuple[str, ...]]:
-        """The images that go to the model with this turn, and a note when some do not."""
-        if not incoming.images:
-            return (), ()
-        if not self._vision.enabled:
-            return (), (IMAGES_OFF_NOTE,)
-        if not await self._vision.may_send(self._controls.model_for(incoming.view)):
-            return (), (CANNOT_SEE_NOTE,)
-        return incoming.images, ()
+        return prompt, await self._images.settle(view, images, prompt, answer, notes)
 
     async def _charge(self, key: SessionKey, usage: Usage | None, estimate: int) -> None:
         """Count a model call's tokens against the budgets; a database error is logged (the
@@ -465,26 +443,8 @@ class ReplyPipeline:
         transient = self._transient(incoming, session)
         if on_progress is not None:
             await on_progress("")
-        view = incoming.view
-        images, notes = await self._images_for(incoming)
-        prompt = await self._context.build(
-            session,
-            transient,
-            incoming.author_name,
-            view=view,
-            channel=incoming.channel,
-            images=images,
-        )
         try:
-            async with self._llm_slots.reply(ticket):
-                answer = await self._answer(prompt, on_progress, view)
-                if isinstance(answer, Failed) and answer.error.kind == ErrorKind.IMAGES_REFUSED:
-                    await self._vision.learn(self._controls.model_for(view), False)
-                    notes = (CANNOT_SEE_NOTE,)
-                    prompt = await self._context.build(
-                        session, transient, incoming.author_name, view=view
-                    )
-                    answer = await self._answer(prompt, on_progress, view)
+            prompt, answer = await self._generate(session, transient, incoming, on_progress, ticket)
         except Overdue:
             return Refused(self._admission.busy(0.0))
         await self._limits.charge(
@@ -494,8 +454,6 @@ class ReplyPipeline:
             private=True,
         )
         answer = dataclasses.replace(answer, paused=True)
-        if notes and isinstance(answer, Answered):
-            answer = dataclasses.replace(answer, notes=notes)
         if isinstance(answer, Answered) and deliver is not None:
             answer = dataclasses.replace(answer, delivered=bool(await deliver(answer)))
         return answer
