@@ -55,7 +55,7 @@ class Benchmark:
 BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("1", "Reply-path overhead through the loopback Discord", reply_path.run),
     Benchmark("1p", "Reply path: PostgreSQL beside SQLite (engine turn)", backends.run),
-    Benchmark("1c", "Channel context: reply-path cost, memory per channel", channel_context.run),
+    Benchmark("11", "Channel context: reply-path cost, memory per channel", channel_context.run),
     Benchmark("2", "Summarizing turns (LLM latency 200 ms)", summarizing_turns.run),
     Benchmark("2b", "One-slot server: replies first, background calls of 4 s", one_slot.run),
     Benchmark("2c", "Learned slots: a burst to an 8-slot server at 127.0.0.1", learned_slots.run),

@@ -1,4 +1,4 @@
-"""Benchmark 1c: what channel context costs on the reply path, and in memory per channel.
+"""Benchmark 11: what channel context costs on the reply path, and in memory per channel.
 
 The real `MemoryBot` on the loopback Discord and a loopback LLM that answers at once (a short
 answer, streamed in five pieces 5 ms apart), on a fresh SQLite file. Two channels of one
@@ -94,36 +94,36 @@ async def run(scale: Scale) -> BenchResult:
     return BenchResult(
         figures=[
             Figure(
-                "1c-p50-off", "event → LLM request p50, channel context off", median(off_ms), "ms"
+                "11-p50-off", "event → LLM request p50, channel context off", median(off_ms), "ms"
             ),
-            Figure("1c-p50-on", "event → LLM request p50, channel context on", median(on_ms), "ms"),
+            Figure("11-p50-on", "event → LLM request p50, channel context on", median(on_ms), "ms"),
             Figure(
-                "1c-p50-added",
+                "11-p50-added",
                 "channel context's cost at p50 (on − off)",
                 median(on_ms) - median(off_ms),
                 "ms",
             ),
             Figure(
-                "1c-p99-added",
+                "11-p99-added",
                 "channel context's cost at p99 (on − off)",
                 percentile(on_ms, 0.99) - percentile(off_ms, 0.99),
                 "ms",
             ),
             Figure(
-                "1c-build-added",
+                "11-build-added",
                 "of which building the prompt (on − off, p50)",
                 median(build_ms[ON]) - median(build_ms[OFF]),
                 "ms",
             ),
-            Figure("1c-lines", "channel lines in each prompt (median)", median(lines_in_prompt)),
+            Figure("11-lines", "channel lines in each prompt (median)", median(lines_in_prompt)),
             Figure(
-                "1c-buffer-120",
+                "11-buffer-120",
                 f"one full channel buffer ({LINES_PER_CHANNEL} lines of 120 characters)",
                 short / 1024,
                 "KiB",
             ),
             Figure(
-                "1c-buffer-max",
+                "11-buffer-max",
                 f"one full channel buffer ({LINES_PER_CHANNEL} lines of {LINE_MAX_CHARS} chars)",
                 longest / 1024,
                 "KiB",
