@@ -27,7 +27,15 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 from bench.core import BenchError, BenchResult, Figure, Scale, median, percentile
-from bench.loopback import crowd, discord_restored, fakes, mnemo_settings, point_at, running_bot
+from bench.loopback import (
+    crowd,
+    discord_restored,
+    fakes,
+    mnemo_settings,
+    point_at,
+    running_bot,
+    turn_settled,
+)
 from bot.client.channel_log import LINES_PER_CHANNEL, ChannelBuffer
 from bot.memory.channel import LINE_MAX_CHARS, ChannelLine
 from bot.memory.prompt import Prompt
@@ -76,7 +84,7 @@ async def run(scale: Scale) -> BenchResult:
                         author, channel, f"what do you think, turn {turn}?", mention_bot=True
                     )
                     await fake.answered(int(payload["id"]))
-                    await bot.engine.jobs.idle()
+                    await turn_settled(bot)
                     chat = [c for c in llm.requests[calls:] if is_reply_call(c.json or {})]
                     if len(chat) != 1:
                         raise BenchError(f"expected one chat call per turn, got {len(chat)}")

@@ -4,7 +4,11 @@
   the bot: when a bot message replying to a given user message first carried the complete
   answer (the arrival time of that POST or PATCH, `RecordedRequest.time`), and when the bot
   sent IDENTIFY and when READY and the GUILD_CREATEs had gone out.
-* `TimedLLM` is the loopback LLM, plus the time each SSE stream was completely written.
+* `TimedLLM` is the loopback LLM, plus the time each SSE stream was completely written (and
+  of the reply streams alone: a background call of the previous turn may still be streaming).
+* `turn_settled` waits until the bot has finished a turn: the final message reaches the
+  loopback Discord before the bot stores the answer, charges it and schedules the summary or
+  extraction it made due.
 * `prefill` writes a realistic database straight through sqlite3 (the schema comes from the
   real migrations), in the steady state of a bot that has been running for a while: older
   messages folded into each session's summary, every message read for facts.
@@ -43,7 +47,7 @@ from cogs import EXTENSIONS
 from storage import Storage
 from storage.models import SessionKey
 from tests.fakes.discord import BotMessage, FakeDiscord, FakeUser, RecordedRequest
-from tests.fakes.llm_server import FakeLLM
+from tests.fakes.llm_server import FakeLLM, is_reply_call
 
 # A short answer: one Discord message, streamed in five pieces of three words.
 SHORT_ANSWER = "Sure, here is a short answer to what you asked me, in fifteen words or so."
@@ -163,15 +167,31 @@ class TimedLLM(FakeLLM):
             stream_chunk_delay=stream_chunk_delay,
         )
         self.stream_ends: list[float] = []
+        self.reply_stream_ends: list[float] = []  # of the chat replies' streams only
 
-    async def _stream_answer(self, *args: Any, **kwargs: Any) -> web.StreamResponse:
-        response = await super()._stream_answer(*args, **kwargs)
+    async def _stream_answer(
+        self, request: web.Request, body: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> web.StreamResponse:
+        response = await super()._stream_answer(request, body, *args, **kwargs)
         self.stream_ends.append(time.monotonic())
+        if is_reply_call(body):
+            self.reply_stream_ends.append(self.stream_ends[-1])
         return response
 
     def forget(self) -> None:
         self.reset()
         self.stream_ends.clear()
+        self.reply_stream_ends.clear()
+
+
+async def turn_settled(bot: MemoryBot) -> None:
+    """Wait until the bot has finished its turns in hand and the background work they made
+    due. The final message arrives before the turn ends (the answer is stored and charged
+    after it is shown, and the summary or extraction scheduled after that): waiting for the
+    jobs alone would let the next turn start beside them."""
+    while bot.engine.turns.in_flight:
+        await asyncio.wait(set(bot.engine.turns.in_flight))
+    await bot.engine.jobs.idle()
 
 
 def _answer(body: dict[str, Any]) -> str:

@@ -15,11 +15,12 @@ one process:
 
 - event → LLM request: from just before the fake dispatches MESSAGE_CREATE to the arrival of
   the chat request at the loopback LLM (its `RecordedCall.time`);
-- last token → final message: from the moment the loopback LLM finished writing the stream to
-  the arrival at the loopback Discord of the request (POST or PATCH) that first carries the
-  complete answer (`RecordedRequest.time`). The renderer (`bot/client/replies.py`) throttles edits
-  to one a second, but the final state skips the throttle (`finish` sets `_finished`, which
-  ends the wait), so nothing here waits for the throttle.
+- last token → final message: from the moment the loopback LLM finished writing the reply's
+  stream (`TimedLLM.reply_stream_ends`: the end of a background call streaming beside it is
+  not the reply's) to the arrival at the loopback Discord of the request (POST or PATCH) that
+  first carries the complete answer (`RecordedRequest.time`). The renderer
+  (`bot/client/replies.py`) throttles edits to one a second, but the final state skips the
+  throttle (`finish` sets `_finished`, which ends the wait), so nothing here waits for it.
 
 The floor is measured turn by turn, next to each bot turn, on a second loopback Discord and
 LLM in the same process: the same MESSAGE_CREATE dispatched to a plain discord.py client (to
@@ -70,6 +71,7 @@ from bench.loopback import (
     prefill,
     running_bot,
     started,
+    turn_settled,
 )
 from bench.postgres import NOT_SET, copy_sqlite, redact, server_url, temporary_database
 from bench.profiling import profile
@@ -288,18 +290,18 @@ async def _turn(
     into: Samples,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """One turn through the bot; returns its chat request body and final message body."""
-    calls, ends, requests = len(llm.requests), len(llm.stream_ends), len(fake.requests)
+    calls, ends, requests = len(llm.requests), len(llm.reply_stream_ends), len(fake.requests)
     started_at = time.monotonic()
     payload = await fake.send_message(author, CHANNEL, text, mention_bot=True)
     message_id = int(payload["id"])
     final_at = await fake.answered(message_id)
-    await bot.engine.jobs.idle()  # the summary or extraction this turn started, if any
+    await turn_settled(bot)  # the answer stored, and the summary or extraction it started
     await asyncio.sleep(0.005)  # the bot's last response handling, off the floor's samples
     chat = [call for call in llm.requests[calls:] if is_reply_call(call.json or {})]
-    if len(chat) != 1 or len(llm.stream_ends) <= ends:
+    if len(chat) != 1 or len(llm.reply_stream_ends) != ends + 1:
         raise BenchError(f"expected one streamed chat call per turn, got {len(chat)}")
     into.event_to_llm.append(chat[0].time - started_at)
-    into.last_to_final.append(final_at - llm.stream_ends[ends])
+    into.last_to_final.append(final_at - llm.reply_stream_ends[ends])
     into.to_dispatch.append(dispatched.times.pop(message_id) - started_at)
     sent = fake.requests[requests:]
     typing = [r.time for r in sent if r.method == "POST" and r.path.endswith("/typing")]
