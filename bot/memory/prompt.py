@@ -39,6 +39,11 @@ SECTIONS = ("facts", "summary")
 recall: a new learner's section takes its place here."""
 CUT_NOTICE = "\n[… message cut here: it was longer than the {cap}-token limit]"
 MIN_USEFUL_WINDOW_TOKENS = 16
+# What the recall block adds to the system message is counted as the block alone plus this:
+# the blank line before it, and where the text before it ends in punctuation, the few tokens
+# that the joined text may tokenize differently at the seam. An upper bound (a test holds it),
+# instead of counting the whole system message again for every block tried.
+RECALL_SEAM_TOKENS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,9 +275,7 @@ class PromptBuilder:
         return what it adds to the prompt."""
         base = self._system_without_recall
         self._system = f"{base}\n\n{block}" if block else base
-        added = (
-            self._tokenizer.count(self._system) - self._system_tokens_without_recall if block else 0
-        )
+        added = self._tokenizer.count(block) + RECALL_SEAM_TOKENS if block else 0
         self._fixed_cost = self._fixed_cost_without_recall + added
         self._sections["recall"] = added
         return added

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 
 import tiktoken
 
@@ -19,20 +20,28 @@ MESSAGE_OVERHEAD_TOKENS = 4
 """Tokens the chat format adds around each message (role and separators)."""
 REPLY_PRIMING_TOKENS = 3
 """Tokens the chat format adds once to prime the assistant's answer."""
+COUNTS_KEPT = 4096
+"""Token counts remembered (about 0.5 MB): a prompt counts the same summary, facts and
+system prompt again turn after turn, and counting was most of what building one cost."""
 
 
 class Tokenizer:
     """Counts and truncates text. Always `encode_ordinary`: user text may hold `<|endoftext|>`."""
 
-    def __init__(self, encoding: tiktoken.Encoding) -> None:
+    def __init__(self, encoding: tiktoken.Encoding, *, counts_kept: int = COUNTS_KEPT) -> None:
         self._encoding = encoding
+        self._counts = _CountCache(counts_kept)
 
     @property
     def name(self) -> str:
         return self._encoding.name
 
     def count(self, text: str) -> int:
-        return len(self._encoding.encode_ordinary(text))
+        known = self._counts.get(text)
+        if known is None:
+            known = len(self._encoding.encode_ordinary(text))
+            self._counts.put(text, known)
+        return known
 
     def truncate(self, text: str, max_tokens: int) -> str:
         """The longest prefix of `text` of at most `max_tokens` tokens."""
@@ -43,6 +52,31 @@ class Tokenizer:
             return text
         # Decoding a cut in the middle of a multi-byte character yields U+FFFD; drop it.
         return self._encoding.decode(tokens[:max_tokens]).rstrip("\ufffd")
+
+
+class _CountCache:
+    """The most recent counts, least recently used out first. Keyed by the text's hash and
+    length, never the text: memory a user erased must not stay in the process as a key. Two
+    texts with one key (a 64-bit hash and the same length) would share a count: the budget
+    estimate of one prompt off by some tokens, nothing more."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._counts: OrderedDict[tuple[int, int], int] = OrderedDict()
+
+    def get(self, text: str) -> int | None:
+        key = (hash(text), len(text))
+        count = self._counts.get(key)
+        if count is not None:
+            self._counts.move_to_end(key)
+        return count
+
+    def put(self, text: str, count: int) -> None:
+        if self._size <= 0:
+            return
+        self._counts[(hash(text), len(text))] = count
+        if len(self._counts) > self._size:
+            self._counts.popitem(last=False)
 
 
 def load_encoding(model: str, preferred: str = "auto") -> tiktoken.Encoding:

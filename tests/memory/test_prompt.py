@@ -133,6 +133,8 @@ def test_never_over_budget_and_newest_kept(tokenizer: Tokenizer, seed: int) -> N
         assert " ".join(channel[-1].text.split())[:30].replace('"', "'") in block[-1]
     sent = sum(tokenizer.count(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in prompt.messages)
     assert sent + REPLY_PRIMING_TOKENS <= LIMITS.max_prompt_tokens  # what is sent, recounted
+    # The estimate never counts less than what is sent (the recall block's seam is bounded).
+    assert sent + REPLY_PRIMING_TOKENS <= prompt.tokens
     assert prompt.section_tokens["recall"] <= LIMITS.recall_max_tokens
     window_ids = {m.id for m in history[len(history) - prompt.window_messages :]}
     assert not window_ids & {item.message_id for item in prompt.recalled}
@@ -225,3 +227,19 @@ def test_channel_context_is_attributed_in_order_and_under_its_cap(tokenizer: Tok
     assert 0 < capped.channel_lines < 200
     assert capped.section_tokens["channel"] <= LIMITS.channel_context_tokens
     assert "line number 199" in capped.messages[0]["content"]  # the newest kept
+
+
+@pytest.mark.parametrize(
+    "summary", ["They met before", "They met before.", "", 'x said "!!"', "😀", "ends in\n", "a  "]
+)
+@pytest.mark.parametrize("excerpt", ["we talked about cats", '"quoted"', "\nnewline first", "😀"])
+def test_the_recall_block_is_never_undercounted(
+    tokenizer: Tokenizer, summary: str, excerpt: str
+) -> None:
+    """The recall block is counted alone plus a bound for the seam where it joins the system
+    message (instead of counting the whole message again): the total never falls below what
+    is sent, whatever the text before the seam ends in."""
+    prompt = build(tokenizer, [], summary=summary, recalled=[recalled(5, excerpt)])
+    assert prompt.recalled, "the excerpt fits: the seam is measured"
+    sent = sum(tokenizer.count(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in prompt.messages)
+    assert sent + REPLY_PRIMING_TOKENS <= prompt.tokens <= sent + REPLY_PRIMING_TOKENS + 4
