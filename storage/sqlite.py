@@ -29,6 +29,7 @@ from storage.errors import (
     StorageError,
     StorageUnavailable,
 )
+from storage.sqlite_checkpoints import WalCheckpointer
 from storage.url import DatabaseURL
 
 BUSY_TIMEOUT_MS = 5000
@@ -66,6 +67,7 @@ class SQLiteDatabase(Database):
         self.url = DatabaseURL.sqlite(path)
         self._lock = asyncio.Lock()  # FIFO: waiters run in arrival order
         self._checkpoint_retry: asyncio.Task[None] | None = None
+        self._checkpoints = WalCheckpointer(path)  # the WAL folded back off the reply path
 
     @classmethod
     async def connect(cls, path: Path) -> SQLiteDatabase:
@@ -82,7 +84,9 @@ class SQLiteDatabase(Database):
         try:
             await db._configure()
             await db._migrate()
+            await db._checkpoints.start()
         except BaseException:
+            await db._checkpoints.close()
             await conn.close()
             raise
         db.make_files_private()
@@ -96,6 +100,7 @@ class SQLiteDatabase(Database):
                 file.chmod(PRIVATE_FILE_MODE)
 
     async def close(self) -> None:
+        await self._checkpoints.close()  # first: the bot's connection, closed last, folds the WAL
         if self._checkpoint_retry is not None:
             self._checkpoint_retry.cancel()
             with suppress(asyncio.CancelledError):
@@ -128,6 +133,9 @@ class SQLiteDatabase(Database):
                 # NORMAL survives a process crash; only FULL also survives power loss
                 # (docs/operation.md, Storage and durability).
                 "PRAGMA synchronous=NORMAL",
+                # Not inside the commit that fills the WAL (a reply's INSERT): in the
+                # background, on a connection of its own (storage/sqlite_checkpoints.py).
+                "PRAGMA wal_autocheckpoint=0",
                 "PRAGMA foreign_keys=ON",
                 # Deleted text must not linger in free pages of the file.
                 "PRAGMA secure_delete=ON",
