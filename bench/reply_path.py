@@ -497,18 +497,17 @@ def _final_parts(samples: Samples) -> Callable[[float], str]:
 
 def _breakdown(samples: Samples) -> str:
     typing = (
-        f" the typing indicator's POST arrived at {median(samples.to_typing) * 1000:.2f} ms,"
+        f" the typing indicator was sent in {len(samples.to_typing)} of"
+        f" {len(samples.event_to_llm)} turns (median {median(samples.to_typing) * 1000:.2f} ms),"
         if samples.to_typing
-        else ""
+        else " no typing indicator was sent (the answer showed before TYPING_DELAY_SECONDS),"
     )
     on = "" if samples.backend == "SQLite" else f" on {samples.backend}"
     return (
         f"At {samples.rows:,} messages{on}, medians from the event's dispatch: discord.py in the"
         f" bot dispatched `on_message` at {median(samples.to_dispatch) * 1000:.2f} ms (the plain"
         f" client's: {median(samples.gateway_floor) * 1000:.2f} ms),{typing} the LLM request at"
-        f" {median(samples.event_to_llm) * 1000:.2f} ms (the typing POST is awaited before the"
-        " prompt is built: `StreamedReply._start_typing` enters discord.py's `Typing`, which"
-        f" sends it and waits for the answer); {samples.final_edits} of"
+        f" {median(samples.event_to_llm) * 1000:.2f} ms; {samples.final_edits} of"
         f" {len(samples.last_to_final)} final states were an edit (PATCH) after the stream ended."
     )
 

@@ -214,3 +214,17 @@ async def test_answer_streams_with_throttled_edits(
     assert 1 <= len(message.edits) <= 5  # about one edit a second, not one per chunk
     typing = [r for r in d.requests if r.path.endswith("/typing")]
     assert typing, "typing was shown while waiting"
+
+
+async def test_an_answer_that_shows_at_once_needs_no_typing_indicator(
+    bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM
+) -> None:
+    """ "typing…" waits TYPING_DELAY_SECONDS: an answer shown sooner sends none (no REST
+    request on the way to the model, none spent of the channel's rate limit)."""
+    await bots.start()
+    d = fake_discord
+    fake_llm.push_answers("Quick.")
+    await d.send_message(d.alice, d.CHANNEL_ID, "fast please", mention_bot=True)
+    message = await d.next_bot_message(d.CHANNEL_ID)
+    assert await d.final_text(message, quiet=0.3) == "Quick."
+    assert not [r for r in d.requests if r.path.endswith("/typing")]
