@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -174,7 +174,7 @@ class BenchRecall(RecallRepository):
             event = (await self.embed([time_ref.event]))[0]
         self._prepared = Prepared(vector, time_ref, event)
 
-    async def search(  # type: ignore[override]
+    async def search(
         self,
         user_id: int,
         space_id: int,
@@ -185,6 +185,7 @@ class BenchRecall(RecallRepository):
         excluded_count: int,
         now: float,
         limit: int,
+        places: Collection[int] | None = None,
     ) -> list[RecallHit]:
         started = time.perf_counter()
         words = await super().search(
@@ -196,6 +197,7 @@ class BenchRecall(RecallRepository):
             excluded_count=excluded_count,
             now=now,
             limit=CANDIDATES if isinstance(self.mode, Hybrid) else limit,
+            places=places,
         )
         if isinstance(self.mode, Hybrid):
             words = await self._hybrid(
