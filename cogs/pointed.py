@@ -81,7 +81,7 @@ class Pointed(commands.Cog):
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         self.bot.channel_log.deleted([message.id], message.channel.id)
-        deleted = await self.bot.engine.message_deleted(message.id)
+        deleted = await self.bot.engine.forget_message(message.id, message.channel.id)
         if deleted is None:
             await interaction.followup.send(NOT_STORED, ephemeral=True)
             return

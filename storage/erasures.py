@@ -99,3 +99,32 @@ class ErasureRepository:
             (*ids, guild_id, channel_id),
         )
         return {int(row[0]): float(row[1]) for row in rows}
+
+    async def mark_forgotten(
+        self, discord_id: int, channel_id: int, *, now: float, keep_seconds: float
+    ) -> None:
+        """Keep a forgotten message's id (never its text) for `keep_seconds`, so that a line
+        read again from Discord stays out; older marks go in the same transaction."""
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "DELETE FROM forgotten_messages WHERE forgotten_at < ?", (now - keep_seconds,)
+            )
+            await tx.execute(
+                "INSERT INTO forgotten_messages (discord_id, channel_id, forgotten_at)"
+                " VALUES (?, ?, ?) ON CONFLICT (discord_id) DO UPDATE SET"
+                " forgotten_at = excluded.forgotten_at",
+                (discord_id, channel_id, now),
+            )
+
+    async def forgotten(self, channel_id: int, discord_ids: Sequence[int]) -> set[int]:
+        """Which of these messages of the channel were forgotten ("Forget this"): one statement."""
+        if not discord_ids:
+            return set()
+        ids = sorted(set(discord_ids))
+        marks = ", ".join("?" * len(ids))
+        rows = await self._db.fetch_all(
+            "SELECT discord_id FROM forgotten_messages"
+            f" WHERE channel_id = ? AND discord_id IN ({marks})",
+            (channel_id, *ids),
+        )
+        return {int(row[0]) for row in rows}

@@ -22,13 +22,12 @@ from collections.abc import Callable, Sequence
 
 import discord
 
-from bot.memory.channel import LINE_MAX_CHARS, ChannelLine
+from bot.memory.channel import LINE_MAX_AGE_SECONDS, LINE_MAX_CHARS, ChannelLine
 
 log = logging.getLogger(__name__)
 
 LINES_PER_CHANNEL = 100
 CHANNELS_MAX = 1000
-LINE_MAX_AGE_SECONDS = 24 * 3600.0
 _CHAT_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 
 

@@ -44,6 +44,7 @@ from bot.engine.records import (
 from bot.engine.reply import ReplyPipeline
 from bot.engine.resume import ResumeLedger
 from bot.engine.turns import TurnsInHand
+from bot.memory.channel import LINE_MAX_AGE_SECONDS
 from bot.memory.context import ContextBuilder
 from bot.memory.describe import ImageDescriber
 from bot.memory.facts import FactExtractor
@@ -285,6 +286,15 @@ class MemoryEngine:
     async def message_deleted(self, discord_id: int) -> DeletedMessage | None:
         """The user deleted a message: delete it, the answers to it, and what was derived
         from it alone (`Changes.message_deleted`); where the answers were shown, if stored."""
+        return await self.changes.message_deleted(discord_id)
+
+    async def forget_message(self, discord_id: int, channel_id: int) -> DeletedMessage | None:
+        """ "Forget this" on one of the user's own messages: as a deletion, and its id kept
+        for as long as a channel's lines are (the message stays on Discord, and a restart
+        would read it again into the channel context)."""
+        await self.storage.erasures.mark_forgotten(
+            discord_id, channel_id, now=self._clock(), keep_seconds=LINE_MAX_AGE_SECONDS
+        )
         return await self.changes.message_deleted(discord_id)
 
     async def remember_message(self, incoming: IncomingMessage) -> Remembered:

@@ -31,6 +31,9 @@ ME = "you (Mnemo)"
 # this long after an erasure is still left out, so that clocks a little apart never let an
 # erased line back in.
 ERASURE_CLOCK_MARGIN_SECONDS = 30.0
+# A line older than this leaves the channel context (and a "Forget this" mark, which keeps a
+# forgotten line out, is kept as long).
+LINE_MAX_AGE_SECONDS = 24 * 3600.0
 LINE_MAX_CHARS = 1000
 COUNTED_MAX = 20_000  # rendered lines whose token count is remembered (about 3 MB at most)
 
@@ -62,11 +65,15 @@ def usable_lines(
     erased_at: Mapping[int, float],
     in_window: Collection[int],
     new_message_id: int | None,
+    forgotten: Collection[int] = (),
 ) -> list[ChannelLine]:
-    """The lines a prompt may use, oldest first (see the module's docstring)."""
+    """The lines a prompt may use, oldest first (see the module's docstring); `forgotten`:
+    ids of messages their authors had forgotten with "Forget this"."""
     kept = []
     for line in lines:
         if line.message_id == new_message_id or line.message_id in in_window:
+            continue
+        if line.message_id in forgotten:
             continue
         if (
             line.mine

@@ -43,6 +43,16 @@ class SessionReport:
     budget: int
 
 
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """The channel's recent lines and what keeps some of them out of a prompt."""
+
+    lines: list[ChannelLine] = dataclasses.field(default_factory=list)
+    erased_at: dict[int, float] = dataclasses.field(default_factory=dict)
+    blocked: frozenset[int] = frozenset()
+    forgotten: frozenset[int] = frozenset()
+
+
 class ContextBuilder:
     def __init__(
         self,
@@ -190,41 +200,41 @@ class ContextBuilder:
             )
         return prompt
 
-    async def _heard(
-        self, channel: ChannelSource | None, new_message: StoredMessage
-    ) -> tuple[list[ChannelLine], dict[int, float], frozenset[int]]:
+    async def _heard(self, channel: ChannelSource | None, new_message: StoredMessage) -> Heard:
         """The channel's lines, when its context is on; with when each author's memory here
-        was last erased (read now, from the database: an erasure on any process counts) and
-        whose lines never enter it: blocked here, or their memory paused."""
+        was last erased (read now, from the database: an erasure on any process counts), whose
+        lines never enter it (blocked here, or their memory paused) and which lines their
+        authors forgot ("Forget this", on any process)."""
         if channel is None or new_message.guild_id is None:
-            return [], {}, frozenset()
+            return Heard()
         lines = list(await channel.lines())
         if not lines:
-            return [], {}, frozenset()
+            return Heard()
         authors = [line.author_id for line in lines if not line.mine]
-        erased_at, rules, paused = await asyncio.gather(
-            self._storage.erasures.erased_at(new_message.guild_id, new_message.channel_id, authors),
+        channel_id = new_message.channel_id
+        erased_at, rules, paused, forgotten = await asyncio.gather(
+            self._storage.erasures.erased_at(new_message.guild_id, channel_id, authors),
             self._controls.rules(new_message.guild_id),
             self._controls.paused_among(authors),
+            self._storage.erasures.forgotten(channel_id, [line.message_id for line in lines]),
         )
-        return lines, erased_at, self._controls.blocked_here(rules) | paused
+        blocked = self._controls.blocked_here(rules) | paused
+        return Heard(lines, erased_at, blocked, frozenset(forgotten))
 
     @staticmethod
     def _usable(
-        heard: tuple[list[ChannelLine], dict[int, float], frozenset[int]],
-        newest: Sequence[StoredMessage],
-        new_message: StoredMessage,
+        heard: Heard, newest: Sequence[StoredMessage], new_message: StoredMessage
     ) -> list[ChannelLine]:
-        lines, erased_at, blocked = heard
-        if not lines:
+        if not heard.lines:
             return []
         in_window = {m.discord_id for m in newest if m.discord_id is not None}
         return usable_lines(
-            lines,
-            blocked=blocked,
-            erased_at=erased_at,
+            heard.lines,
+            blocked=heard.blocked,
+            erased_at=heard.erased_at,
             in_window=in_window,
             new_message_id=new_message.discord_id,
+            forgotten=heard.forgotten,
         )
 
     async def _sections(

@@ -315,3 +315,32 @@ async def test_remember_this_and_forget_this_on_ones_own_message(
     assert await bot.storage.facts.current(d.alice.id, d.GUILD_ID) == []
     contents = [m["content"] for m in (await bot.storage.users.export(d.alice.id))["messages"]]
     assert contents == ["nice weather today"]
+
+
+async def test_a_line_forgotten_with_forget_this_stays_out_after_a_restart(
+    bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM
+) -> None:
+    """ "Forget this" leaves the message on Discord (it is the author's, not the bot's to
+    delete): a restart reads the channel's history again, and the forgotten line must not
+    come back with it. Neither for a message the bot never stored (only heard)."""
+    d = fake_discord
+    bot = await bots.start(channel_context="on")
+    stored = await d.send_message(d.alice, d.CHANNEL_ID, "my PIN is 4921", mention_bot=True)
+    await d.final_text(await d.next_bot_message(d.CHANNEL_ID), quiet=0.3)
+    only_heard = await chatter(d, d.alice, "my locker code is 7730")
+    await chatter(d, d.admin, "Admin's line stays")
+    await heard(bot, d.CHANNEL_ID, 4, d)
+    for message in (stored, only_heard):
+        forgotten = await d.message_command(d.alice, "Forget this", message)
+        await forgotten.wait_text()
+    await ask(d, d.bob, d.CHANNEL_ID, "what was said?")
+    lines = channel_block(fake_llm)
+    assert 'Admin: "Admin\'s line stays"' in lines
+    assert not any("4921" in line or "7730" in line for line in lines), lines
+
+    await bots.stop(bot)
+    await bots.start(channel_context="on")
+    await ask(d, d.bob, d.CHANNEL_ID, "after the restart?")
+    lines = channel_block(fake_llm)
+    assert 'Admin: "Admin\'s line stays"' in lines, "the history was read again"
+    assert not any("4921" in line or "7730" in line for line in lines), lines
