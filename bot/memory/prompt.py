@@ -39,10 +39,10 @@ SECTIONS = ("facts", "summary")
 recall: a new learner's section takes its place here."""
 CUT_NOTICE = "\n[… message cut here: it was longer than the {cap}-token limit]"
 MIN_USEFUL_WINDOW_TOKENS = 16
-# What the recall block adds to the system message is counted as the block alone plus this:
-# the blank line before it, and where the text before it ends in punctuation, the few tokens
-# that the joined text may tokenize differently at the seam. An upper bound (a test holds it),
-# instead of counting the whole system message again for every block tried.
+# What the recall block adds to the system message is counted as the block's parts
+# (`RecallBlock.tokens`) plus this: the blank line before it, and where the text before it
+# ends in punctuation, the few tokens that the joined text may tokenize differently at the
+# seam. An upper bound (tests hold it), instead of counting the whole system message again.
 RECALL_SEAM_TOKENS = 4
 
 
@@ -234,14 +234,15 @@ class PromptBuilder:
         is counted again. A recalled message that the window ended up holding is not quoted
         twice: it is dropped from the recall section, which only shrinks it.
         """
-        recall_block, kept = render_recall(recalled, self._tokenizer, self.recall_budget)
-        recall_cost = self._with_recall(recall_block)
+        recall = render_recall(recalled, self._tokenizer, self.recall_budget)
+        recall_cost = self._with_recall(recall)
         window, window_ids, left = self._fit_window(newest_first, self.window_budget - recall_cost)
+        kept = recall.kept
         if any(item.message_id in window_ids for item in kept):
-            self._with_recall("")
             unseen = [item for item in kept if item.message_id not in window_ids]
-            recall_block, kept = render_recall(unseen, self._tokenizer, self.recall_budget)
-            left += recall_cost - self._with_recall(recall_block)
+            recall = render_recall(unseen, self._tokenizer, self.recall_budget)
+            left += recall_cost - self._with_recall(recall)
+            kept = recall.kept
         messages = [
             {"role": "system", "content": self._system},
             *window,
@@ -270,12 +271,12 @@ class PromptBuilder:
                 return held
         return len(newest_first)
 
-    def _with_recall(self, block: str) -> int:
-        """Put `block` at the end of the system message (in place of any earlier one);
-        return what it adds to the prompt."""
+    def _with_recall(self, recall: RecallBlock) -> int:
+        """Put the recall block at the end of the system message (in place of any earlier
+        one); return what it adds to the prompt."""
         base = self._system_without_recall
-        self._system = f"{base}\n\n{block}" if block else base
-        added = self._tokenizer.count(block) + RECALL_SEAM_TOKENS if block else 0
+        self._system = f"{base}\n\n{recall.text}" if recall.text else base
+        added = recall.tokens + RECALL_SEAM_TOKENS if recall.text else 0
         self._fixed_cost = self._fixed_cost_without_recall + added
         self._sections["recall"] = added
         return added
@@ -357,15 +358,34 @@ def quote(value: str) -> str:
     return f'"{flat}"'
 
 
+@dataclass(frozen=True, slots=True)
+class RecallBlock:
+    """The recall section as rendered: its text, the excerpts it quotes, and its tokens."""
+
+    text: str
+    kept: tuple[RecalledExcerpt, ...]
+    tokens: int
+    """The header's and each line's own count plus one per line for its newline: at least
+    the block's count (the lines are counted anyway to choose them, and the block, new
+    every turn, would be a count of its own). Joining only ever merges tokens at a seam: a
+    line ends in a quote, which takes the newline after it into one piece of the tokenizer,
+    and the next line starts a new one."""
+
+
+NO_RECALL = RecallBlock("", (), 0)
+
+
 def render_recall(
     recalled: Sequence[RecalledExcerpt], tokenizer: Tokenizer, cap: int
-) -> tuple[str, list[RecalledExcerpt]]:
+) -> RecallBlock:
     """Recalled messages as a quoted, dated block: the best first until the cap, then shown in
-    the order they were said. Returns the block and the excerpts it holds."""
+    the order they were said."""
     if not recalled or cap <= 0:
-        return "", []
-    budget = cap - tokenizer.count(RECALL_HEADER) - 2  # 2: the separator before the block
+        return NO_RECALL
+    header_tokens = tokenizer.count(RECALL_HEADER)
+    budget = cap - header_tokens - 2  # 2: the separator before the block
     chosen: list[tuple[RecalledExcerpt, str]] = []
+    used = header_tokens
     for item in recalled:
         line = recall_line(item)
         cost = tokenizer.count(line) + 1
@@ -373,11 +393,12 @@ def render_recall(
             continue  # a shorter, lower-ranked one may still fit
         chosen.append((item, line))
         budget -= cost
+        used += cost
     if not chosen:
-        return "", []
+        return NO_RECALL
     chosen.sort(key=lambda pair: pair[0].created_at)
     block = RECALL_HEADER + "\n" + "\n".join(line for _, line in chosen)
-    return block, [item for item, _ in chosen]
+    return RecallBlock(block, tuple(item for item, _ in chosen), used)
 
 
 def recall_line(item: RecalledExcerpt) -> str:

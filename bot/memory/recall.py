@@ -191,15 +191,22 @@ def collapse_duplicates(hits: Sequence[RecallHit]) -> list[RecallHit]:
     kept: list[tuple[RecallHit, frozenset[str]]] = []
     for hit in hits:
         words = frozenset(_WORD.findall(hit.message.content.casefold()))
-        if any(_overlap(words, other) >= DUPLICATE_OVERLAP for _, other in kept):
+        if any(near_duplicates(words, other) for _, other in kept):
             continue
         kept.append((hit, words))
     return [hit for hit, _ in kept]
 
 
-def _overlap(a: frozenset[str], b: frozenset[str]) -> float:
-    union = len(a | b)
-    return len(a & b) / union if union else 1.0
+def near_duplicates(a: frozenset[str], b: frozenset[str]) -> bool:
+    """Whether the word sets overlap at least DUPLICATE_OVERLAP (Jaccard)."""
+    smaller, larger = sorted((len(a), len(b)))
+    if not larger:
+        return True
+    # The overlap is at most smaller / larger: most pairs are decided by their sizes alone.
+    if smaller < DUPLICATE_OVERLAP * larger:
+        return False
+    shared = len(a & b)
+    return shared >= DUPLICATE_OVERLAP * (len(a) + len(b) - shared)
 
 
 def excerpt(text: str, terms: Sequence[str], limit: int = EXCERPT_CHARS) -> str:

@@ -131,6 +131,8 @@ class ModelScheduler:
     def _prune(self) -> None:
         """Tell queued replies that can no longer be answered in time (the estimate changed)."""
         now = time.monotonic()
+        if not self._any_overdue_possible(now):
+            return
         turns = self._turns()
         seen: Counter[int] = Counter()
         for ticket in [t for t in self._tickets if self._queued(t)]:
@@ -144,6 +146,17 @@ class ModelScheduler:
                 if ticket.waiter is not None and not ticket.waiter.done():
                     ticket.waiter.set_exception(Overdue())
                     self._forget_reply_waiter(ticket)
+
+    def _any_overdue_possible(self, now: float) -> bool:
+        """False when even the oldest queued reply, served last, would be answered in time.
+
+        `_prune` runs after every reply; its exact pass costs queue length x users. This
+        bound is one pass, and under a normal load it ends the check there."""
+        queued = [t.admitted_at for t in self._tickets if self._queued(t)]
+        if not queued:
+            return False
+        last_place = self._replies_running + len(queued) - 1
+        return now - min(queued) + self._answered_after(last_place) > self.deadline
 
     # -- replies -----------------------------------------------------------------------------
 

@@ -8,7 +8,9 @@ from bot.memory.channel import CHANNEL_HEADER, ChannelLine
 from bot.memory.prompt import (
     FACTS_HEADER,
     RECALL_HEADER,
+    RECALL_SEAM_TOKENS,
     SUMMARY_HEADER,
+    Prompt,
     PromptBuilder,
     PromptLimits,
 )
@@ -236,10 +238,47 @@ def test_channel_context_is_attributed_in_order_and_under_its_cap(tokenizer: Tok
 def test_the_recall_block_is_never_undercounted(
     tokenizer: Tokenizer, summary: str, excerpt: str
 ) -> None:
-    """The recall block is counted alone plus a bound for the seam where it joins the system
-    message (instead of counting the whole message again): the total never falls below what
-    is sent, whatever the text before the seam ends in."""
+    """The recall block is counted by its parts plus a bound for the seam where it joins the
+    system message (instead of counting the whole message again): the total never falls
+    below what is sent, whatever the text before the seam ends in, and overcounts by a few
+    tokens at most."""
     prompt = build(tokenizer, [], summary=summary, recalled=[recalled(5, excerpt)])
     assert prompt.recalled, "the excerpt fits: the seam is measured"
+    assert_counted_within_seams(tokenizer, prompt)
+
+
+ENDINGS = [
+    "cats",
+    "cats.",
+    "why?!",
+    'she said "no"',
+    "!!!!!!!!",
+    "...",
+    "😀😀",
+    "''",
+    "a\n\nb",
+    " x ",
+]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_recall_block_of_many_lines_is_never_undercounted(
+    tokenizer: Tokenizer, seed: int
+) -> None:
+    """Counting each line alone and summing: the seams between lines (a quote, a newline, a
+    dash) only ever merge tokens, whatever the quoted text ends in."""
+    rng = random.Random(seed)
+    excerpts = [
+        recalled(i, " ".join(rng.choice(ENDINGS) for _ in range(rng.randint(1, 6))))
+        for i in range(rng.randint(2, 12))
+    ]
+    prompt = build(tokenizer, [], summary=rng.choice(["", "Notes.", "x"]), recalled=excerpts)
+    assert len(prompt.recalled) >= 2
+    assert_counted_within_seams(tokenizer, prompt)
+
+
+def assert_counted_within_seams(tokenizer: Tokenizer, prompt: Prompt) -> None:
     sent = sum(tokenizer.count(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in prompt.messages)
-    assert sent + REPLY_PRIMING_TOKENS <= prompt.tokens <= sent + REPLY_PRIMING_TOKENS + 4
+    exact = sent + REPLY_PRIMING_TOKENS
+    slack = RECALL_SEAM_TOKENS + 1 + len(prompt.recalled)  # the seam, and a newline a line
+    assert exact <= prompt.tokens <= exact + slack

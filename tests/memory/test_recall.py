@@ -3,12 +3,19 @@ nothing else does; erasure and retention reach the search index, byte by byte.""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 
 from bot.engine.engine import MemoryEngine
-from bot.memory.recall import collapse_duplicates, excerpt, search_terms
+from bot.memory.recall import (
+    DUPLICATE_OVERLAP,
+    collapse_duplicates,
+    excerpt,
+    near_duplicates,
+    search_terms,
+)
 from bot.model.tokens import Tokenizer
 from storage import Storage
 from storage.models import SessionKey, StoredMessage
@@ -216,7 +223,7 @@ def test_a_short_follow_up_borrows_the_previous_turn(tokenizer: Tokenizer) -> No
     assert "lisbon" in terms and "trip" in terms
 
 
-def test_near_duplicates_collapse() -> None:
+def testnear_duplicates_collapse() -> None:
     def hit(index: int, text: str) -> RecallHit:
         return RecallHit(StoredMessage(index, 1, None, 1, 1, 1, "user", text, 5, 1.0), 1.0)
 
@@ -265,3 +272,17 @@ async def test_memory_why_shows_only_ones_own_recall_and_is_erased(
     assert (await final_content(clear)).startswith("Done.")
     after = await (await d.slash(d.alice, "memory", "why")).response()
     assert "WHY-MARKER" not in after["data"]["content"]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_duplicate_test_by_sizes_agrees_with_the_overlap(seed: int) -> None:
+    """The shortcut (sizes first, the intersection only when they allow it) decides as the
+    Jaccard overlap itself does, on sets of every size relation."""
+    rng = random.Random(seed)
+    vocabulary = [f"w{i}" for i in range(30)]
+    for _ in range(2000):
+        a = frozenset(rng.sample(vocabulary, rng.randint(0, 12)))
+        b = frozenset(rng.sample(vocabulary, rng.randint(0, 12)))
+        union = len(a | b)
+        jaccard = len(a & b) / union if union else 1.0
+        assert near_duplicates(a, b) == (jaccard >= DUPLICATE_OVERLAP), (a, b)

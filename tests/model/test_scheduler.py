@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.model.scheduler import ModelScheduler
+import pytest
+
+from bot.model.scheduler import ModelScheduler, Overdue, Ticket
 
 
 async def test_background_waits_for_a_running_reply_on_one_slot() -> None:
@@ -96,3 +98,25 @@ async def test_expected_wait_counts_what_is_ahead_in_turns() -> None:
     assert ModelScheduler(2).expected_wait(1) == 0.0
     for ticket in tickets:
         scheduler.leave(ticket)
+
+
+async def test_a_queued_reply_is_told_when_it_can_no_longer_be_answered_in_time() -> None:
+    scheduler = ModelScheduler(1, deadline=3.0)
+    running, queued = scheduler.enter(1), scheduler.enter(2)
+    async with scheduler.reply(running):
+        waiting = asyncio.create_task(_hold(scheduler, queued))
+        await asyncio.sleep(0.01)
+        scheduler._note_latency(1.0)  # quick replies: second in line is answered in time
+        assert not queued.overdue
+        scheduler._note_latency(10.0)  # replies got slow: it would wait far past 3 s
+        assert queued.overdue
+    with pytest.raises(Overdue):
+        await waiting
+    scheduler.leave(running)
+    scheduler.leave(queued)
+    assert scheduler.idle()
+
+
+async def _hold(scheduler: ModelScheduler, ticket: Ticket) -> None:
+    async with scheduler.reply(ticket):
+        pass
