@@ -223,7 +223,7 @@ def test_a_short_follow_up_borrows_the_previous_turn(tokenizer: Tokenizer) -> No
     assert "lisbon" in terms and "trip" in terms
 
 
-def testnear_duplicates_collapse() -> None:
+def test_near_duplicates_collapse() -> None:
     def hit(index: int, text: str) -> RecallHit:
         return RecallHit(StoredMessage(index, 1, None, 1, 1, 1, "user", text, 5, 1.0), 1.0)
 
