@@ -274,10 +274,7 @@ async def test_erasure_reaches_the_channel_context_of_another_process_and_a_rest
     assert 'Admin: "Admin\'s line stays"' in lines
 
     # A restart reads the channel's history from Discord again: still nothing of Alice's.
-    await bots.stop(holder)
-    await bots.start(channel_context="on")
-    await ask(d, d.bob, d.CHANNEL_ID, "after the restart?")
-    lines = channel_block(fake_llm)
+    lines = await restart_and_ask(bots, holder, d, fake_llm)
     assert 'Admin: "Admin\'s line stays"' in lines, "the history was read"
     assert not any("Alice's line" in line or "deleted" in line for line in lines), lines
 
@@ -338,9 +335,16 @@ async def test_a_line_forgotten_with_forget_this_stays_out_after_a_restart(
     assert 'Admin: "Admin\'s line stays"' in lines
     assert not any("4921" in line or "7730" in line for line in lines), lines
 
+    lines = await restart_and_ask(bots, bot, d, fake_llm)
+    assert 'Admin: "Admin\'s line stays"' in lines, "the history was read again"
+    assert not any("4921" in line or "7730" in line for line in lines), lines
+
+
+async def restart_and_ask(
+    bots: Bots, bot: MemoryBot, d: FakeDiscord, fake_llm: FakeLLM
+) -> list[str]:
+    """Restart the bot (channel context on) and ask in the channel: the channel block sent."""
     await bots.stop(bot)
     await bots.start(channel_context="on")
     await ask(d, d.bob, d.CHANNEL_ID, "after the restart?")
-    lines = channel_block(fake_llm)
-    assert 'Admin: "Admin\'s line stays"' in lines, "the history was read again"
-    assert not any("4921" in line or "7730" in line for line in lines), lines
+    return channel_block(fake_llm)
