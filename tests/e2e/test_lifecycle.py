@@ -10,6 +10,7 @@ from typing import Any
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
 from tests.helpers.e2e import Bots, ask, eventually, press, stored, take_tracebacks
+from tests.helpers.engines import hold_in_one_rate_window
 from tests.helpers.llm import facts_responder
 
 
@@ -51,7 +52,7 @@ async def test_rate_limited_user_is_told_when_to_come_back(
     bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM
 ) -> None:
     d = fake_discord
-    await bots.start(user_messages_per_minute=2)
+    hold_in_one_rate_window((await bots.start(user_messages_per_minute=2)).engine)
     assert (await ask(d, d.alice, d.CHANNEL_ID, "one")).startswith("echo:")
     assert (await ask(d, d.alice, d.CHANNEL_ID, "two")).startswith("echo:")
     refusal = await ask(d, d.alice, d.CHANNEL_ID, "three")

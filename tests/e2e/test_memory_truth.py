@@ -26,6 +26,7 @@ from tests.helpers.e2e import (
     settled,
     stored,
 )
+from tests.helpers.engines import hold_in_one_rate_window
 from tests.helpers.llm import facts_responder, is_summary_call
 
 
@@ -223,7 +224,7 @@ async def test_a_flood_past_the_rate_limit_gets_one_notice(
     bots: Bots, fake_discord: FakeDiscord, fake_llm: FakeLLM
 ) -> None:
     d = fake_discord
-    await bots.start(user_messages_per_minute=2)
+    hold_in_one_rate_window((await bots.start(user_messages_per_minute=2)).engine)
     for text in ("one", "two"):
         assert (await ask(d, d.alice, d.CHANNEL_ID, text)).startswith("echo:")
     for i in range(6):

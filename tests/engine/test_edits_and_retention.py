@@ -13,7 +13,7 @@ from bot.engine.pending import LateChange, UnstoredChanges
 from bot.policy.access import ChannelView
 from storage.models import SessionKey
 from tests.fakes.llm_server import FakeLLM, message_text
-from tests.helpers.engines import Engines
+from tests.helpers.engines import Engines, hold_in_one_rate_window
 from tests.helpers.llm import is_summary_call, labelled_ids
 from tests.helpers.storage import file_contains
 
@@ -201,7 +201,7 @@ async def test_relearning_after_edits_is_debounced(engines: Engines, fake_llm: F
 
 async def test_edits_count_against_the_per_minute_rate(engines: Engines, fake_llm: FakeLLM) -> None:
     engine = await engines.start(user_messages_per_minute=2)
-    engine.limits._clock = lambda: 1_800_000_000.0  # one minute window for the whole test
+    hold_in_one_rate_window(engine)
     fake_llm.responder = lambda body: "noted"
     await say(engine, 1, "I live in Lisbon")  # 1 of 2
     assert await engine.message_edited(1, "I live in Porto", user_id=ALICE.user_id, admit=True)

@@ -15,6 +15,17 @@ from tests.helpers.storage import next_discord_id
 SettingsFactory = Callable[..., Settings]
 """The `make_settings` fixture: Settings as a user writes them in .env, with overrides."""
 
+A_MINUTES_START = 1_800_000_000.0  # divisible by 60: the first second of a rate window
+
+
+def hold_in_one_rate_window(engine: MemoryEngine) -> None:
+    """Count every message of the test in one per-minute rate window.
+
+    The rate is counted in fixed windows of the wall clock; a test that crossed a minute's
+    boundary would start a fresh count and see a message it expected refused answered.
+    """
+    engine.limits._clock = lambda: A_MINUTES_START
+
 
 class Engines:
     """Memory engines wired to a real SQLite file and the loopback LLM over HTTP.

@@ -9,7 +9,7 @@ from bot.policy.limits import Limits
 from storage import Storage
 from storage.models import SessionKey
 from tests.fakes.llm_server import FakeLLM
-from tests.helpers.engines import Engines, SettingsFactory
+from tests.helpers.engines import Engines, SettingsFactory, hold_in_one_rate_window
 from tests.helpers.llm import is_summary_call
 from tests.helpers.storage import next_discord_id
 
@@ -23,6 +23,7 @@ async def say(engine: MemoryEngine, key: SessionKey, text: str = "hello"):
 
 async def test_rate_limit_refuses_with_reset_time(engines: Engines, fake_llm: FakeLLM) -> None:
     engine = await engines.start(user_messages_per_minute=3)
+    hold_in_one_rate_window(engine)
     outcomes = [await say(engine, ALICE) for _ in range(4)]
     assert [r.outcome for r in outcomes[:3]] == [Outcome.ANSWERED] * 3
     refused = outcomes[3]
@@ -125,6 +126,7 @@ async def test_erasing_everything_resets_neither_the_budget_nor_the_rate(
     assert len(fake_llm.chat_calls) == 1
 
     rated = await engines.start(user_messages_per_minute=1)
+    hold_in_one_rate_window(rated)
     assert (await say(rated, BOB)).outcome is Outcome.ANSWERED
     await rated.forget_user(BOB.user_id)
     refused = await say(rated, BOB)
