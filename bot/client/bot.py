@@ -31,6 +31,7 @@ from bot.engine.engine import MemoryEngine
 from bot.model.llm import LLMClient
 from bot.model.probe import check_model_server
 from bot.policy.access import OperatorPolicy
+from bot.runtime.heap import freeze_start_up_objects, release_start_up_objects
 from bot.runtime.heartbeat import HEARTBEAT_KEY, HEARTBEAT_SECONDS
 from storage import Storage, StorageError
 
@@ -121,6 +122,7 @@ class MemoryBot(commands.Bot):
         if self.conversations is not None:  # the chat cog, loaded above
             recovery = RestartRecovery(self, self.conversations)
             self._resumer = asyncio.create_task(recovery.run(), name="mnemo-resume")
+        freeze_start_up_objects()
         log.info(
             "Mnemo is set up: database %s, chat model %s, tokenizer %s",
             settings.database_url.redacted(),
@@ -303,6 +305,7 @@ class MemoryBot(commands.Bot):
             await self._llm.close()
         if self._storage is not None:
             await self._storage.close()
+        release_start_up_objects()
 
 
 def _shard_options(settings: Settings) -> dict[str, Any]:

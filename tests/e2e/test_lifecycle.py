@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sqlite3
 from pathlib import Path
@@ -59,6 +60,18 @@ async def test_rate_limited_user_is_told_when_to_come_back(
     assert refusal.startswith("⏳") and "2 a minute" in refusal and "<t:" in refusal
     assert (await ask(d, d.bob, d.CHANNEL_ID, "bob is fine")).startswith("echo:")
     assert len(fake_llm.chat_calls) == 3
+
+
+async def test_the_start_up_objects_stay_out_of_full_collections_while_the_bot_runs(
+    bots: Bots, fake_discord: FakeDiscord
+) -> None:
+    d = fake_discord
+    bot = await bots.start()
+    # discord.py, the openai SDK, the cogs: a full collection no longer walks them.
+    assert gc.get_freeze_count() > 10_000
+    assert (await ask(d, d.alice, d.CHANNEL_ID, "still answering")).startswith("echo:")
+    await bots.stop(bot)
+    assert gc.get_freeze_count() == 0  # given back once the bot is closed
 
 
 async def test_full_disk_is_reported_and_recovered_from(
