@@ -20,25 +20,13 @@ class UsageRepository:
         per_user: bool = True,
         per_member: bool = True,
     ) -> None:
-        rows = [(day, "user", user_id, tokens)] if per_user else []
-        if guild_id is not None:
-            rows.append((day, "guild", guild_id, tokens))
-        if not rows:
-            return
-        async with self._db.transaction() as tx:
-            await tx.executemany(
-                "INSERT INTO usage_daily (day, scope, scope_id, tokens) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (day, scope, scope_id)"
-                " DO UPDATE SET tokens = usage_daily.tokens + excluded.tokens",
-                rows,
-            )
-            if guild_id is not None and per_member:
-                await tx.execute(
-                    "INSERT INTO usage_members (day, guild_id, user_id, tokens)"
-                    " VALUES (?, ?, ?, ?) ON CONFLICT (guild_id, day, user_id)"
-                    " DO UPDATE SET tokens = usage_members.tokens + excluded.tokens",
-                    (day, guild_id, user_id, tokens),
-                )
+        """Add one call's tokens to the day's counters: the user's (`per_user`), the server's,
+        and the member's in that server (`per_member`); one atomic statement (migration 19)."""
+        await self._db.write_one(
+            "INSERT INTO usage_charges (day, user_id, guild_id, tokens, per_user, per_member)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (day, user_id, guild_id, tokens, int(per_user), int(per_member)),
+        )
 
     async def used(self, day: str, scope: str, scope_id: int) -> int:
         row = await self._db.fetch_one(
