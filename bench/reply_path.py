@@ -28,6 +28,11 @@ its `on_message`), plus a bare aiohttp POST of the bot's own chat request body t
 (for the first interval); the tail of the same SSE stream reaching the aiohttp client, plus a
 bare aiohttp PATCH of the bot's final message body to the Discord REST (for the second).
 Figures are a percentile of the bot's interval minus the same percentile of the floor.
+Beside them (`1sdk-…`, no goal of their own), the first interval above a second floor: the
+same gateway, plus the bot's chat request sent through the openai SDK as the bot sends it
+(`LLMClient.stream_chat`, a client of its own made by `bot.app.make_llm`), until it reaches
+the LLM: what memory adds to a bot built on discord.py and the openai SDK, the SDK's own work
+on a request set apart.
 
 With a PostgreSQL server named (`bench.postgres.server_url`: BENCH_DATABASE_URL or
 TEST_DATABASE_URL), the same turns also run at 10 thousand messages with the bot's
@@ -75,7 +80,9 @@ from bench.loopback import (
 )
 from bench.postgres import NOT_SET, copy_sqlite, redact, server_url, temporary_database
 from bench.profiling import profile
+from bot.app import make_llm
 from bot.client.bot import MemoryBot
+from bot.model.llm import LLMClient, StreamState
 from tests.fakes.discord import FakeDiscord, FakeUser
 from tests.fakes.llm_server import is_reply_call
 
@@ -104,6 +111,8 @@ class Samples:
     event_floor: list[float] = field(default_factory=list)
     gateway_floor: list[float] = field(default_factory=list)
     post_floor: list[float] = field(default_factory=list)
+    sdk_floor: list[float] = field(default_factory=list)
+    sdk_post_floor: list[float] = field(default_factory=list)
     last_to_final: list[float] = field(default_factory=list)
     final_floor: list[float] = field(default_factory=list)
     sse_floor: list[float] = field(default_factory=list)
@@ -143,9 +152,15 @@ class Floor:
     """The loopback round trips alone, on a second fake Discord and LLM."""
 
     def __init__(
-        self, fake: TimedDiscord, llm: TimedLLM, client: FloorClient, http: aiohttp.ClientSession
+        self,
+        fake: TimedDiscord,
+        llm: TimedLLM,
+        client: FloorClient,
+        http: aiohttp.ClientSession,
+        sdk: LLMClient,
     ) -> None:
         self._fake, self._llm, self._client, self._http = fake, llm, client, http
+        self._sdk = sdk
         self._message_url = ""
 
     async def open(self) -> None:
@@ -172,6 +187,23 @@ class Floor:
             raise BenchError("the floor's LLM call was not recorded as one streamed call")
         arrived, written = self._llm.requests[-1].time, self._llm.stream_ends[-1]
         return arrived - started_at, finished - written
+
+    async def sdk(self, body: dict[str, Any]) -> float:
+        """The same chat request through the openai SDK, as the bot streams it: until the LLM
+        has the request (the stream is read to its end, as the bot reads it)."""
+        calls = len(self._llm.requests)
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        state = StreamState()
+        started_at = time.monotonic()
+        async for _ in self._sdk.stream_chat(
+            body["model"], body["messages"], max_tokens=int(limit), state=state
+        ):
+            pass
+        # (The first call of a client may also ask the server for its slots.)
+        chat = [call for call in self._llm.requests[calls:] if is_reply_call(call.json or {})]
+        if len(chat) != 1:
+            raise BenchError("the SDK floor's chat call was not recorded as one call")
+        return chat[0].time - started_at
 
     async def rest(self, body: dict[str, Any]) -> float:
         started_at = time.monotonic()
@@ -254,18 +286,22 @@ async def _measure(
         aiohttp.ClientSession() as http,
     ):
         client = FloorClient()
+        sdk = make_llm(mnemo_settings(floor_llm, path))
         point_at(floor_fake)
-        async with started(client, floor_fake):
-            point_at(fake)  # the floor client needs no REST from here on; the bot does
-            floor = Floor(floor_fake, floor_llm, client, http)
-            await floor.open()
-            async with running_bot(mnemo_settings(llm, path, **database), fake) as bot:
-                dispatched = _DispatchTimes(bot)
-                for index, turn in enumerate(conversation):
-                    author = users[index % len(users)]
-                    keep = into if index >= WARMUP_TURNS else Samples(into.rows)
-                    bodies = await _turn(bot, fake, llm, dispatched, author, turn.text, keep)
-                    await _floor(floor, author, turn.text, bodies, keep)
+        try:
+            async with started(client, floor_fake):
+                point_at(fake)  # the floor client needs no REST from here on; the bot does
+                floor = Floor(floor_fake, floor_llm, client, http, sdk)
+                await floor.open()
+                async with running_bot(mnemo_settings(llm, path, **database), fake) as bot:
+                    dispatched = _DispatchTimes(bot)
+                    for index, turn in enumerate(conversation):
+                        author = users[index % len(users)]
+                        keep = into if index >= WARMUP_TURNS else Samples(into.rows)
+                        bodies = await _turn(bot, fake, llm, dispatched, author, turn.text, keep)
+                        await _floor(floor, author, turn.text, bodies, keep)
+        finally:
+            await sdk.close()
 
 
 class _DispatchTimes:
@@ -327,10 +363,13 @@ async def _floor(
     chat_body, final_body = bodies
     gateway = await floor.gateway(author, text)
     post, tail = await floor.llm(chat_body)
+    sdk_post = await floor.sdk(chat_body)
     rest = await floor.rest(final_body)
     into.gateway_floor.append(gateway)
     into.post_floor.append(post)
     into.event_floor.append(gateway + post)
+    into.sdk_post_floor.append(sdk_post)
+    into.sdk_floor.append(gateway + sdk_post)
     into.sse_floor.append(tail)
     into.rest_floor.append(rest)
     into.final_floor.append(tail + rest)
@@ -369,6 +408,10 @@ def _result(measured: list[Samples], turns: int, users: int) -> BenchResult:
     for samples in reversed(measured):  # the big database first: its figures carry the goal
         figures += _overheads(samples, "1", len(figures), goals=True)
         notes.append(_breakdown(samples))
+    beside_the_sdk: list[Figure] = []
+    for samples in reversed(measured):
+        beside_the_sdk += _above_the_sdk(samples, len(beside_the_sdk))
+    figures += beside_the_sdk
     notes += [
         f"{turns} measured turns per size (after {WARMUP_TURNS} warm-up turns), round robin over"
         f" {users} users in one channel, one turn at a time; each turn waits for the previous"
@@ -410,6 +453,29 @@ def _overheads(samples: Samples, prefix: str, first: int, *, goals: bool) -> lis
                     f" ({interval.parts(fraction)})",
                 )
             )
+    return figures
+
+
+def _above_the_sdk(samples: Samples, first: int) -> list[Figure]:
+    """Event → LLM request above the SDK floor (gateway + the request through the openai SDK),
+    p50 and p99, keyed `1sdk-a`, `1sdk-b`, … from the `first` letter on."""
+    figures = []
+    for fraction, label in ((0.5, "p50"), (0.99, "p99")):
+        figures.append(
+            Figure(
+                f"1sdk-{chr(ord('a') + first + len(figures))}",
+                f"event → LLM request, {label} above the openai SDK's floor, at"
+                f" {samples.rows:,} messages",
+                samples.above(samples.event_to_llm, samples.sdk_floor, fraction),
+                "ms",
+                None,
+                f"Mnemo {label} {samples.ms(samples.event_to_llm, fraction):.2f} ms; gateway to a"
+                f" plain discord.py client {samples.ms(samples.gateway_floor, fraction):.2f} +"
+                f" the same request through the openai SDK"
+                f" {samples.ms(samples.sdk_post_floor, fraction):.2f}; a bare aiohttp POST of it"
+                f" {samples.ms(samples.post_floor, fraction):.2f}",
+            )
+        )
     return figures
 
 
