@@ -4,12 +4,15 @@ small cache, the admins' changes, the users' memory pause, and the checks on wha
 A server's rules are read on every addressed message, so they are cached in the process; a
 change made here invalidates its server at once. Entries also expire after a TTL, because in a
 fleet another process may have made the change (its own cache is the only one it can clear).
+Messages that miss the cache together (a burst after a restart, or as an entry expires) share
+one load; a load that began before a change made here is not cached.
 A pause is never cached: it is read from the database on every message, so a pause made on any
 process holds on the very next message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
@@ -53,23 +56,43 @@ class Controls:
         self._clock = clock
         self._ttl = ttl
         self._cache: dict[int, tuple[float, ServerRules]] = {}
+        self._loading: dict[int, asyncio.Future[ServerRules]] = {}
+        self._changes: dict[int, int] = {}  # per server changed here: how often (admins' acts)
         self.policy = OperatorPolicy.from_settings(settings)
 
     # -- reading ----------------------------------------------------------------------------
 
     async def rules(self, guild_id: int) -> ServerRules:
-        now = time.monotonic()
         cached = self._cache.get(guild_id)
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > time.monotonic():
             return cached[1]
+        loading = self._loading.get(guild_id)
+        if loading is None:
+            loading = asyncio.ensure_future(self._load(guild_id))
+            self._loading[guild_id] = loading
+            loading.add_done_callback(lambda done: self._loaded(guild_id, done))
+        # Shielded: one waiter cancelled (its message deleted) does not cancel the others'.
+        return await asyncio.shield(loading)
+
+    async def _load(self, guild_id: int) -> ServerRules:
+        changes = self._changes.get(guild_id, 0)
         rules = await self._repo.load(guild_id)
-        if len(self._cache) >= RULES_CACHE_MAX:
-            self._cache.clear()  # crude but bounded; reloading is four indexed reads
-        self._cache[guild_id] = (now + self._ttl, rules)
+        if self._changes.get(guild_id, 0) == changes:  # else read before a change: not kept
+            if len(self._cache) >= RULES_CACHE_MAX:
+                self._cache.clear()  # crude but bounded; reloading is four indexed reads
+            self._cache[guild_id] = (time.monotonic() + self._ttl, rules)
         return rules
+
+    def _loaded(self, guild_id: int, done: asyncio.Future[ServerRules]) -> None:
+        if self._loading.get(guild_id) is done:
+            del self._loading[guild_id]
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter has seen it already
 
     def invalidate(self, guild_id: int) -> None:
         self._cache.pop(guild_id, None)
+        self._loading.pop(guild_id, None)  # later callers load again, after the change
+        self._changes[guild_id] = self._changes.get(guild_id, 0) + 1
 
     async def check(self, place: Place) -> tuple[Decision, ChannelView]:
         """May this message be answered, and how is it answered there."""

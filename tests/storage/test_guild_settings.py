@@ -109,6 +109,24 @@ async def test_rules_are_cached_invalidated_on_change_and_expire(
     assert (await controls.check(place))[0].allowed
 
 
+@pytest.mark.sqlite_only
+async def test_messages_that_miss_the_cache_together_share_one_load(
+    storage: Storage, make_settings: SettingsFactory, tokenizer: Tokenizer
+) -> None:
+    controls = Controls(storage, make_settings(), tokenizer)
+    await storage.guild_settings.set_blocked(GUILD, USER, True, by=9, now=1.0)
+    statements: list[str] = []
+    connection = storage.db._conn  # type: ignore[attr-defined]
+    await connection.set_trace_callback(statements.append)
+    # A burst after a restart: twenty messages of one server arrive before any read returns.
+    decisions = await asyncio.gather(
+        *(controls.check(Place(USER, GUILD, CHANNEL)) for _ in range(20))
+    )
+    await connection.set_trace_callback(None)
+    assert not any(decision.allowed for decision, _ in decisions)
+    assert sum("FROM server_settings" in statement for statement in statements) == 1
+
+
 async def test_persona_and_model_checks(
     storage: Storage, make_settings: SettingsFactory, tokenizer: Tokenizer
 ) -> None:
