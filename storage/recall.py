@@ -55,6 +55,13 @@ _STOPWORD_TEXT = """
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
 _WORD = re.compile(r"[^\W_]+")  # letters and digits: FTS5's unicode61 splits on the rest
+# The same split for ASCII text, by a byte table: every byte but a letter or digit becomes a
+# space, capitals become small. The regular expression takes 2.5 times as long (15 µs for a
+# message of 400 characters), and recall splits a dozen messages on every reply.
+_ASCII_WORDS = bytes(
+    byte + 32 if 65 <= byte <= 90 else byte if chr(byte).isalnum() and byte < 128 else 32
+    for byte in range(256)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +86,18 @@ def word_prefix(user_id: int, space_id: int) -> str:
     return f"z{number}q"
 
 
+def split_words(text: str) -> list[str]:
+    """The words of `text`, case-folded, split where the index splits them (letters and
+    digits; `_` and everything else separate)."""
+    if text.isascii():
+        return text.encode().translate(_ASCII_WORDS).decode().split()
+    return _WORD.findall(text.casefold())
+
+
 def query_terms(text: str, *, limit: int = MAX_QUERY_TERMS) -> list[str]:
     """The words of `text` worth searching for: lower-cased, no stopwords, each once."""
     terms: list[str] = []
-    for word in _WORD.findall(text.casefold()):
+    for word in split_words(text):
         if word in STOPWORDS or (len(word) < 2 and not word.isdigit()) or word in terms:
             continue
         terms.append(word)

@@ -28,7 +28,7 @@ from bot.memory.hybrid import Period, parse_time_phrase, rrf_fuse, utc, weight_p
 from bot.memory.hybrid import with_neighbours as around_hits
 from bot.memory.vectors import Nearest, VectorRecall
 from storage.models import Session, StoredMessage
-from storage.recall import RecallHit, RecallRepository, query_terms
+from storage.recall import RecallHit, RecallRepository, query_terms, split_words
 
 MIN_OWN_TERMS = 3
 """A new message with fewer search terms than this ("when was that?") borrows the previous
@@ -49,9 +49,6 @@ neighbours (benchmark 9 measured 24 better than 12: the budget takes what fits a
 
 REMEMBERED_SESSIONS = 10_000
 """The last recall is kept for this many conversations (least recently answered dropped)."""
-
-_WORD = re.compile(r"[^\W_]+")
-
 
 @dataclass(frozen=True, slots=True)
 class RecalledExcerpt:
@@ -190,10 +187,10 @@ def collapse_duplicates(hits: Sequence[RecallHit]) -> list[RecallHit]:
     """Best first, dropping each hit that nearly repeats a better one."""
     kept: list[tuple[RecallHit, frozenset[str]]] = []
     for hit in hits:
-        words = frozenset(_WORD.findall(hit.message.content.casefold()))
-        if any(near_duplicates(words, other) for _, other in kept):
+        these = frozenset(split_words(hit.message.content))
+        if any(near_duplicates(these, other) for _, other in kept):
             continue
-        kept.append((hit, words))
+        kept.append((hit, these))
     return [hit for hit, _ in kept]
 
 

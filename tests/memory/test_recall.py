@@ -4,6 +4,8 @@ nothing else does; erasure and retention reach the search index, byte by byte.""
 from __future__ import annotations
 
 import random
+import re
+import string
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ from bot.memory.recall import (
 from bot.model.tokens import Tokenizer
 from storage import Storage
 from storage.models import SessionKey, StoredMessage
-from storage.recall import RecallHit, match_expression, query_terms
+from storage.recall import RecallHit, match_expression, query_terms, split_words
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
 from tests.helpers.e2e import Bots, final_content, press, talk
@@ -286,3 +288,16 @@ def test_the_duplicate_test_by_sizes_agrees_with_the_overlap(seed: int) -> None:
         union = len(a | b)
         jaccard = len(a & b) / union if union else 1.0
         assert near_duplicates(a, b) == (jaccard >= DUPLICATE_OVERLAP), (a, b)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_words_are_split_by_letters_and_digits_in_any_script(seed: int) -> None:
+    """The byte table for ASCII text splits exactly as the Unicode rule does (letters and
+    digits form words, case-folded; `_` and the rest separate), and other text keeps the rule."""
+    rng = random.Random(seed)
+    alphabet = string.printable + "éÉßİıΣς٣日本_—’"
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 80)))
+        if rng.random() < 0.5:
+            text = "".join(char for char in text if char.isascii())
+        assert split_words(text) == re.findall(r"[^\W_]+", text.casefold()), text
