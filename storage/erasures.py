@@ -82,6 +82,16 @@ class ErasureRepository:
         assert row is not None
         return int(row[0])
 
+    async def fence_and_pause(self, key: SessionKey) -> tuple[int, bool]:
+        """The fence, and whether the user paused their memory (`memory_pauses`, which
+        storage.guild_settings writes): what every arriving message needs, in one read."""
+        row = await self._db.fetch_one(
+            f"SELECT {FENCE_SQL}, EXISTS (SELECT 1 FROM memory_pauses WHERE user_id = ?)",
+            (*fence_params(key), key.user_id),
+        )
+        assert row is not None
+        return int(row[0]), bool(row[1])
+
     async def erased_at(
         self, guild_id: int, channel_id: int, user_ids: Sequence[int]
     ) -> dict[int, float]:

@@ -45,7 +45,7 @@ from bot.policy.access import ChannelView
 from bot.policy.controls import Controls
 from bot.policy.limits import Limits, Refusal
 from storage import Storage
-from storage.erasures import ErasedMeanwhile
+from storage.erasures import ErasedMeanwhile, ErasureRepository
 from storage.errors import StorageError
 from storage.models import Session, SessionKey, StoredMessage
 
@@ -81,14 +81,15 @@ class Admission:
         self, key: SessionKey, *, admit: bool, pause: bool
     ) -> tuple[int, Refusal | None, bool]:
         """(the erasure fence, a refusal, whether the user paused memory) as the message
-        arrives; admission and the pause only when asked. Independent reads, made at once:
-        on PostgreSQL they run side by side on pooled connections, instead of one round trip
-        after the other."""
-        return await asyncio.gather(
-            self._storage.erasures.fence(key),
-            self._admit(key) if admit else _none(),
-            self._controls.is_paused(key.user_id) if pause else _false(),
+        arrives; admission and the pause only when asked. The fence and the pause are one
+        read; admission's reads run beside it (on PostgreSQL side by side on pooled
+        connections, instead of one round trip after the other)."""
+        erasures = self._storage.erasures
+        read = erasures.fence_and_pause(key) if pause else _fence_alone(erasures, key)
+        (fence, paused), refusal = await asyncio.gather(
+            read, self._admit(key) if admit else _none()
         )
+        return fence, refusal, paused
 
     async def _admit(self, key: SessionKey) -> Refusal | None:
         """Rate and budget limits, and a queue as long as can be answered within the deadline.
@@ -516,8 +517,9 @@ async def _none() -> None:
     return None
 
 
-async def _false() -> bool:
-    return False
+async def _fence_alone(erasures: ErasureRepository, key: SessionKey) -> tuple[int, bool]:
+    """The fence, when the pause is not asked for (as not paused)."""
+    return await erasures.fence(key), False
 
 
 def _place(incoming: IncomingMessage) -> int | None:

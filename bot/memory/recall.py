@@ -50,6 +50,7 @@ neighbours (benchmark 9 measured 24 better than 12: the budget takes what fits a
 REMEMBERED_SESSIONS = 10_000
 """The last recall is kept for this many conversations (least recently answered dropped)."""
 
+
 @dataclass(frozen=True, slots=True)
 class RecalledExcerpt:
     """One recalled message as it enters the prompt (and as `/memory why` shows it)."""

@@ -76,6 +76,18 @@ async def test_a_stale_fence_lands_nothing_in_its_scope_only(
         assert await add(storage, key, "fresh start", await storage.erasures.fence(key))
 
 
+async def test_an_arriving_message_reads_its_fence_and_its_authors_pause_at_once(
+    storage: Storage,
+) -> None:
+    await storage.users.delete_member_in_guild(1, 100)  # a fence above zero in that server
+    await storage.guild_settings.set_paused(2, True, now=1.0)
+    for key in ALL:
+        fence, paused = await storage.erasures.fence_and_pause(key)
+        assert fence == await storage.erasures.fence(key)
+        assert paused == (key.user_id == 2)
+    assert (await storage.erasures.fence_and_pause(ALICE_HERE))[0] > 0
+
+
 async def test_a_stale_fence_lands_no_summary_and_no_facts(storage: Storage) -> None:
     stored = await add(storage, ALICE_HERE, "I live in MARKERVILLE", 0)
     assert stored is not None
