@@ -365,9 +365,10 @@ class ReplyPipeline:
         except ErasedMeanwhile:
             return Skipped(Outcome.ERASED)
         self._turns.stored(incoming.discord_id)
-        await self._ledger.unqueue(incoming.discord_id)  # stored (or known): no longer waiting
         if stored is None:
+            await self._ledger.unqueue(incoming.discord_id)  # known already: no longer waiting
             return Skipped(Outcome.DUPLICATE)
+        self._ledger.stored(incoming.discord_id)
         # A change that arrived while the row was being written (no await since).
         late = self._turns.unstored.take(incoming.discord_id)
         if late is not None and late.deleted:

@@ -54,6 +54,10 @@ class ResumeLedger:
         """Stopped before it was stored: its row stays, and the next start answers it."""
         self._queued.discard(discord_id)
 
+    def stored(self, discord_id: int) -> None:
+        """Stored: its queue row went in the same statement (migration 20's trigger)."""
+        self._queued.discard(discord_id)
+
     async def unqueue(self, discord_id: int) -> None:
         """The message no longer waits: stored (from then on, a stop leaves it to be
         answered as a stored message), refused, or dropped. A row left by a failure here is

@@ -172,6 +172,16 @@ async def test_an_erasure_drops_the_messages_waiting_in_its_scope(storage: Stora
     assert await _queued(storage) == {BOB_HERE}
 
 
+async def test_a_waiting_message_leaves_the_queue_when_it_is_stored(storage: Storage) -> None:
+    waiting, other = next_discord_id(), next_discord_id()
+    await storage.queued.add(ALICE_HERE, waiting, fence=0, now=1.0)
+    await storage.queued.add(BOB_HERE, other, fence=0, now=1.0)
+    await storage.messages.add(
+        ALICE_HERE, role="user", content="my turn", tokens=2, discord_id=waiting, now=2.0, fence=0
+    )
+    assert await _queued(storage) == {BOB_HERE}  # the other still waits
+
+
 async def test_queued_messages_too_old_to_answer_are_dropped(storage: Storage) -> None:
     await storage.queued.add(ALICE_HERE, 1, fence=0, now=100.0)
     await storage.queued.add(ALICE_THERE, 2, fence=0, now=200.0)
