@@ -81,6 +81,8 @@ class Load:
     seconds: float = 0.0
     total: int = 0  # answers in the whole run, warm-up and wind-down included
     lag: list[float] = field(default_factory=list)
+    loop_cpu: float = 0.0  # CPU seconds of the event-loop thread in the window
+    process_cpu: float = 0.0  # CPU seconds of the whole process (SQLite's thread too) in it
 
     @property
     def rate(self) -> float:
@@ -89,6 +91,9 @@ class Load:
     @property
     def lag_p99_ms(self) -> float:
         return percentile(self.lag, 0.99) * 1000
+
+    def ms_per_answer(self, cpu_seconds: float) -> float:
+        return cpu_seconds * 1000 / max(self.answered, 1)
 
 
 class NoMemoryBot(discord.Client):
@@ -157,7 +162,8 @@ async def run(scale: Scale) -> BenchResult:
                         loads_of_kind.append(await _drive(fake, llm, sessions, window))
                     fake.forget()
                     llm.forget()
-            result = _result(loads, window)
+            statements = await _statements_per_answer(fake, llm, path, sessions, window)
+            result = _result(loads, window, statements)
             if result.missed:
                 result.profiles.append(await _profile(fake, llm, path, sessions, window))
     return result
@@ -220,7 +226,10 @@ async def _drive(
     begin = time.monotonic() + WARMUP
     end = begin + window
     try:
-        await asyncio.sleep(WARMUP + window)
+        await asyncio.sleep(WARMUP)
+        loop_cpu, process_cpu = time.thread_time(), time.process_time()
+        await asyncio.sleep(window)
+        loop_cpu, process_cpu = time.thread_time() - loop_cpu, time.process_time() - process_cpu
     finally:
         stop.set()
         # Every session finishes the message in flight; the first failure, if any, is raised
@@ -234,12 +243,50 @@ async def _drive(
         seconds=window,
         total=len(answers),
         lag=[late for at, late in lag if begin <= at < end],
+        loop_cpu=loop_cpu,
+        process_cpu=process_cpu,
     )
 
 
-def _result(loads: dict[str, list[Load]], window: float) -> BenchResult:
+async def _statements_per_answer(
+    fake: TimedDiscord,
+    llm: TimedLLM,
+    path: Path,
+    sessions: list[tuple[FakeUser, int]],
+    window: float,
+) -> float:
+    """One more Mnemo run, with SQLite's trace on from READY (start-up left out): the SQL
+    statements per answered message, the background work's included. Apart from the
+    measured rounds: the trace calls back into Python for every statement."""
+    statements = 0
+    last = ""
+
+    def count(sql: str) -> None:
+        # SQLite traces a statement again as each of its triggers starts (with the same
+        # text), and a trigger's own statements as comments: neither is another trip.
+        nonlocal statements, last
+        if not sql.startswith("--") and sql != last:
+            statements += 1
+        last = sql
+
+    async with running_bot(mnemo_settings(llm, path, **LOAD), fake) as bot:
+        connection = bot.storage.db._conn  # type: ignore[attr-defined]
+        await connection.set_trace_callback(count)
+        load = await _drive(fake, llm, sessions, window)
+        await connection.set_trace_callback(None)
+    fake.forget()
+    llm.forget()
+    return statements / max(load.total, 1)
+
+
+def _result(
+    loads: dict[str, list[Load]], window: float, statements_per_answer: float
+) -> BenchResult:
     def rate(kind: str) -> float:
         return median([load.rate for load in loads[kind]])
+
+    def cpu(kind: str, which: str) -> float:
+        return median([load.ms_per_answer(getattr(load, which)) for load in loads[kind]])
 
     def lag(kind: str) -> float:
         return median([load.lag_p99_ms for load in loads[kind]])
@@ -270,6 +317,34 @@ def _result(loads: dict[str, list[Load]], window: float) -> BenchResult:
             SHARE_GOAL,
             "each round runs Mnemo, then the no-memory bot, on the same fakes: the median of"
             " the rounds' ratios",
+        ),
+        Figure(
+            "5d",
+            "CPU time of the event-loop thread per answered message",
+            cpu(MNEMO, "loop_cpu"),
+            "ms",
+            None,
+            f"without memory: {cpu(NO_MEMORY, 'loop_cpu'):.2f} ms; echo bot:"
+            f" {cpu(ECHO, 'loop_cpu'):.2f} ms (the loopback servers and the simulated users"
+            " run on that thread too)",
+        ),
+        Figure(
+            "5e",
+            "CPU time of the whole process per answered message (SQLite's thread included)",
+            cpu(MNEMO, "process_cpu"),
+            "ms",
+            None,
+            f"without memory: {cpu(NO_MEMORY, 'process_cpu'):.2f} ms",
+        ),
+        Figure(
+            "5f",
+            "SQL statements per answered message (Mnemo, background work included)",
+            statements_per_answer,
+            "",
+            None,
+            "counted by SQLite's trace in a run of its own after the rounds (start-up left"
+            " out); each is one trip to aiosqlite's thread (a transaction's BEGIN and COMMIT"
+            " count as statements too)",
         ),
     ]
     runs = len(loads[MNEMO])
