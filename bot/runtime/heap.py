@@ -2,10 +2,10 @@
 
 A full collection walks every object the process holds, on the event loop: once the bot is
 set up that is some 170 thousand (discord.py, the openai SDK and its pydantic models, the
-tokenizer, the cogs), and one full pass over them measured 100–150 ms on a 2-core machine, a
+tokenizer, the cogs), and one full pass over them measured 100–170 ms on a 2-core machine, a
 pause every reply in flight waits out. Nearly all of them live as long as the bot, so once
 it is set up they are taken out of the collector's sight (measured: the longest pass fell to
-about 30 ms).
+25–30 ms).
 """
 
 from __future__ import annotations
