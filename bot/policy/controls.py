@@ -57,7 +57,6 @@ class Controls:
         self._ttl = ttl
         self._cache: dict[int, tuple[float, ServerRules]] = {}
         self._loading: dict[int, asyncio.Future[ServerRules]] = {}
-        self._changes: dict[int, int] = {}  # per server changed here: how often (admins' acts)
         self.policy = OperatorPolicy.from_settings(settings)
 
     # -- reading ----------------------------------------------------------------------------
@@ -75,9 +74,9 @@ class Controls:
         return await asyncio.shield(loading)
 
     async def _load(self, guild_id: int) -> ServerRules:
-        changes = self._changes.get(guild_id, 0)
         rules = await self._repo.load(guild_id)
-        if self._changes.get(guild_id, 0) == changes:  # else read before a change: not kept
+        # Still the server's load: no change was made here meanwhile (`invalidate` drops it).
+        if self._loading.get(guild_id) is asyncio.current_task():
             if len(self._cache) >= RULES_CACHE_MAX:
                 self._cache.clear()  # crude but bounded; reloading is four indexed reads
             self._cache[guild_id] = (time.monotonic() + self._ttl, rules)
@@ -92,7 +91,6 @@ class Controls:
     def invalidate(self, guild_id: int) -> None:
         self._cache.pop(guild_id, None)
         self._loading.pop(guild_id, None)  # later callers load again, after the change
-        self._changes[guild_id] = self._changes.get(guild_id, 0) + 1
 
     async def check(self, place: Place) -> tuple[Decision, ChannelView]:
         """May this message be answered, and how is it answered there."""
